@@ -1,0 +1,322 @@
+//! The base image as a source of layers: resolve a reference (tag, digest or `@sha256`
+//! pin) to one platform's manifest and config, through the cache. Only the manifest and
+//! config are fetched; base layer blobs stay remote until something needs their bytes
+//! (`--complete`, or a push to a registry that lacks them), as ko's lazy layers do.
+
+use crate::cache::Cache;
+use crate::error::hint;
+use crate::registry::{self, Client, Reference};
+use crate::target::Arch;
+use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub reference: Reference,
+    /// What the tag pointed to (an index or a manifest): the value to pin.
+    pub top_digest: String,
+    /// The platform manifest's digest (`org.opencontainers.image.base.digest`).
+    pub manifest_digest: String,
+    pub config: Vec<u8>,
+    /// Base layers with OCI media types.
+    pub layers: Vec<Descriptor>,
+    pub pinned: bool,
+    pub from_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch {
+    pub pull: bool,
+    pub offline: bool,
+    pub tag_ttl: Duration,
+}
+
+/// Docker media types become their OCI equivalents: the bytes and digests stay the same,
+/// but skopeo and umoci refuse Docker types inside an OCI layout.
+pub fn oci_media_type(media_type: &str) -> String {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        "application/vnd.docker.container.image.v1+json" => {
+            "application/vnd.oci.image.config.v1+json"
+        }
+        other => other,
+    }
+    .to_string()
+}
+
+pub fn parse_reference(text: &str) -> Result<Reference> {
+    text.parse::<Reference>().map_err(|e| {
+        hint(
+            format!("invalid image reference `{text}`: {e}"),
+            "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
+        )
+    })
+}
+
+async fn manifest_by_digest(
+    client: &Client,
+    cache: &Cache,
+    reference: &Reference,
+    digest: &str,
+    fetch: Fetch,
+) -> Result<(Vec<u8>, bool)> {
+    if let Some(bytes) = cache.read_blob(digest) {
+        return Ok((bytes, true));
+    }
+    if fetch.offline {
+        bail!(hint(
+            format!(
+                "base manifest {digest} of {} is not in the cache",
+                reference.whole()
+            ),
+            "run once without --offline to fill the cache"
+        ));
+    }
+    let pinned = Reference::with_digest(
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+        digest.to_string(),
+    );
+    let manifest = client.get_manifest(&pinned).await?;
+    cache.write_blob(&manifest.bytes)?;
+    Ok((manifest.bytes, false))
+}
+
+fn is_index(value: &serde_json::Value) -> bool {
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) => m == registry::MEDIA_OCI_INDEX || m == registry::MEDIA_DOCKER_LIST,
+        None => value.get("manifests").is_some(),
+    }
+}
+
+fn platform_of(d: &serde_json::Value) -> (String, String) {
+    let p = d.get("platform");
+    let field = |k: &str| {
+        p.and_then(|p| p.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    (field("os"), field("architecture"))
+}
+
+/// Resolve `text` for `arch`.
+pub async fn resolve(
+    client: &Client,
+    cache: &Cache,
+    text: &str,
+    arch: Arch,
+    fetch: Fetch,
+) -> Result<BaseImage> {
+    let reference = parse_reference(text)?;
+    let name = reference.whole();
+    let pinned = reference.digest().is_some();
+    let mut from_cache = true;
+    let top_digest = if let Some(d) = reference.digest() {
+        d.to_string()
+    } else {
+        let cached = if fetch.pull {
+            None
+        } else {
+            cache.tag_get(&name, (!fetch.offline).then_some(fetch.tag_ttl))
+        };
+        match cached {
+            Some(entry) => entry.digest,
+            None if fetch.offline => bail!(hint(
+                format!("base {name} has never been resolved on this machine"),
+                "run once without --offline, or pin the base by digest"
+            )),
+            None => {
+                from_cache = false;
+                let manifest = client
+                    .get_manifest(&reference)
+                    .await
+                    .with_context(|| format!("resolving base {name}"))?;
+                cache.write_blob(&manifest.bytes)?;
+                cache.tag_put(&name, &manifest.digest)?;
+                manifest.digest
+            }
+        }
+    };
+    let (top, hit) = manifest_by_digest(client, cache, &reference, &top_digest, fetch)
+        .await
+        .with_context(|| format!("reading base {name}"))?;
+    from_cache &= hit;
+    let top_value: serde_json::Value = serde_json::from_slice(&top)
+        .with_context(|| format!("base {name}: manifest is not JSON"))?;
+
+    let (manifest_digest, manifest) = if is_index(&top_value) {
+        let manifests = top_value
+            .get("manifests")
+            .and_then(|m| m.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let chosen = manifests.iter().find(|d| {
+            let (os, a) = platform_of(d);
+            os == "linux" && a == arch.oci_name()
+        });
+        let Some(chosen) = chosen else {
+            let have: Vec<String> = manifests
+                .iter()
+                .map(|d| {
+                    let (os, a) = platform_of(d);
+                    format!("{os}/{a}")
+                })
+                .collect();
+            bail!(hint(
+                format!(
+                    "base {name} has no manifest for linux/{} (it has: {})",
+                    arch.oci_name(),
+                    have.join(", ")
+                ),
+                "choose the other --arch, or a base image built for this architecture"
+            ));
+        };
+        let digest = chosen
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .context("index entry without digest")?
+            .to_string();
+        crate::digest::hex_part(&digest)?;
+        let (bytes, hit) = manifest_by_digest(client, cache, &reference, &digest, fetch)
+            .await
+            .with_context(|| format!("reading base {name} (linux/{})", arch.oci_name()))?;
+        from_cache &= hit;
+        (digest, bytes)
+    } else {
+        (top_digest.clone(), top)
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let media_type = manifest
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or(registry::MEDIA_OCI_MANIFEST);
+    if media_type != registry::MEDIA_OCI_MANIFEST && media_type != registry::MEDIA_DOCKER_MANIFEST {
+        bail!(hint(
+            format!("base {name} has an unsupported manifest type `{media_type}`"),
+            "use an OCI or Docker v2 schema 2 image"
+        ));
+    }
+    let descriptor = |v: &serde_json::Value| -> Result<Descriptor> {
+        let digest = v
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .context("descriptor without digest")?;
+        crate::digest::hex_part(digest)?;
+        Ok(Descriptor {
+            media_type: oci_media_type(
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default(),
+            ),
+            digest: digest.to_string(),
+            size: v
+                .get("size")
+                .and_then(|s| s.as_u64())
+                .context("descriptor without size")?,
+        })
+    };
+    let config_desc = descriptor(
+        manifest
+            .get("config")
+            .context("base manifest has no config")?,
+    )?;
+    let config = match cache.read_blob(&config_desc.digest) {
+        Some(bytes) => bytes,
+        None if fetch.offline => bail!(hint(
+            format!(
+                "base config {} of {name} is not in the cache",
+                config_desc.digest
+            ),
+            "run once without --offline"
+        )),
+        None => {
+            from_cache = false;
+            let path = cache.blob_path(&config_desc.digest)?;
+            client
+                .get_blob_to(
+                    reference.registry(),
+                    reference.repository(),
+                    &config_desc.digest,
+                    &path,
+                )
+                .await
+                .with_context(|| format!("fetching the config of base {name}"))?;
+            std::fs::read(&path)?
+        }
+    };
+    let config_value: serde_json::Value = serde_json::from_slice(&config)?;
+    let config_arch = config_value
+        .get("architecture")
+        .and_then(|a| a.as_str())
+        .unwrap_or("");
+    if config_arch != arch.oci_name() {
+        bail!(hint(
+            format!(
+                "base {name} is a {config_arch} image, but the target architecture is {}",
+                arch.lambda_name()
+            ),
+            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
+        ));
+    }
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .context("base manifest has no layers")?
+        .iter()
+        .map(descriptor)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BaseImage {
+        reference,
+        top_digest,
+        manifest_digest,
+        config,
+        layers,
+        pinned,
+        from_cache,
+    })
+}
+
+/// Make sure every base layer blob is in the cache (for `--complete`), verified.
+pub async fn fetch_layers(
+    client: &Client,
+    cache: &Cache,
+    base: &BaseImage,
+    offline: bool,
+) -> Result<u64> {
+    let mut fetched = 0;
+    for layer in &base.layers {
+        if cache.has_blob(&layer.digest) {
+            continue;
+        }
+        if offline {
+            bail!(hint(
+                format!("base layer {} is not in the cache", layer.digest),
+                "run once without --offline to fetch the base layers"
+            ));
+        }
+        let path = cache.blob_path(&layer.digest)?;
+        fetched += client
+            .get_blob_to(
+                base.reference.registry(),
+                base.reference.repository(),
+                &layer.digest,
+                &path,
+            )
+            .await?;
+    }
+    Ok(fetched)
+}

@@ -1,0 +1,514 @@
+//! The uv project on disk: pyproject.toml, uv.lock, workspace members, the handler and
+//! the app sources that go into the app layer. Reads only; never runs uv.
+
+use crate::config::Settings;
+use crate::error::hint;
+use crate::target::{DEFAULT_PYTHON, LAMBDA_PYTHONS, PyVersion};
+use crate::tree::Tree;
+use anyhow::{Context, Result, bail};
+use pep440_rs::{Operator, Version, VersionSpecifiers};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Directories never worth walking for app sources.
+const PRUNED_DIRS: &[&str] = &[".git", ".venv", ".ocilambda", "__pycache__", "node_modules"];
+
+/// Names left out of the app layer unless an `include` glob names them explicitly: they
+/// are secrets (`.env`) or development-only (`tests`).
+const SKIPPED_UNLESS_INCLUDED: &[&str] = &[".env", "tests"];
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Project {
+    /// The workspace root: where uv.lock lives and uv runs.
+    pub root: PathBuf,
+    /// The project whose Lambda is built: the root, or the member named by `--package`.
+    pub dir: PathBuf,
+    pub name: String,
+    /// `--package`, when building a workspace member.
+    pub package: Option<String>,
+    pub requires_python: Option<String>,
+    /// Settings from `[tool.ocilambda]` (the root's, overlaid by the member's).
+    pub settings: Settings,
+    pub lock: Vec<u8>,
+    /// Workspace members other than the built project: installed as wheels.
+    pub members: Vec<Member>,
+}
+
+fn read_pyproject(dir: &Path) -> Result<(PathBuf, toml::Table)> {
+    let path = dir.join("pyproject.toml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hint(
+            format!("no pyproject.toml in {}", dir.display()),
+            "run ocilambda in a uv project, or pass the project's directory: `ocilambda build path/to/project`"
+        )),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok((path, table))
+}
+
+fn tool_settings(table: &toml::Table, path: &Path) -> Result<Settings> {
+    match table
+        .get("tool")
+        .and_then(|t| t.get("ocilambda"))
+        .map(|t| t.as_table())
+    {
+        None => Ok(Settings::default()),
+        Some(Some(t)) => Settings::from_table(t, path),
+        Some(None) => bail!("[tool.ocilambda] in {} must be a table", path.display()),
+    }
+}
+
+/// Workspace packages from uv.lock: (name, directory relative to the root). uv records a
+/// local project's location as its `source` (`virtual`, `editable` or `directory`).
+fn lock_local_packages(lock: &toml::Table) -> Vec<(String, String)> {
+    let Some(packages) = lock.get("package").and_then(|p| p.as_array()) else {
+        return Vec::new();
+    };
+    packages
+        .iter()
+        .filter_map(|p| {
+            let name = p.get("name")?.as_str()?;
+            let source = p.get("source")?.as_table()?;
+            let path = ["virtual", "editable", "directory"]
+                .iter()
+                .find_map(|k| source.get(*k)?.as_str())?;
+            Some((normalize_name(name), path.to_string()))
+        })
+        .collect()
+}
+
+/// PEP 503 normalisation, so `My_Lib` and `my-lib` name the same package.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = if matches!(c, '_' | '.') { '-' } else { c };
+        if c == '-' && out.ends_with('-') {
+            continue;
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+impl Project {
+    pub fn load(dir: &Path, package: Option<&str>) -> Result<Project> {
+        let root =
+            std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let (root_path, root_table) = read_pyproject(&root)?;
+        let lock_path = root.join("uv.lock");
+        let lock = match std::fs::read(&lock_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hint(
+                format!("no uv.lock in {}", root.display()),
+                "run `uv lock` to create it, then commit it with the project"
+            )),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", lock_path.display())),
+        };
+        let lock_table: toml::Table =
+            toml::from_str(std::str::from_utf8(&lock).context("uv.lock is not UTF-8")?)
+                .with_context(|| format!("parsing {}", lock_path.display()))?;
+        let locals = lock_local_packages(&lock_table);
+
+        let mut settings = tool_settings(&root_table, &root_path)?;
+        let (dir, table) = match package {
+            None => (root.clone(), root_table),
+            Some(name) => {
+                let wanted = normalize_name(name);
+                let Some((_, rel)) = locals.iter().find(|(n, _)| *n == wanted) else {
+                    let known: Vec<&str> = locals.iter().map(|(n, _)| n.as_str()).collect();
+                    bail!(hint(
+                        format!(
+                            "`{name}` is not a member of the workspace at {}",
+                            root.display()
+                        ),
+                        format!("workspace members: {}", known.join(", "))
+                    ));
+                };
+                let dir = root.join(rel);
+                let (path, table) = read_pyproject(&dir)?;
+                settings = settings.overlaid_with(tool_settings(&table, &path)?);
+                (dir, table)
+            }
+        };
+        let project = table.get("project").and_then(|p| p.as_table());
+        let name = project
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .map(normalize_name)
+            .with_context(|| format!("{}/pyproject.toml has no [project] name", dir.display()))?;
+        let requires_python = project
+            .and_then(|p| p.get("requires-python"))
+            .and_then(|r| r.as_str())
+            .map(str::to_string);
+        let members = locals
+            .into_iter()
+            .filter(|(n, _)| *n != name)
+            .map(|(name, rel)| Member {
+                name,
+                dir: root.join(rel),
+            })
+            .collect();
+        Ok(Project {
+            root,
+            dir,
+            name,
+            package: package.map(str::to_string),
+            requires_python,
+            settings,
+            lock,
+            members,
+        })
+    }
+
+    fn specifiers(&self) -> Result<Option<VersionSpecifiers>> {
+        self.requires_python
+            .as_deref()
+            .map(|r| {
+                VersionSpecifiers::from_str(r)
+                    .with_context(|| format!("parsing requires-python `{r}`"))
+            })
+            .transpose()
+    }
+
+    /// `--python-version` > the version in a `.../lambda/python:X.Y` base tag > the lower
+    /// bound of requires-python when it is a Lambda version > 3.13; it must satisfy
+    /// requires-python.
+    pub fn target_python(&self, explicit: Option<&str>, base: Option<&str>) -> Result<PyVersion> {
+        let specifiers = self.specifiers()?;
+        let version = if let Some(v) = explicit {
+            v.parse()?
+        } else if let Some(v) = base.and_then(version_from_base_tag) {
+            v
+        } else if let Some(v) = specifiers.as_ref().and_then(lower_bound) {
+            v
+        } else {
+            DEFAULT_PYTHON
+        };
+        if let Some(spec) = &specifiers
+            && !(0..=30).any(|patch| {
+                spec.contains(&Version::new([version.0 as u64, version.1 as u64, patch]))
+            })
+        {
+            bail!(hint(
+                format!(
+                    "target Python {version} does not satisfy the project's requires-python `{}`",
+                    self.requires_python.as_deref().unwrap_or_default()
+                ),
+                "pass a --python-version (or base tag) that satisfies it, or widen requires-python in pyproject.toml"
+            ));
+        }
+        Ok(version)
+    }
+
+    /// The app sources for `handler` as a tree relative to the task root.
+    pub fn app_tree(
+        &self,
+        handler: &Handler,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Tree> {
+        let top = handler.top_level();
+        let app_root = [self.dir.clone(), self.dir.join("src")]
+            .into_iter()
+            .find(|d| d.join(top).is_dir() || d.join(format!("{top}.py")).is_file())
+            .ok_or_else(|| {
+                hint(
+                    format!(
+                        "handler module `{}` not found: no `{top}/` or `{top}.py` in {} or its src/",
+                        handler.module,
+                        self.dir.display()
+                    ),
+                    "check `handler` (MODULE.FUNCTION, e.g. app.main.handler) in [tool.ocilambda] or --handler",
+                )
+            })?;
+        let include_set = globs(include, "include")?;
+        let exclude_set = globs(exclude, "exclude")?;
+        let default_prefix = if app_root.join(top).is_dir() {
+            format!("{top}/")
+        } else {
+            format!("{top}.py")
+        };
+        // Walk only the handler's package unless globs ask for more.
+        let walk_root = if include.is_empty() {
+            app_root.join(default_prefix.trim_end_matches('/'))
+        } else {
+            app_root.clone()
+        };
+        let mut tree = Tree::new();
+        let walker = walkdir::WalkDir::new(&walk_root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| {
+                !(e.file_type().is_dir()
+                    && PRUNED_DIRS
+                        .iter()
+                        .any(|d| e.file_name() == std::ffi::OsStr::new(d)))
+            });
+        for entry in walker {
+            let entry = entry.with_context(|| format!("walking {}", walk_root.display()))?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = crate::tree::relative_slash_path(entry.path().strip_prefix(&app_root)?)?;
+            let explicit = matches_self_or_parent(&include_set, &rel);
+            let default = rel == default_prefix || rel.starts_with(&default_prefix);
+            if !(explicit || default)
+                || rel.ends_with(".pyc")
+                || matches_self_or_parent(&exclude_set, &rel)
+            {
+                continue;
+            }
+            if !explicit
+                && rel
+                    .split('/')
+                    .any(|part| SKIPPED_UNLESS_INCLUDED.contains(&part))
+            {
+                continue;
+            }
+            tree.add_path(entry.path(), &rel)?;
+        }
+        let module_rel = handler.module.replace('.', "/");
+        let found = [
+            format!("{module_rel}.py"),
+            format!("{module_rel}/__init__.py"),
+        ]
+        .iter()
+        .any(|p| tree.get(p).is_some());
+        if !found {
+            bail!(hint(
+                format!(
+                    "handler module `{}` is not in the app sources (no {module_rel}.py under {})",
+                    handler.module,
+                    app_root.display()
+                ),
+                "check `handler`, and that `exclude` does not drop the module"
+            ));
+        }
+        Ok(tree)
+    }
+}
+
+fn globs(patterns: &[String], what: &str) -> Result<globset::GlobSet> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p.trim_end_matches('/'))
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("invalid {what} glob `{p}`"))?;
+        builder.add(glob);
+    }
+    Ok(builder.build()?)
+}
+
+/// A glob naming a directory selects everything below it.
+fn matches_self_or_parent(set: &globset::GlobSet, rel: &str) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    let mut path = rel;
+    loop {
+        if set.is_match(path) {
+            return true;
+        }
+        match path.rsplit_once('/') {
+            Some((parent, _)) => path = parent,
+            None => return false,
+        }
+    }
+}
+
+fn version_from_base_tag(base: &str) -> Option<PyVersion> {
+    let base = base.split('@').next()?;
+    let (name, tag) = base.rsplit_once(':')?;
+    if !name.ends_with("lambda/python") {
+        return None;
+    }
+    let mut parts = tag.split(['.', '-']);
+    let v = PyVersion(parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    LAMBDA_PYTHONS.contains(&(v.0, v.1)).then_some(v)
+}
+
+fn lower_bound(spec: &VersionSpecifiers) -> Option<PyVersion> {
+    spec.iter()
+        .filter(|s| {
+            matches!(
+                s.operator(),
+                Operator::GreaterThanEqual
+                    | Operator::GreaterThan
+                    | Operator::Equal
+                    | Operator::EqualStar
+                    | Operator::TildeEqual
+                    | Operator::ExactEqual
+            )
+        })
+        .filter_map(|s| {
+            let r = s.version().release();
+            Some(PyVersion(
+                *r.first()? as u32,
+                *r.get(1).unwrap_or(&0) as u32,
+            ))
+        })
+        .max()
+        .filter(|v| LAMBDA_PYTHONS.contains(&(v.0, v.1)))
+}
+
+/// `MODULE.FUNCTION` as Lambda's Python runtime reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    pub module: String,
+    pub function: String,
+}
+
+impl Handler {
+    pub fn top_level(&self) -> &str {
+        self.module.split('.').next().unwrap_or(&self.module)
+    }
+}
+
+impl FromStr for Handler {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let valid_ident = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        match s.rsplit_once('.') {
+            Some((module, function))
+                if module.split('.').all(valid_ident) && valid_ident(function) =>
+            {
+                Ok(Handler {
+                    module: module.to_string(),
+                    function: function.to_string(),
+                })
+            }
+            _ => bail!(hint(
+                format!("handler `{s}` is not of the form MODULE.FUNCTION"),
+                "e.g. `app.main.handler` for a function `handler` in app/main.py"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(requires: Option<&str>) -> Project {
+        Project {
+            root: PathBuf::from("/p"),
+            dir: PathBuf::from("/p"),
+            name: "p".into(),
+            package: None,
+            requires_python: requires.map(str::to_string),
+            settings: Settings::default(),
+            lock: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn target_python_precedence() {
+        let p = project(Some(">=3.11"));
+        assert_eq!(
+            p.target_python(Some("3.12"), None).unwrap(),
+            PyVersion(3, 12)
+        );
+        assert_eq!(
+            p.target_python(None, Some("public.ecr.aws/lambda/python:3.12-arm64"))
+                .unwrap(),
+            PyVersion(3, 12)
+        );
+        assert_eq!(
+            p.target_python(None, Some("x/other:3.10")).unwrap(),
+            PyVersion(3, 11)
+        );
+        assert_eq!(
+            project(Some(">=3.8")).target_python(None, None).unwrap(),
+            PyVersion(3, 13)
+        );
+        assert_eq!(
+            project(None).target_python(None, None).unwrap(),
+            PyVersion(3, 13)
+        );
+        let err = project(Some(">=3.12"))
+            .target_python(Some("3.11"), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("`>=3.12`"), "{err}");
+        assert!(err.to_string().contains("3.11"), "{err}");
+    }
+
+    #[test]
+    fn handler_syntax() {
+        let h: Handler = "app.main.handler".parse().unwrap();
+        assert_eq!(h.module, "app.main");
+        assert_eq!(h.top_level(), "app");
+        assert!("handler".parse::<Handler>().is_err());
+        assert!("app..handler".parse::<Handler>().is_err());
+        assert!("app.main-x.handler".parse::<Handler>().is_err());
+    }
+
+    #[test]
+    fn app_tree_takes_the_handler_package_and_skips_tests_and_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "app/__init__.py",
+            "app/main.py",
+            "app/tests/test_x.py",
+            "app/.env",
+            "app/data.json",
+            "other.py",
+        ] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let mut p = project(None);
+        p.dir = root.to_path_buf();
+        let h: Handler = "app.main.handler".parse().unwrap();
+        let paths = |t: &Tree| t.entries().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+        let t = p.app_tree(&h, &[], &[]).unwrap();
+        assert_eq!(
+            paths(&t),
+            ["app", "app/__init__.py", "app/data.json", "app/main.py"]
+        );
+        let t = p
+            .app_tree(
+                &h,
+                &["other.py".into(), "app/tests".into()],
+                &["*.json".into(), "app/*.json".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            paths(&t),
+            [
+                "app",
+                "app/__init__.py",
+                "app/main.py",
+                "app/tests",
+                "app/tests/test_x.py",
+                "other.py"
+            ]
+        );
+        let err = p.app_tree(&h, &[], &["app/main.py".into()]).unwrap_err();
+        assert!(err.to_string().contains("not in the app sources"), "{err}");
+        let err = p
+            .app_tree(&"nope.handler".parse().unwrap(), &[], &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn names_are_normalised() {
+        assert_eq!(normalize_name("My_Lib.x"), "my-lib-x");
+    }
+}

@@ -1,0 +1,112 @@
+//! The OCI image-layout sink. The layout is written next to its final place and renamed
+//! in, so readers see the previous layout or the new one, never a half-written mix, and
+//! a failed build leaves the old layout untouched.
+//!
+//! Base layer blobs are written only with `--complete`: the image-layout spec allows a
+//! manifest to reference blobs the layout does not hold, and pushing fetches them lazily.
+
+use crate::cache::Cache;
+use crate::image::Image;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub const REF_NAME: &str = "latest";
+
+/// Put a cache blob into the layout: a hard link when the cache shares the filesystem
+/// (instant, no extra space), a copy otherwise.
+fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
+    let from = cache.blob_path(digest)?;
+    let to = blobs.join(crate::digest::hex_part(digest)?);
+    if to.exists() {
+        return Ok(());
+    }
+    if std::fs::hard_link(&from, &to).is_err() {
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying blob {digest} into the layout"))?;
+    }
+    Ok(())
+}
+
+/// Write `image` as the only image (ref name `latest`) of the layout at `dest`.
+/// `with_blobs` lists the layer digests whose blobs go in (all new layers, plus the
+/// base's with `--complete`); each must be in the cache.
+pub fn write(dest: &Path, image: &Image, cache: &Cache, with_blobs: &[String]) -> Result<()> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dest
+        .file_name()
+        .context("the output path has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let blobs = tmp.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    std::fs::write(
+        tmp.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let small = [
+        (&image.manifest_digest, &image.manifest),
+        (&image.config_digest, &image.config),
+    ];
+    for (digest, bytes) in small {
+        std::fs::write(blobs.join(crate::digest::hex_part(digest)?), bytes)?;
+    }
+    for digest in with_blobs {
+        place_blob(cache, digest, &blobs)?;
+    }
+    let config: serde_json::Value = serde_json::from_slice(&image.config)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.manifest_digest,
+            "size": image.manifest.len(),
+            "platform": {"os": config["os"], "architecture": config["architecture"]},
+            "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
+        }],
+    });
+    std::fs::write(
+        tmp.path().join("index.json"),
+        crate::image::canonical_json(&index),
+    )?;
+
+    // Swap: move any old layout aside, move the new one in, then drop the old one.
+    let staged = tmp.keep();
+    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let had_old = dest.exists();
+    if had_old {
+        std::fs::rename(dest, &backup)
+            .with_context(|| format!("moving the previous layout at {} aside", dest.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&staged, dest) {
+        if had_old {
+            let _ = std::fs::rename(&backup, dest);
+        }
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("moving the new layout to {}", dest.display()));
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&backup);
+    }
+    Ok(())
+}
+
+/// The manifest digest the layout's `index.json` names (first entry).
+pub fn read_manifest_digest(dir: &Path) -> Result<String> {
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("index.json"))
+            .with_context(|| format!("reading {}/index.json", dir.display()))?,
+    )?;
+    index["manifests"][0]["digest"]
+        .as_str()
+        .map(str::to_string)
+        .context("index.json lists no manifest")
+}

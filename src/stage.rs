@@ -1,0 +1,603 @@
+//! Staging with uv: `uv export` splits the lock into third-party requirements and local
+//! workspace members, `uv pip install --target` installs each set for the Lambda
+//! platform into its own staging directory, and the staged trees are made
+//! machine-independent (console-script shebangs, installer leftovers) and compiled to
+//! hash-based bytecode. uv is always a subprocess: we never resolve or install ourselves.
+
+use crate::error::hint;
+use crate::project::Project;
+use crate::target::Target;
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use sha2::Digest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Bumped when staging changes what it produces for the same inputs.
+pub const STAGE_VERSION: u32 = 1;
+
+const COMPILE_SCRIPT: &str = include_str!("compile_pyc.py");
+
+#[derive(Debug, Clone)]
+pub struct Uv {
+    pub path: PathBuf,
+    pub version: String,
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Uv {
+    /// uv from `PATH`, and an identity that keys caches so a cached layer is reused
+    /// without starting uv: (path, size, mtime) of a real binary. A wrapper script
+    /// (pyenv's shim, for one) is rewritten on every `pyenv rehash` and hides which uv
+    /// runs behind it, so for those the identity is what `uv --version` prints.
+    pub fn locate() -> Result<(PathBuf, String)> {
+        let path = which("uv").ok_or_else(|| {
+            hint(
+                "uv is not installed (no `uv` on PATH)",
+                "install it: `pip install uv` or `curl -LsSf https://astral.sh/uv/install.sh | sh`",
+            )
+        })?;
+        let mut head = [0u8; 2];
+        let is_script = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok()
+            && &head == b"#!";
+        if is_script {
+            let uv = Self::version_of(&path)?;
+            return Ok((path, format!("uv {}", uv.version)));
+        }
+        let meta = std::fs::metadata(&path)?;
+        use std::os::unix::fs::MetadataExt;
+        let identity = format!("{}:{}:{}", path.display(), meta.size(), meta.mtime());
+        Ok((path, identity))
+    }
+
+    pub fn version_of(path: &Path) -> Result<Uv> {
+        let out = Command::new(path)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {} --version", path.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = text
+            .split_whitespace()
+            .nth(1)
+            .context("`uv --version` printed nothing useful")?
+            .to_string();
+        Ok(Uv {
+            path: path.to_path_buf(),
+            version,
+        })
+    }
+
+    fn command(&self, cwd: &Path) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.current_dir(cwd)
+            .env("UV_NO_PROGRESS", "1")
+            .env("NO_COLOR", "1")
+            // Our own flags decide these; a user's environment must not change the layer.
+            .env_remove("UV_COMPILE_BYTECODE")
+            .env_remove("UV_LINK_MODE")
+            .env_remove("VIRTUAL_ENV");
+        cmd
+    }
+}
+
+/// The requirement sets `uv export` gives for the built project.
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    /// Third-party requirements (with hashes and index options).
+    pub third_party: String,
+    /// Local workspace members, as requirement lines (`./library`).
+    pub members: Vec<String>,
+    /// Names of the pinned third-party packages.
+    pub packages: Vec<String>,
+}
+
+pub struct Selection<'a> {
+    pub extras: &'a [String],
+    pub groups: &'a [String],
+    pub all_extras: bool,
+}
+
+/// Run `uv export --locked` (a stale lock is an error, unlike `--frozen`).
+pub fn export(uv: &Uv, project: &Project, sel: &Selection, offline: bool) -> Result<Export> {
+    let mut cmd = uv.command(&project.root);
+    if offline {
+        cmd.arg("--offline");
+    }
+    cmd.args([
+        "export",
+        "--locked",
+        "--no-dev",
+        "--no-editable",
+        "--no-emit-project",
+        "--emit-index-url",
+        "--format",
+        "requirements.txt",
+        "--no-header",
+        "--quiet",
+    ]);
+    if let Some(p) = &project.package {
+        cmd.args(["--package", p]);
+    }
+    for e in sel.extras {
+        cmd.args(["--extra", e]);
+    }
+    if sel.all_extras {
+        cmd.arg("--all-extras");
+    }
+    for g in sel.groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd.output().context("running `uv export`")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        if stderr.contains("needs to be updated") || stderr.contains("--locked") {
+            bail!(hint(
+                format!(
+                    "uv.lock in {} is out of date with pyproject.toml",
+                    project.root.display()
+                ),
+                "run `uv lock` and commit the updated uv.lock"
+            ));
+        }
+        bail!("`uv export` failed: {}", last_error_line(&stderr));
+    }
+    Ok(split_export(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// uv's most useful error line, for a one-line message.
+fn last_error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .find(|l| l.starts_with("error:"))
+        .map(|l| {
+            let idx = lines.iter().position(|x| x == l).unwrap_or(0);
+            lines[idx..].join(" ")
+        })
+        .unwrap_or_else(|| lines.join(" "))
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Split requirements text into third-party entries and local paths.
+fn split_export(text: &str) -> Export {
+    let mut export = Export::default();
+    // Logical lines: backslash continuations joined.
+    let mut logical: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_end();
+        if let Some(stripped) = trimmed.strip_suffix('\\') {
+            current.push_str(stripped);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        logical.push(std::mem::take(&mut current));
+    }
+    for line in logical {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let body = l.strip_prefix("-e ").unwrap_or(l).trim();
+        let is_local = body.starts_with("./")
+            || body.starts_with("../")
+            || body.starts_with('/')
+            || body.starts_with("file:")
+            || body == ".";
+        if is_local {
+            export
+                .members
+                .push(body.split_whitespace().next().unwrap_or(body).to_string());
+        } else {
+            if !l.starts_with('-')
+                && let Some(name) = l
+                    .split(['=', ' ', ';', '[', '<', '>', '~', '!', '@'])
+                    .next()
+            {
+                export.packages.push(crate::project::normalize_name(name));
+            }
+            export.third_party.push_str(&line);
+            export.third_party.push('\n');
+        }
+    }
+    export
+}
+
+/// Packages uv.lock knows wheels for (on any platform): for these a missing wheel means
+/// a native package without a build for the runtime, not a pure sdist.
+fn packages_with_wheels(lock: &[u8]) -> Vec<String> {
+    let Ok(table) = toml::from_str::<toml::Table>(&String::from_utf8_lossy(lock)) else {
+        return Vec::new();
+    };
+    table
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p.get("wheels")
+                .and_then(|w| w.as_array())
+                .is_some_and(|w| !w.is_empty())
+        })
+        .filter_map(|p| p.get("name")?.as_str().map(crate::project::normalize_name))
+        .collect()
+}
+
+/// Names uv reports as lacking a usable wheel.
+fn packages_without_wheels(stderr: &str, candidates: &[String]) -> Vec<String> {
+    let text = stderr.to_ascii_lowercase().replace('_', "-");
+    candidates
+        .iter()
+        .filter(|name| {
+            [format!("{name}=="), format!("`{name}`"), format!("{name} ")]
+                .iter()
+                .any(|needle| {
+                    text.match_indices(needle.as_str()).any(|(i, _)| {
+                        let after = &text[i..text.len().min(i + 200)];
+                        after.contains("no usable wheels")
+                            || after.contains("doesn't have a source distribution or wheel")
+                            || after.contains("has no wheels")
+                    })
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// What `install` installs: third-party wheels or workspace members.
+pub struct InstallOptions<'a> {
+    /// Names of the exported third-party packages (to recognise them in uv's errors).
+    pub packages: &'a [String],
+    /// Workspace members are always built from source, then checked for purity.
+    pub members: bool,
+    pub offline: bool,
+}
+
+/// `uv pip install` the `requirements` into `dest` for the target platform, with
+/// `--no-deps` because the export is already the complete, locked set.
+pub fn install(
+    uv: &Uv,
+    project: &Project,
+    target: &Target,
+    requirements: &str,
+    dest: &Path,
+    opts: &InstallOptions,
+) -> Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let req_file = dest.with_extension("requirements.txt");
+    std::fs::write(&req_file, requirements)?;
+    let run = |no_build: bool| -> Result<std::process::Output> {
+        let mut cmd = uv.command(&project.root);
+        cmd.args([
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-installer-metadata",
+            "--link-mode",
+            "copy",
+            "--no-compile-bytecode",
+        ])
+        .arg("--target")
+        .arg(dest)
+        .args(["--python-version", &target.python.to_string()])
+        .args(["--python-platform", &target.uv_platform()])
+        .arg("-r")
+        .arg(&req_file)
+        .stdin(Stdio::null());
+        if no_build {
+            cmd.arg("--no-build");
+        }
+        if opts.offline {
+            cmd.arg("--offline");
+        }
+        cmd.output().context("running `uv pip install`")
+    };
+    // Third-party packages: wheels only at first, so a package without a wheel for the
+    // runtime fails fast here instead of being compiled for the wrong machine.
+    let out = run(!opts.members)?;
+    if !out.status.success() && opts.members {
+        bail!(
+            "`uv pip install` of workspace members failed: {}",
+            last_error_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let missing = packages_without_wheels(&stderr, opts.packages);
+        let native = packages_with_wheels(&project.lock);
+        if let Some(name) = missing.iter().find(|m| native.contains(m)) {
+            bail!(hint(
+                format!(
+                    "no wheel of `{name}` fits the Lambda runtime: {} (uv platform {})",
+                    target.describe(),
+                    target.uv_platform()
+                ),
+                if target.is_al2023() {
+                    format!("pin an older `{name}` that ships wheels for this platform")
+                } else {
+                    format!(
+                        "pin an older `{name}` that ships manylinux2014 {} wheels, or target Python 3.12+ (glibc 2.34)",
+                        target.arch.machine()
+                    )
+                }
+            ));
+        }
+        if missing.is_empty() {
+            bail!("`uv pip install` failed: {}", last_error_line(&stderr));
+        }
+        // Only source distributions: let uv build them, then insist the result is pure.
+        let out = run(false)?;
+        if !out.status.success() {
+            bail!(
+                "`uv pip install` failed building {}: {}",
+                missing.join(", "),
+                last_error_line(&String::from_utf8_lossy(&out.stderr))
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&req_file);
+    // uv's lock file for the target directory is not part of what we ship.
+    let _ = std::fs::remove_file(dest.join(".lock"));
+    check_pure(dest)?;
+    Ok(())
+}
+
+/// Packages built from source on this machine carry a `linux_<arch>` wheel tag (wheels
+/// from an index carry manylinux/musllinux tags); such a build targets the build host,
+/// not Lambda, so it is refused.
+pub fn check_pure(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(dist) = name.strip_suffix(".dist-info") else {
+            continue;
+        };
+        let Ok(wheel) = std::fs::read_to_string(entry.path().join("WHEEL")) else {
+            continue;
+        };
+        for tag in wheel.lines().filter_map(|l| l.strip_prefix("Tag:")) {
+            let platform = tag.trim().rsplit('-').next().unwrap_or("");
+            if platform.starts_with("linux_") {
+                bail!(hint(
+                    format!(
+                        "`{dist}` was built from source on this machine into a platform-specific wheel ({}) that cannot run on Lambda",
+                        tag.trim()
+                    ),
+                    "use a version of it that publishes manylinux wheels, or replace it with a pure-Python alternative"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rewrite console-script shebangs in `bin/` to the image's interpreter, and their
+/// RECORD entries to match: uv writes the build host's interpreter path there.
+pub fn fix_scripts(dir: &Path, target: &Target) -> Result<()> {
+    let bin = dir.join("bin");
+    let Ok(entries) = std::fs::read_dir(&bin) else {
+        return Ok(());
+    };
+    let shebang = format!("#!{}", target.interpreter_path());
+    let mut changed: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let content = std::fs::read(&path)?;
+        if !content.starts_with(b"#!") {
+            continue;
+        }
+        let end = content
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap_or(content.len());
+        let first = String::from_utf8_lossy(&content[..end]);
+        if !first.contains("python") || first == shebang {
+            continue;
+        }
+        let mut new = shebang.as_bytes().to_vec();
+        new.extend_from_slice(&content[end..]);
+        std::fs::write(&path, &new)?;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        changed.push((format!("bin/{name}"), new));
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let record = entry?.path().join("RECORD");
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            continue;
+        };
+        let mut touched = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let path = line.split(',').next().unwrap_or("");
+                let normalized = path.trim_start_matches("../").to_string();
+                match changed.iter().find(|(p, _)| *p == normalized || p == path) {
+                    Some((_, content)) => {
+                        touched = true;
+                        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .encode(sha2::Sha256::digest(content));
+                        format!("{path},sha256={hash},{}", content.len())
+                    }
+                    None => line.to_string(),
+                }
+            })
+            .collect();
+        if touched {
+            std::fs::write(&record, lines.join("\n") + "\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// An interpreter of the target version, for bytecode.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Interpreter {
+    pub path: PathBuf,
+    /// Full version, e.g. 3.11.7 (recorded; .pyc can differ across patch releases).
+    pub version: String,
+}
+
+/// `uv python find X.Y`, outside any project so a local .venv does not answer.
+pub fn find_interpreter(uv: &Uv, target: &Target) -> Option<PathBuf> {
+    let out = uv
+        .command(Path::new("/"))
+        .args(["python", "find", "--no-project", "--system"])
+        .arg(target.python.to_string())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+/// Compile `files` (relative path, source file) into `out_root`'s `__pycache__` dirs
+/// with embedded paths under `dest_root`. Returns the interpreter's full version.
+pub fn compile(
+    python: &Path,
+    target: &Target,
+    out_root: &Path,
+    dest_root: &str,
+    files: &[(String, PathBuf)],
+) -> Result<String> {
+    let mut child = Command::new(python)
+        .args(["-E", "-s", "-c", COMPILE_SCRIPT])
+        .arg(target.python.to_string())
+        .arg(out_root)
+        .arg(dest_root)
+        // String hashing is randomised per process; frozensets in constants would be
+        // marshalled in a different order on every run without a fixed seed.
+        .env("PYTHONHASHSEED", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    {
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        for (rel, source) in files {
+            writeln!(stdin, "{rel}\t{}", source.display())?;
+        }
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "compiling bytecode with {} failed: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// Every `.py` file under `dir`, relative, sorted.
+pub fn python_files(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "py") {
+            files.push(crate::tree::relative_slash_path(
+                entry.path().strip_prefix(dir)?,
+            )?);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_is_split_into_third_party_and_members() {
+        let text = "--index-url https://pypi.org/simple\n./library\nannotated-types==0.7.0 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n    # via pydantic\n-e ./other\nfastapi[standard]==0.1 ; python_full_version >= '3.11'\n";
+        let e = split_export(text);
+        assert_eq!(e.members, ["./library", "./other"]);
+        assert_eq!(e.packages, ["annotated-types", "fastapi"]);
+        assert!(
+            e.third_party
+                .starts_with("--index-url https://pypi.org/simple\n")
+        );
+        assert!(e.third_party.contains("--hash=sha256:bb"));
+        assert!(!e.third_party.contains("library"));
+    }
+
+    #[test]
+    fn missing_wheels_are_found_in_uv_errors() {
+        let stderr = "  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==2.4.0 has no usable wheels and you require numpy==2.4.0, we can conclude that your requirements are unsatisfiable.";
+        let got = packages_without_wheels(stderr, &["numpy".into(), "six".into()]);
+        assert_eq!(got, ["numpy"]);
+    }
+
+    #[test]
+    fn host_builds_are_impure() {
+        let dir = tempfile::tempdir().unwrap();
+        let di = dir.path().join("thing-1.0.dist-info");
+        std::fs::create_dir(&di).unwrap();
+        std::fs::write(di.join("WHEEL"), "Tag: py3-none-any\n").unwrap();
+        check_pure(dir.path()).unwrap();
+        std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-manylinux_2_17_x86_64\n").unwrap();
+        check_pure(dir.path()).unwrap();
+        std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-linux_x86_64\n").unwrap();
+        let err = check_pure(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("`thing-1.0`"), "{err}");
+    }
+
+    #[test]
+    fn shebangs_and_record_are_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("tool-1.0.dist-info")).unwrap();
+        std::fs::write(
+            root.join("bin/tool"),
+            "#!/home/me/.venv/bin/python3\nimport tool\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("tool-1.0.dist-info/RECORD"),
+            "tool.py,sha256=x,1\n../../bin/tool,sha256=old,40\n",
+        )
+        .unwrap();
+        let target = Target {
+            python: "3.11".parse().unwrap(),
+            arch: crate::target::Arch::X86_64,
+        };
+        fix_scripts(root, &target).unwrap();
+        let script = std::fs::read_to_string(root.join("bin/tool")).unwrap();
+        assert_eq!(script, "#!/var/lang/bin/python3.11\nimport tool\n");
+        let record = std::fs::read_to_string(root.join("tool-1.0.dist-info/RECORD")).unwrap();
+        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(script.as_bytes()));
+        assert!(
+            record.contains(&format!("../../bin/tool,sha256={hash},{}", script.len())),
+            "{record}"
+        );
+        assert!(record.starts_with("tool.py,sha256=x,1\n"));
+    }
+}
