@@ -203,7 +203,11 @@ fn stage_and_write(
             if e.members.is_empty() {
                 String::new()
             } else {
-                format!(" and {} workspace members", e.members.len())
+                format!(
+                    " and {} workspace member{}",
+                    e.members.len(),
+                    if e.members.len() == 1 { "" } else { "s" }
+                )
             },
             output::duration(started.elapsed())
         ));

@@ -353,14 +353,14 @@ pub fn install(
     let _ = std::fs::remove_file(&req_file);
     // uv's lock file for the target directory is not part of what we ship.
     let _ = std::fs::remove_file(dest.join(".lock"));
-    check_pure(dest)?;
+    check_pure(dest, opts.members)?;
     Ok(())
 }
 
 /// Packages built from source on this machine carry a `linux_<arch>` wheel tag (wheels
 /// from an index carry manylinux/musllinux tags); such a build targets the build host,
 /// not Lambda, so it is refused.
-pub fn check_pure(dir: &Path) -> Result<()> {
+pub fn check_pure(dir: &Path, members: bool) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -378,7 +378,11 @@ pub fn check_pure(dir: &Path) -> Result<()> {
                         "`{dist}` was built from source on this machine into a platform-specific wheel ({}) that cannot run on Lambda",
                         tag.trim()
                     ),
-                    "use a version of it that publishes manylinux wheels, or replace it with a pure-Python alternative"
+                    if members {
+                        "workspace members are built on this machine, so they must be pure Python; publish the extension as manylinux wheels (e.g. with cibuildwheel) and depend on those"
+                    } else {
+                        "pin a version of it that publishes manylinux wheels, or replace it with a pure-Python alternative"
+                    }
                 ));
             }
         }
@@ -560,11 +564,11 @@ mod tests {
         let di = dir.path().join("thing-1.0.dist-info");
         std::fs::create_dir(&di).unwrap();
         std::fs::write(di.join("WHEEL"), "Tag: py3-none-any\n").unwrap();
-        check_pure(dir.path()).unwrap();
+        check_pure(dir.path(), false).unwrap();
         std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-manylinux_2_17_x86_64\n").unwrap();
-        check_pure(dir.path()).unwrap();
+        check_pure(dir.path(), false).unwrap();
         std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-linux_x86_64\n").unwrap();
-        let err = check_pure(dir.path()).unwrap_err();
+        let err = check_pure(dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("`thing-1.0`"), "{err}");
     }
 

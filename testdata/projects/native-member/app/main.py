@@ -1,0 +1,5 @@
+import cext
+
+
+def handler(event, context):
+    return {"answer": cext.answer()}
