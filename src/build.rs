@@ -4,6 +4,10 @@
 //! and workspace-member layers are cached under a key of everything that shapes them
 //! (uv.lock, pyproject files, selection, target, uv binary, bytecode interpreter), so an
 //! app-only edit starts no uv process and rebuilds only the app layer.
+//!
+//! The steps up to staging ([`prepare`], [`export`], [`stage_into`], [`app_with_bytecode`])
+//! are shared with `ocilambda zip` ([`crate::package`]), so both read settings, pick the
+//! target, install and compile the same way; only what is made of the staged trees differs.
 
 use crate::base::{self, BaseImage, Fetch};
 use crate::cache::Cache;
@@ -15,7 +19,7 @@ use crate::output;
 use crate::project::{Handler, Project};
 use crate::registry::Client;
 use crate::sink;
-use crate::stage::{self, Interpreter, Selection, Uv};
+use crate::stage::{self, Export, Interpreter, Selection, Uv};
 use crate::target::{Arch, Target};
 use crate::tree::Tree;
 use anyhow::{Context, Result, bail};
@@ -134,17 +138,258 @@ fn tree_hash(dir: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-struct Plan {
-    project: Project,
-    target: Target,
-    handler_text: String,
-    app: Tree,
+/// What to package, as a command gives it: the part of a request that `build` and `zip`
+/// share.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub project_dir: &'a Path,
+    /// Settings given on the command line (highest precedence).
+    pub cli: &'a Settings,
+    pub package: Option<&'a str>,
+    pub extras: &'a [String],
+    pub all_extras: bool,
+    pub groups: &'a [String],
+    pub offline: bool,
+    /// Whether bytecode is compiled when no setting decides: on for images, off for zips
+    /// (as in the seed's zip recipe, where the first import writes nothing back anyway).
+    pub bytecode_by_default: bool,
+}
+
+/// Everything resolved from the project, the settings and the environment before any uv
+/// or network work: shared by `build` and `zip`, so both read settings, pick the target
+/// and find the app sources the same way.
+#[derive(Debug)]
+pub struct Plan {
+    pub project: Project,
+    /// CLI > OCILAMBDA_* > [tool.ocilambda], merged.
+    pub settings: Settings,
+    pub target: Target,
+    pub handler_text: String,
+    pub app: Tree,
+    pub uv_path: PathBuf,
+    /// Keys caches without starting uv (see [`Uv::locate`]).
+    pub uv_identity: String,
+    /// uv's version, when finding the identity already asked for it.
+    pub uv_known: Option<Uv>,
+    /// The interpreter that compiles bytecode; None: no bytecode.
+    pub interpreter: Option<Interpreter>,
+    pub offline: bool,
+    pub extras: Vec<String>,
+    pub all_extras: bool,
+    pub groups: Vec<String>,
+}
+
+impl Plan {
+    pub fn selection(&self) -> Selection<'_> {
+        Selection {
+            extras: &self.extras,
+            groups: &self.groups,
+            all_extras: self.all_extras,
+        }
+    }
+
+    /// Everything that shapes what staging installs for third-party dependencies, as the
+    /// base of cache keys: uv.lock, pyproject files, selection, target, uv binary and
+    /// bytecode interpreter. Each command adds what shapes its own output.
+    pub fn staging_inputs(&self) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let project = &self.project;
+        let selection = json_key(&serde_json::json!({
+            "package": project.package, "extras": self.extras, "all_extras": self.all_extras, "groups": self.groups,
+        }));
+        let mut pyprojects: Vec<String> = vec![sha_hex(&std::fs::read(
+            project.root.join("pyproject.toml"),
+        )?)];
+        pyprojects.push(sha_hex(&std::fs::read(project.dir.join("pyproject.toml"))?));
+        for m in &project.members {
+            pyprojects.push(sha_hex(
+                &std::fs::read(m.dir.join("pyproject.toml")).unwrap_or_default(),
+            ));
+        }
+        let mut inputs = serde_json::Map::new();
+        inputs.insert("stage".into(), stage::STAGE_VERSION.into());
+        inputs.insert("lock".into(), sha_hex(&project.lock).into());
+        inputs.insert("pyprojects".into(), pyprojects.into());
+        inputs.insert("selection".into(), selection.into());
+        inputs.insert("python".into(), self.target.python.to_string().into());
+        inputs.insert("platform".into(), self.target.uv_platform().into());
+        inputs.insert("uv".into(), self.uv_identity.clone().into());
+        inputs.insert(
+            "bytecode".into(),
+            self.interpreter.as_ref().map(|i| i.version.clone()).into(),
+        );
+        Ok(inputs)
+    }
+
+    /// (name, hash of its files) of each workspace member: what shapes the members' stage
+    /// beyond [`Plan::staging_inputs`].
+    pub fn member_hashes(&self) -> Result<Vec<(String, String)>> {
+        self.project
+            .members
+            .iter()
+            .map(|m| Ok((m.name.clone(), tree_hash(&m.dir)?)))
+            .collect()
+    }
+}
+
+/// Resolve settings, target, handler, app sources, uv and the bytecode interpreter.
+pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
+    let project = Project::load(source.project_dir, source.package)?;
+    let settings = project
+        .settings
+        .clone()
+        .overlaid_with(Settings::from_env()?)
+        .overlaid_with(source.cli.clone());
+    let handler_text = settings.handler.clone().ok_or_else(|| {
+        hint(
+            "no handler configured",
+            "pass --handler MODULE.FUNCTION (e.g. app.main.handler), or set `handler` in [tool.ocilambda]",
+        )
+    })?;
+    let handler: Handler = handler_text.parse()?;
+    let arch: Arch = settings.arch.as_deref().unwrap_or("x86_64").parse()?;
+    let python =
+        project.target_python(settings.python_version.as_deref(), settings.base.as_deref())?;
+    let target = Target { python, arch };
+    let app = project.app_tree(
+        &handler,
+        settings.include.as_deref().unwrap_or_default(),
+        settings.exclude.as_deref().unwrap_or_default(),
+    )?;
+
+    let (uv_path, uv_identity, uv_known) = Uv::locate()?;
+    let compile = settings.compile_bytecode;
+    let interpreter = if compile == Some(false)
+        || (compile.is_none() && !source.bytecode_by_default)
+    {
+        None
+    } else {
+        match bytecode_interpreter(cache, &uv_path, &uv_identity, uv_known.as_ref(), &target)? {
+            Some(i) => Some(i),
+            None if compile == Some(true) => bail!(hint(
+                format!(
+                    "no Python {python} interpreter found to compile bytecode (--compile-bytecode was given)"
+                ),
+                format!(
+                    "install one with `uv python install {python}`, or pass --no-compile-bytecode"
+                )
+            )),
+            None => {
+                output::warning(&format!(
+                    "no Python {python} interpreter found: shipping without bytecode (install one with `uv python install {python}`)"
+                ));
+                None
+            }
+        }
+    };
+    Ok(Plan {
+        project,
+        settings,
+        target,
+        handler_text,
+        app,
+        uv_path,
+        uv_identity,
+        uv_known,
+        interpreter,
+        offline: source.offline,
+        extras: source.extras.to_vec(),
+        all_extras: source.all_extras,
+        groups: source.groups.to_vec(),
+    })
+}
+
+/// `uv export` of the locked requirements, with the summary lines both commands print.
+pub fn export(plan: &Plan) -> Result<(Uv, Export)> {
+    let uv = match &plan.uv_known {
+        Some(uv) => uv.clone(),
+        None => Uv::version_of(&plan.uv_path)?,
+    };
+    output::status(&format!("Using uv {}", uv.version));
+    let started = Instant::now();
+    let e = stage::export(&uv, &plan.project, &plan.selection(), plan.offline)?;
+    output::status(&format!(
+        "Exported {} locked packages{} in {}",
+        e.packages.len(),
+        if e.members.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and {} workspace member{}",
+                e.members.len(),
+                if e.members.len() == 1 { "" } else { "s" }
+            )
+        },
+        output::duration(started.elapsed())
+    ));
+    Ok((uv, e))
+}
+
+/// Install the third-party requirements (or, with `members`, the workspace members) into
+/// `dir`, ready to package: console scripts pointed at the runtime's interpreter, and
+/// bytecode (when planned) embedding paths under `pyc_root`, where Lambda will see the
+/// files (`/var/task` in an image or function zip, `/opt/python/...` in a layer).
+/// `hardlink`: see [`stage::InstallOptions::hardlink`].
+pub fn stage_into(
+    plan: &Plan,
+    (uv, export): &(Uv, Export),
+    members: bool,
+    dir: &Path,
+    pyc_root: &str,
+    hardlink: bool,
+) -> Result<()> {
+    let requirements = if members {
+        export.members.join("\n") + "\n"
+    } else {
+        export.third_party.clone()
+    };
+    let opts = stage::InstallOptions {
+        packages: &export.packages,
+        members,
+        offline: plan.offline,
+        hardlink,
+    };
+    stage::install(uv, &plan.project, &plan.target, &requirements, dir, &opts)?;
+    stage::fix_scripts(dir, &plan.target)?;
+    if let Some(interp) = &plan.interpreter {
+        let files: Vec<(String, PathBuf)> = stage::python_files(dir)?
+            .into_iter()
+            .map(|rel| {
+                let src = dir.join(&rel);
+                (rel, src)
+            })
+            .collect();
+        stage::compile(&interp.path, &plan.target, dir, pyc_root, &files)?;
+    }
+    Ok(())
+}
+
+/// The app sources, plus their bytecode (when planned) compiled into `scratch` with paths
+/// under `pyc_root`.
+pub fn app_with_bytecode(plan: &Plan, scratch: &Path, pyc_root: &str) -> Result<Tree> {
+    let mut tree = plan.app.clone();
+    if let Some(interp) = &plan.interpreter {
+        std::fs::create_dir_all(scratch)?;
+        let files: Vec<(String, PathBuf)> = plan
+            .app
+            .entries()
+            .filter_map(|(rel, node)| match node {
+                crate::tree::Node::File { source, .. } if rel.ends_with(".py") => {
+                    Some((rel.clone(), source.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        stage::compile(&interp.path, &plan.target, scratch, pyc_root, &files)?;
+        tree.add_dir_all(scratch, "")?;
+    }
+    Ok(tree)
+}
+
+/// The image build's cache keys: the staging inputs plus what shapes the layer bytes.
+struct LayerKeys {
     epoch: u64,
-    uv_path: PathBuf,
-    deps_key: String,
-    members_key: Option<String>,
-    interpreter: Option<Interpreter>,
-    offline: bool,
+    deps: String,
+    members: Option<String>,
 }
 
 /// The interpreter for bytecode, remembered per (uv binary, version) so the common path
@@ -153,6 +398,7 @@ fn bytecode_interpreter(
     cache: &Cache,
     uv_path: &Path,
     uv_identity: &str,
+    uv_known: Option<&Uv>,
     target: &Target,
 ) -> Result<Option<Interpreter>> {
     let key = format!("interpreter:{uv_identity}:{}", target.python);
@@ -161,7 +407,10 @@ fn bytecode_interpreter(
     {
         return Ok(Some(found));
     }
-    let uv = Uv::version_of(uv_path)?;
+    let uv = match uv_known {
+        Some(uv) => uv.clone(),
+        None => Uv::version_of(uv_path)?,
+    };
     let Some(path) = stage::find_interpreter(&uv, target) else {
         return Ok(None);
     };
@@ -184,77 +433,28 @@ fn bytecode_interpreter(
 
 fn stage_and_write(
     plan: &Plan,
+    keys: &LayerKeys,
     cache: &Cache,
-    sel: &Selection,
 ) -> Result<(Vec<LayerSummary>, Option<String>)> {
-    let deps_cached = cache.layer_get(&plan.deps_key);
-    let members_cached = plan.members_key.as_ref().map(|k| cache.layer_get(k));
+    let deps_cached = cache.layer_get(&keys.deps);
+    let members_cached = keys.members.as_ref().map(|k| cache.layer_get(k));
     let need_uv = deps_cached.is_none() || matches!(members_cached, Some(None));
-    let mut uv_version = None;
-    let mut export = None;
-    let uv = if need_uv {
-        let uv = Uv::version_of(&plan.uv_path)?;
-        output::status(&format!("Using uv {}", uv.version));
-        let started = Instant::now();
-        let e = stage::export(&uv, &plan.project, sel, plan.offline)?;
-        output::status(&format!(
-            "Exported {} locked packages{} in {}",
-            e.packages.len(),
-            if e.members.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " and {} workspace member{}",
-                    e.members.len(),
-                    if e.members.len() == 1 { "" } else { "s" }
-                )
-            },
-            output::duration(started.elapsed())
-        ));
-        uv_version = Some(uv.version.clone());
-        export = Some(e);
-        Some(uv)
-    } else {
-        None
-    };
+    let exported = if need_uv { Some(export(plan)?) } else { None };
+    let uv_version = exported.as_ref().map(|(uv, _)| uv.version.clone());
     let staging = cache.temp_dir("stage-")?;
+    let task_root = format!("/{TASK_ROOT}");
 
     let build_staged = |kind: &'static str, key: &str, members: bool| -> Result<LayerSummary> {
         let started = Instant::now();
-        let (uv, export) = (uv.as_ref().unwrap(), export.as_ref().unwrap());
+        let exported = exported.as_ref().expect("uv ran: a layer is missing");
         let dir = staging.path().join(kind);
-        let requirements = if members {
-            export.members.join("\n") + "\n"
-        } else {
-            export.third_party.clone()
-        };
-        let opts = stage::InstallOptions {
-            packages: &export.packages,
-            members,
-            offline: plan.offline,
-        };
-        stage::install(uv, &plan.project, &plan.target, &requirements, &dir, &opts)
+        // Copies, as the image build always did (hard links, as `zip` uses, would be safe
+        // too; left for a measured change of the build's own).
+        stage_into(plan, exported, members, &dir, &task_root, false)
             .with_context(|| format!("installing the {kind} layer"))?;
-        stage::fix_scripts(&dir, &plan.target)?;
-        if let Some(interp) = &plan.interpreter {
-            let files: Vec<(String, PathBuf)> = stage::python_files(&dir)?
-                .into_iter()
-                .map(|rel| {
-                    let src = dir.join(&rel);
-                    (rel, src)
-                })
-                .collect();
-            stage::compile(
-                &interp.path,
-                &plan.target,
-                &dir,
-                &format!("/{TASK_ROOT}"),
-                &files,
-            )?;
-        }
         let mut tree = Tree::new();
         tree.add_dir_all(&dir, "")?;
-        let layer = layers::write(&tree.prefixed(TASK_ROOT), plan.epoch, &cache.blob_dir())?;
+        let layer = layers::write(&tree.prefixed(TASK_ROOT), keys.epoch, &cache.blob_dir())?;
         cache.layer_put(key, &layer)?;
         let millis = started.elapsed().as_millis() as u64;
         output::status(&format!(
@@ -286,30 +486,8 @@ fn stage_and_write(
 
     let app_build = || -> Result<LayerSummary> {
         let started = Instant::now();
-        let mut tree = plan.app.clone();
-        if let Some(interp) = &plan.interpreter {
-            let out = staging.path().join("app-pyc");
-            std::fs::create_dir_all(&out)?;
-            let files: Vec<(String, PathBuf)> = plan
-                .app
-                .entries()
-                .filter_map(|(rel, node)| match node {
-                    crate::tree::Node::File { source, .. } if rel.ends_with(".py") => {
-                        Some((rel.clone(), source.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            stage::compile(
-                &interp.path,
-                &plan.target,
-                &out,
-                &format!("/{TASK_ROOT}"),
-                &files,
-            )?;
-            tree.add_dir_all(&out, "")?;
-        }
-        let layer = layers::write(&tree.prefixed(TASK_ROOT), plan.epoch, &cache.blob_dir())?;
+        let tree = app_with_bytecode(plan, &staging.path().join("app-pyc"), &task_root)?;
+        let layer = layers::write(&tree.prefixed(TASK_ROOT), keys.epoch, &cache.blob_dir())?;
         output::status(&format!(
             "Built app layer ({}, {} files) in {}",
             output::size(layer.size),
@@ -329,10 +507,10 @@ fn stage_and_write(
     let (deps, members, app) = std::thread::scope(|s| {
         let deps = s.spawn(|| match deps_cached.clone() {
             Some(l) => Ok(reused("deps", l)),
-            None => build_staged("deps", &plan.deps_key, false),
+            None => build_staged("deps", &keys.deps, false),
         });
         let members = s.spawn(|| -> Result<Option<LayerSummary>> {
-            match (&plan.members_key, members_cached.clone()) {
+            match (&keys.members, members_cached.clone()) {
                 (Some(_), Some(Some(l))) => Ok(Some(reused("workspace", l))),
                 (Some(key), _) => build_staged("workspace", key, true).map(Some),
                 (None, _) => Ok(None),
@@ -356,113 +534,52 @@ fn stage_and_write(
 pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
     let started = Instant::now();
     let mut timings = BTreeMap::new();
-    let project = Project::load(&req.project_dir, req.package.as_deref())?;
-    let settings = project
+    let cache = Cache::open()?;
+    let plan = prepare(
+        &Source {
+            project_dir: &req.project_dir,
+            cli: &req.cli,
+            package: req.package.as_deref(),
+            extras: &req.extras,
+            all_extras: req.all_extras,
+            groups: &req.groups,
+            offline: req.offline,
+            bytecode_by_default: true,
+        },
+        &cache,
+    )?;
+    let (python, arch) = (plan.target.python, plan.target.arch);
+    let base_ref = plan
         .settings
-        .clone()
-        .overlaid_with(Settings::from_env()?)
-        .overlaid_with(req.cli.clone());
-    let handler_text = settings.handler.clone().ok_or_else(|| {
-        hint(
-            "no handler configured",
-            "pass --handler MODULE.FUNCTION (e.g. app.main.handler), or set `handler` in [tool.ocilambda]",
-        )
-    })?;
-    let handler: Handler = handler_text.parse()?;
-    let arch: Arch = settings.arch.as_deref().unwrap_or("x86_64").parse()?;
-    let python =
-        project.target_python(settings.python_version.as_deref(), settings.base.as_deref())?;
-    let target = Target { python, arch };
-    let base_ref = settings
         .base
         .clone()
         .unwrap_or_else(|| format!("public.ecr.aws/lambda/python:{python}"));
-    let app = project.app_tree(
-        &handler,
-        settings.include.as_deref().unwrap_or_default(),
-        settings.exclude.as_deref().unwrap_or_default(),
-    )?;
     let epoch = source_date_epoch()?;
-    let tag_ttl = parse_duration(settings.base_ttl.as_deref().unwrap_or("24h"))?;
+    let tag_ttl = parse_duration(plan.settings.base_ttl.as_deref().unwrap_or("24h"))?;
     let output_dir = req
         .output
         .clone()
-        .unwrap_or_else(|| project.dir.join(".ocilambda").join("image"));
-    let cache = Cache::open()?;
+        .unwrap_or_else(|| plan.project.dir.join(".ocilambda").join("image"));
 
-    let (uv_path, uv_identity) = Uv::locate()?;
-    let compile = settings.compile_bytecode;
-    let interpreter = if compile == Some(false) {
+    // The same key layout as before the staging inputs were shared with `zip`, so caches
+    // written by earlier builds stay valid.
+    let mut deps_inputs = serde_json::Map::new();
+    deps_inputs.insert("format".into(), layers::FORMAT_VERSION.into());
+    deps_inputs.extend(plan.staging_inputs()?);
+    deps_inputs.insert("epoch".into(), epoch.into());
+    let deps_key = format!("deps:{}", json_key(&deps_inputs.into()));
+    let members_key = if plan.project.members.is_empty() {
         None
     } else {
-        match bytecode_interpreter(&cache, &uv_path, &uv_identity, &target)? {
-            Some(i) => Some(i),
-            None if compile == Some(true) => bail!(hint(
-                format!(
-                    "no Python {python} interpreter found to compile bytecode (--compile-bytecode was given)"
-                ),
-                format!(
-                    "install one with `uv python install {python}`, or pass --no-compile-bytecode"
-                )
-            )),
-            None => {
-                output::warning(&format!(
-                    "no Python {python} interpreter found: shipping without bytecode (install one with `uv python install {python}`)"
-                ));
-                None
-            }
-        }
-    };
-
-    let selection = json_key(&serde_json::json!({
-        "package": req.package, "extras": req.extras, "all_extras": req.all_extras, "groups": req.groups,
-    }));
-    let mut pyprojects: Vec<String> = vec![sha_hex(&std::fs::read(
-        project.root.join("pyproject.toml"),
-    )?)];
-    pyprojects.push(sha_hex(&std::fs::read(project.dir.join("pyproject.toml"))?));
-    for m in &project.members {
-        pyprojects.push(sha_hex(
-            &std::fs::read(m.dir.join("pyproject.toml")).unwrap_or_default(),
-        ));
-    }
-    let deps_inputs = serde_json::json!({
-        "format": layers::FORMAT_VERSION,
-        "stage": stage::STAGE_VERSION,
-        "lock": sha_hex(&project.lock),
-        "pyprojects": pyprojects,
-        "selection": selection,
-        "python": python.to_string(),
-        "platform": target.uv_platform(),
-        "uv": uv_identity,
-        "bytecode": interpreter.as_ref().map(|i| i.version.clone()),
-        "epoch": epoch,
-    });
-    let deps_key = format!("deps:{}", json_key(&deps_inputs));
-    let members_key = if project.members.is_empty() {
-        None
-    } else {
-        let mut hashes = Vec::new();
-        for m in &project.members {
-            hashes.push((m.name.clone(), tree_hash(&m.dir)?));
-        }
         Some(format!(
             "workspace:{}",
-            json_key(&serde_json::json!({"deps": deps_key, "members": hashes}))
+            json_key(&serde_json::json!({"deps": deps_key, "members": plan.member_hashes()?}))
         ))
     };
-
-    let plan = Plan {
-        project,
-        target,
-        handler_text: handler_text.clone(),
-        app,
+    let keys = LayerKeys {
         epoch,
-        uv_path,
-        deps_key,
-        members_key,
-        interpreter,
-        offline: req.offline,
+        deps: deps_key,
+        members: members_key,
     };
 
     // The base is resolved over the network while uv installs: neither waits for the other.
@@ -476,13 +593,8 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
     let base_future = base::resolve(&client, &cache, &base_ref, arch, fetch);
     let stage_cache = cache.clone();
     let stage_future = tokio::task::spawn_blocking(move || {
-        let sel = Selection {
-            extras: &req.extras,
-            groups: &req.groups,
-            all_extras: req.all_extras,
-        };
-        let result = stage_and_write(&plan, &stage_cache, &sel);
-        (plan, result)
+        let result = stage_and_write(&plan, &keys, &stage_cache);
+        (plan, keys, result)
     });
     let (base, staged) = tokio::join!(
         async {
@@ -491,7 +603,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         },
         stage_future
     );
-    let (plan, staged) = staged.context("the staging thread panicked")?;
+    let (plan, keys, staged) = staged.context("the staging thread panicked")?;
     let (base, base_time) = base;
     let base: BaseImage = base?;
     timings.insert("base".into(), base_time.as_millis() as u64);
@@ -534,7 +646,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
     );
     annotations.insert(
         "org.opencontainers.image.created".to_string(),
-        image::rfc3339(plan.epoch)?,
+        image::rfc3339(keys.epoch)?,
     );
     let new: Vec<NewLayer> = new_layers
         .iter()
@@ -543,7 +655,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
             created_by: created_by(l.kind, &plan),
         })
         .collect();
-    let image = image::assemble(&base, &new, &plan.handler_text, plan.epoch, &annotations)?;
+    let image = image::assemble(&base, &new, &plan.handler_text, keys.epoch, &annotations)?;
     sink::layout::write(&output_dir, &image, &cache, &with_blobs)
         .with_context(|| format!("writing the image layout to {}", output_dir.display()))?;
     for l in &new_layers {
@@ -566,7 +678,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         },
         python: python.to_string(),
         arch: arch.lambda_name().to_string(),
-        handler: handler_text,
+        handler: plan.handler_text,
         layers: new_layers,
         uv_version,
         bytecode_interpreter: plan.interpreter.map(|i| i.version),
@@ -592,6 +704,7 @@ fn created_by(kind: &str, plan: &Plan) -> String {
     }
 }
 
-fn json_key(value: &serde_json::Value) -> String {
+/// A cache key from JSON inputs: the SHA-256 of their canonical form.
+pub fn json_key(value: &serde_json::Value) -> String {
     sha_hex(&image::canonical_json(value))
 }

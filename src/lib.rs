@@ -3,9 +3,11 @@
 //! The pipeline, one module per step: [`project`] (pyproject, uv.lock, settings) →
 //! [`stage`] (uv export + uv pip install into staging dirs, bytecode) → [`layers`]
 //! (reproducible tar+gzip blobs) → [`image`] (config and manifest on top of a [`base`])
-//! → [`sink`] (OCI layout on disk). [`registry`] talks to registries; [`build`] wires
-//! the steps together for the CLI.
+//! → [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
+//! and [`push`] wire the steps together for the CLI, [`package`] makes Lambda zips from
+//! the same staging, [`login`] keeps credentials, [`invoke`] runs a built image locally.
 
+pub mod audit;
 pub mod base;
 pub mod build;
 pub mod cache;
@@ -13,10 +15,15 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod image;
+pub mod invoke;
 pub mod layers;
+pub mod login;
 pub mod output;
+pub mod package;
 pub mod project;
+pub mod push;
 pub mod registry;
+pub mod sbom;
 pub mod sink;
 pub mod stage;
 pub mod target;

@@ -17,6 +17,8 @@ const PRUNED_DIRS: &[&str] = &[".git", ".venv", ".ocilambda", "__pycache__", "no
 /// are secrets (`.env`) or development-only (`tests`).
 const SKIPPED_UNLESS_INCLUDED: &[&str] = &[".env", "tests"];
 
+/// A local package the project depends on: a workspace member or another local
+/// directory, or a wheel/sdist file (then `dir` is that file).
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
@@ -36,7 +38,8 @@ pub struct Project {
     /// Settings from `[tool.ocilambda]` (the root's, overlaid by the member's).
     pub settings: Settings,
     pub lock: Vec<u8>,
-    /// Workspace members other than the built project: installed as wheels.
+    /// Local packages other than the built project (workspace members, local
+    /// directories and files): installed as wheels, in their own layer.
     pub members: Vec<Member>,
 }
 
@@ -67,8 +70,11 @@ fn tool_settings(table: &toml::Table, path: &Path) -> Result<Settings> {
     }
 }
 
-/// Workspace packages from uv.lock: (name, directory relative to the root). uv records a
-/// local project's location as its `source` (`virtual`, `editable` or `directory`).
+/// Local packages from uv.lock: (name, path relative to the root). uv records a local
+/// project's location as its `source` (`virtual`, `editable` or `directory`), and a local
+/// wheel or sdist file as a `path` source. `uv export` emits them all as local paths,
+/// which staging installs with the workspace members: leaving `path` out here would drop
+/// such a dependency from the package without a word.
 fn lock_local_packages(lock: &toml::Table) -> Vec<(String, String)> {
     let Some(packages) = lock.get("package").and_then(|p| p.as_array()) else {
         return Vec::new();
@@ -78,7 +84,7 @@ fn lock_local_packages(lock: &toml::Table) -> Vec<(String, String)> {
         .filter_map(|p| {
             let name = p.get("name")?.as_str()?;
             let source = p.get("source")?.as_table()?;
-            let path = ["virtual", "editable", "directory"]
+            let path = ["virtual", "editable", "directory", "path"]
                 .iter()
                 .find_map(|k| source.get(*k)?.as_str())?;
             Some((normalize_name(name), path.to_string()))
@@ -123,8 +129,13 @@ impl Project {
             None => (root.clone(), root_table),
             Some(name) => {
                 let wanted = normalize_name(name);
-                let Some((_, rel)) = locals.iter().find(|(n, _)| *n == wanted) else {
-                    let known: Vec<&str> = locals.iter().map(|(n, _)| n.as_str()).collect();
+                // Only projects (directories) can be built as a Lambda, not wheel files.
+                let projects: Vec<&(String, String)> = locals
+                    .iter()
+                    .filter(|(_, rel)| root.join(rel).is_dir())
+                    .collect();
+                let Some((_, rel)) = projects.iter().find(|(n, _)| *n == wanted) else {
+                    let known: Vec<&str> = projects.iter().map(|(n, _)| n.as_str()).collect();
                     bail!(hint(
                         format!(
                             "`{name}` is not a member of the workspace at {}",
@@ -505,6 +516,39 @@ mod tests {
             .app_tree(&"nope.handler".parse().unwrap(), &[], &[])
             .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn local_wheels_count_as_local_packages() {
+        let lock: toml::Table = toml::from_str(
+            r#"
+[[package]]
+name = "Big_Data"
+version = "1.0"
+source = { path = "wheels/big_data-1.0-py3-none-any.whl" }
+
+[[package]]
+name = "library"
+version = "0.1.0"
+source = { editable = "library" }
+
+[[package]]
+name = "six"
+version = "1.17.0"
+source = { registry = "https://pypi.org/simple" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            lock_local_packages(&lock),
+            [
+                (
+                    "big-data".to_string(),
+                    "wheels/big_data-1.0-py3-none-any.whl".to_string()
+                ),
+                ("library".into(), "library".into()),
+            ]
+        );
     }
 
     #[test]

@@ -36,8 +36,9 @@ impl Uv {
     /// uv from `PATH`, and an identity that keys caches so a cached layer is reused
     /// without starting uv: (path, size, mtime) of a real binary. A wrapper script
     /// (pyenv's shim, for one) is rewritten on every `pyenv rehash` and hides which uv
-    /// runs behind it, so for those the identity is what `uv --version` prints.
-    pub fn locate() -> Result<(PathBuf, String)> {
+    /// runs behind it, so for those the identity is what `uv --version` prints, and that
+    /// answer is returned too, so nothing asks again.
+    pub fn locate() -> Result<(PathBuf, String, Option<Uv>)> {
         let path = which("uv").ok_or_else(|| {
             hint(
                 "uv is not installed (no `uv` on PATH)",
@@ -51,12 +52,12 @@ impl Uv {
             && &head == b"#!";
         if is_script {
             let uv = Self::version_of(&path)?;
-            return Ok((path, format!("uv {}", uv.version)));
+            return Ok((path, format!("uv {}", uv.version), Some(uv)));
         }
         let meta = std::fs::metadata(&path)?;
         use std::os::unix::fs::MetadataExt;
         let identity = format!("{}:{}:{}", path.display(), meta.size(), meta.mtime());
-        Ok((path, identity))
+        Ok((path, identity, None))
     }
 
     pub fn version_of(path: &Path) -> Result<Uv> {
@@ -266,6 +267,11 @@ pub struct InstallOptions<'a> {
     /// Workspace members are always built from source, then checked for purity.
     pub members: bool,
     pub offline: bool,
+    /// Hard-link files from uv's cache instead of copying them (uv copies anyway when
+    /// the cache is on another filesystem). Safe because nothing here writes into a
+    /// staged file in place: [`fix_scripts`] replaces files by rename, and bytecode goes
+    /// to new files.
+    pub hardlink: bool,
 }
 
 /// `uv pip install` the `requirements` into `dest` for the target platform, with
@@ -289,7 +295,7 @@ pub fn install(
             "--no-deps",
             "--no-installer-metadata",
             "--link-mode",
-            "copy",
+            if opts.hardlink { "hardlink" } else { "copy" },
             "--no-compile-bytecode",
         ])
         .arg("--target")
@@ -418,7 +424,7 @@ pub fn fix_scripts(dir: &Path, target: &Target) -> Result<()> {
         }
         let mut new = shebang.as_bytes().to_vec();
         new.extend_from_slice(&content[end..]);
-        std::fs::write(&path, &new)?;
+        replace_file(&path, &new)?;
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         changed.push((format!("bin/{name}"), new));
     }
@@ -448,9 +454,23 @@ pub fn fix_scripts(dir: &Path, target: &Target) -> Result<()> {
             })
             .collect();
         if touched {
-            std::fs::write(&record, lines.join("\n") + "\n")?;
+            replace_file(&record, (lines.join("\n") + "\n").as_bytes())?;
         }
     }
+    Ok(())
+}
+
+/// Replace `path` with `content` by writing a new file and renaming it over: a staged file
+/// may be a hard link into uv's cache, which writing in place would corrupt. Keeps the
+/// file's permissions (scripts stay executable).
+fn replace_file(path: &Path, content: &[u8]) -> Result<()> {
+    let dir = path.parent().context("a staged file has a parent")?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(content)?;
+    tmp.as_file()
+        .set_permissions(std::fs::metadata(path)?.permissions())?;
+    tmp.persist(path)
+        .with_context(|| format!("rewriting {}", path.display()))?;
     Ok(())
 }
 
@@ -533,6 +553,86 @@ pub fn python_files(dir: &Path) -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// An installed distribution and what it takes on disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Distribution {
+    /// `name version`, from the `.dist-info` directory name.
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// The distributions installed in `dir`, largest first, each sized by the files its
+/// `.dist-info/RECORD` lists (plus their compiled `.pyc`, which RECORD does not list as
+/// we compile after installing): what to name when a package is too large.
+pub fn distribution_sizes(dir: &Path, target: &Target) -> Result<Vec<Distribution>> {
+    let pyc_tag = format!("cpython-{}{}", target.python.0, target.python.1);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file_name.strip_suffix(".dist-info") else {
+            continue;
+        };
+        let Ok(record) = std::fs::read_to_string(entry.path().join("RECORD")) else {
+            continue;
+        };
+        let size_of = |rel: &str| {
+            std::fs::symlink_metadata(dir.join(rel))
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len())
+        };
+        let mut bytes = 0;
+        for line in record.lines() {
+            let Some(path) = record_path(line) else {
+                continue;
+            };
+            // Paths outside the install root (`../../bin/x`) are not ours to count.
+            if path.split('/').any(|p| p == "..") || path.starts_with('/') {
+                continue;
+            }
+            bytes += size_of(&path);
+            if let Some(py) = path.strip_suffix(".py") {
+                let (parent, name) = py.rsplit_once('/').unwrap_or(("", py));
+                let pyc = crate::tree::join(parent, &format!("__pycache__/{name}.{pyc_tag}.pyc"));
+                bytes += size_of(&pyc);
+            }
+        }
+        let name = match stem.split_once('-') {
+            Some((n, v)) => format!("{n} {v}"),
+            None => stem.to_string(),
+        };
+        out.push(Distribution { name, bytes });
+    }
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+/// The path field of a RECORD line (CSV: quoted when it holds a comma or a quote).
+fn record_path(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix('"') {
+        let mut path = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    path.push('"');
+                } else {
+                    return Some(path);
+                }
+            } else {
+                path.push(c);
+            }
+        }
+        return None;
+    }
+    // The hash and size fields never hold commas, so split from the right.
+    let mut fields = line.rsplitn(3, ',');
+    let (_size, _hash, path) = (fields.next()?, fields.next()?, fields.next()?);
+    (!path.is_empty()).then(|| path.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,6 +656,53 @@ mod tests {
         let stderr = "  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==2.4.0 has no usable wheels and you require numpy==2.4.0, we can conclude that your requirements are unsatisfiable.";
         let got = packages_without_wheels(stderr, &["numpy".into(), "six".into()]);
         assert_eq!(got, ["numpy"]);
+    }
+
+    #[test]
+    fn distributions_are_sized_from_record_with_their_bytecode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, bytes: usize| {
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(root.join(rel), vec![b'x'; bytes]).unwrap();
+        };
+        write("big/__init__.py", 1000);
+        write("big/__pycache__/__init__.cpython-311.pyc", 500);
+        write("big/data, with comma.bin", 3000);
+        write("small.py", 10);
+        write("bin/tool", 99);
+        std::fs::create_dir_all(root.join("big-2.0.dist-info")).unwrap();
+        std::fs::write(
+            root.join("big-2.0.dist-info/RECORD"),
+            "big/__init__.py,sha256=a,1000\n\"big/data, with comma.bin\",sha256=b,3000\n../../bin/tool,,\nbig-2.0.dist-info/RECORD,,\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("small-1.0.dist-info")).unwrap();
+        std::fs::write(
+            root.join("small-1.0.dist-info/RECORD"),
+            "small.py,sha256=c,10\n",
+        )
+        .unwrap();
+        let target = Target {
+            python: "3.11".parse().unwrap(),
+            arch: crate::target::Arch::X86_64,
+        };
+        let record_len = std::fs::metadata(root.join("big-2.0.dist-info/RECORD"))
+            .unwrap()
+            .len();
+        assert_eq!(
+            distribution_sizes(root, &target).unwrap(),
+            [
+                Distribution {
+                    name: "big 2.0".into(),
+                    bytes: 1000 + 500 + 3000 + record_len
+                },
+                Distribution {
+                    name: "small 1.0".into(),
+                    bytes: 10
+                },
+            ]
+        );
     }
 
     #[test]
@@ -603,5 +750,37 @@ mod tests {
             "{record}"
         );
         assert!(record.starts_with("tool.py,sha256=x,1\n"));
+    }
+
+    #[test]
+    fn rewriting_a_script_leaves_its_hard_linked_original_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stage");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        // As if uv had hard-linked the script from its cache.
+        let original = dir.path().join("uv-cache-tool");
+        std::fs::write(&original, "#!/home/me/.venv/bin/python3\nimport tool\n").unwrap();
+        std::fs::set_permissions(&original, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::hard_link(&original, root.join("bin/tool")).unwrap();
+        let target = Target {
+            python: "3.12".parse().unwrap(),
+            arch: crate::target::Arch::X86_64,
+        };
+        fix_scripts(&root, &target).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("bin/tool")).unwrap(),
+            "#!/var/lang/bin/python3.12\nimport tool\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&original).unwrap(),
+            "#!/home/me/.venv/bin/python3\nimport tool\n",
+            "uv's cached copy is untouched"
+        );
+        let mode = std::fs::metadata(root.join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "still executable");
     }
 }

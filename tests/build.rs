@@ -956,3 +956,45 @@ fn usage_errors_exit_2() {
         "unknown architecture `sparc`",
     );
 }
+
+#[test]
+fn cached_tag_resolution_is_reused_until_pull_or_ttl() {
+    let reg = &shared_registry().addr;
+    let moving = format!("{reg}/build-tests/moving:3.11");
+    let copy = |from: &str| {
+        skopeo(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            &format!("docker://{reg}/lambda/python:{from}"),
+            &format!("docker://{moving}"),
+        ]);
+    };
+    let (_t, p) = project_copy("src-layout");
+    let cache = p.parent().unwrap().join("cache");
+    let base_of = |args: &[&str]| -> String {
+        let mut all = vec!["--base", moving.as_str(), "--json"];
+        all.extend_from_slice(args);
+        let out = run(build_cmd(&cache, &p, &all));
+        assert_ok(&out);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["base"]["resolved"].as_str().unwrap().to_string()
+    };
+    copy("3.11");
+    let first = base_of(&[]);
+    copy("3.12");
+    assert_eq!(
+        base_of(&[]),
+        first,
+        "within the TTL the cached resolution is used"
+    );
+    let pulled = base_of(&["--pull"]);
+    assert_ne!(pulled, first, "--pull resolves the tag again");
+    copy("3.11");
+    assert_eq!(
+        base_of(&["--base-ttl", "0"]),
+        first,
+        "a zero TTL always re-resolves"
+    );
+}

@@ -1,22 +1,38 @@
 //! The registry client: the OCI distribution API over HTTP(S), with Docker's credential
-//! lookup and the Basic/Bearer challenge flow.
+//! lookup ([`credentials`]), the Basic/Bearer challenge flow, and retries.
 //!
-//! A thin client on reqwest rather than `oci-client`: oci-client (0.18) has no retries,
-//! no re-authentication on 401, no identity tokens and no way to keep a pulled manifest's
+//! Pull side: manifests (keeping the served bytes) and blobs into files. Push side: HEAD
+//! a blob, cross-repository mount, monolithic upload (POST, then one PUT with the body,
+//! streamed from disk or from another registry), manifests and tags. A thin client on
+//! reqwest rather than `oci-client`: oci-client (0.18) has no retries, no
+//! re-authentication on 401, no identity tokens and no way to keep a pulled manifest's
 //! raw bytes, and we need all of these (raw bytes because re-serialising a manifest
-//! changes its digest).
+//! changes its digest). What to push and in which order is [`crate::sink::registry`]'s
+//! business, not this module's.
 
 mod auth;
+mod body;
+pub mod credentials;
+pub mod name;
+
+pub use body::Progress;
+pub use credentials::Credential;
 
 use crate::error::hint;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Method, StatusCode};
+use futures_util::future::BoxFuture;
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION,
+    WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode, Url};
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use oci_spec::distribution::Reference;
@@ -30,6 +46,25 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, applicat
 
 /// Attempts per request for transient failures (connection errors, 408, 429, 5xx).
 const ATTEMPTS: u32 = 5;
+
+/// An upload that moves no byte for this long (and gets no answer) is abandoned and
+/// retried. reqwest's read timeout cannot be used for uploads: it runs from the start of
+/// the request, so it would cut off any layer that takes longer than it to send.
+const UPLOAD_IDLE: Duration = Duration::from_secs(120);
+
+/// How long to wait for an answer, or for the next chunk of a download.
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `fut`, failing after [`READ_TIMEOUT`] (as a transient error: it is retried).
+pub(crate) async fn within<T, E: Into<anyhow::Error>>(
+    what: &str,
+    fut: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(READ_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => bail!("{what}: no answer within {}s", READ_TIMEOUT.as_secs()),
+    }
+}
 
 /// A fetched manifest or index, with the exact bytes the registry served.
 #[derive(Debug, Clone)]
@@ -45,12 +80,85 @@ enum Scheme {
     Http,
 }
 
+/// Where a blob to upload comes from.
+#[derive(Debug, Clone)]
+pub enum BlobSource {
+    /// A file holding exactly the blob (a layout or cache blob).
+    File(PathBuf),
+    /// A blob of another registry's repository (a base layer a layout left out), streamed
+    /// through and kept at `keep_at`; used from there when already present.
+    Remote {
+        registry: String,
+        repository: String,
+        keep_at: PathBuf,
+    },
+}
+
+/// One blob to put into a repository.
+pub struct BlobPush<'a> {
+    pub digest: &'a str,
+    pub size: u64,
+    pub source: &'a BlobSource,
+    /// A repository of the same registry that probably holds the blob.
+    pub mount_from: Option<&'a str>,
+    /// Called with the bytes sent so far in the current attempt.
+    pub progress: Progress,
+}
+
+/// What pushing a blob took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// The repository had it.
+    Existed,
+    /// Mounted from another repository of the same registry: no bytes sent.
+    Mounted,
+    /// Sent; `downloaded` bytes of it were fetched from another registry first.
+    Uploaded { downloaded: u64 },
+}
+
+/// How a request addresses the registry.
+enum Endpoint<'a> {
+    /// `/v2/`
+    Root,
+    /// `/v2/<repo>/<path>`
+    Api { repo: &'a str, path: &'a str },
+    /// A URL the registry gave us (an upload session's Location).
+    Url(&'a Url),
+}
+
+type BodyFn<'a> = dyn Fn() -> BoxFuture<'a, Result<reqwest::Body>> + Send + Sync + 'a;
+
+struct Request<'a> {
+    method: Method,
+    registry: &'a str,
+    endpoint: Endpoint<'a>,
+    headers: Vec<(HeaderName, String)>,
+    /// Rebuilt for each attempt (after a scheme fallback or a fresh token).
+    body: Option<&'a BodyFn<'a>>,
+    scope: &'a str,
+    /// Retry transient failures here; uploads decide for themselves (see `push_blob`).
+    retry: bool,
+    /// Upload watch: instead of [`READ_TIMEOUT`] on the answer, an idle timer on the
+    /// body's progress.
+    upload: Option<Arc<body::Watch>>,
+}
+
 pub struct Client {
+    /// One client, one connection pool: loading the system's CA roots and setting up
+    /// TLS happen once per command. It has no read timeout of its own (see
+    /// [`UPLOAD_IDLE`]); [`within`] bounds the waits instead.
     http: reqwest::Client,
     insecure: Vec<String>,
     schemes: Mutex<HashMap<String, Scheme>>,
-    /// Authorization header values per (registry, scope); tokens never leave memory.
-    auth: Mutex<HashMap<(String, String), HeaderValue>>,
+    /// Why HTTPS failed for a registry we then tried over plain HTTP: a registry that
+    /// does speak TLS (with a CA we do not trust) answers plain HTTP with 400.
+    https_errors: Mutex<HashMap<String, String>>,
+    /// Bearer tokens per (registry, scope); they never leave memory.
+    scoped: Mutex<HashMap<(String, String), HeaderValue>>,
+    /// Basic credentials, good for every request to the registry.
+    registry_wide: Mutex<HashMap<String, HeaderValue>>,
+    /// Credential lookups per registry: a helper runs at most once per command.
+    creds: tokio::sync::Mutex<HashMap<String, credentials::Found>>,
 }
 
 /// Docker's rule: loopback registries may fall back to plain HTTP without being listed.
@@ -73,77 +181,146 @@ pub fn api_host(registry: &str) -> &str {
     }
 }
 
-/// The registry's `{"errors":[{"code","message"}]}` body, condensed to one line.
-fn error_summary(body: &str) -> String {
+/// The registry's `{"errors":[{"code","message"}]}` body: (code, message).
+fn error_parts(body: &str) -> (Option<String>, String) {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let first = parsed
         .as_ref()
         .and_then(|v| v.get("errors"))
         .and_then(|e| e.get(0));
     match first {
-        Some(e) => format!(
-            "{}: {}",
-            e.get("code").and_then(|c| c.as_str()).unwrap_or("UNKNOWN"),
-            e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        Some(e) => (
+            e.get("code").and_then(|c| c.as_str()).map(str::to_string),
+            e.get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("")
+                .to_string(),
         ),
-        None => body
-            .chars()
-            .take(200)
-            .collect::<String>()
-            .replace('\n', " "),
+        None => (
+            None,
+            body.chars()
+                .take(200)
+                .collect::<String>()
+                .replace('\n', " ")
+                .trim()
+                .to_string(),
+        ),
     }
+}
+
+/// The error body condensed to one line: `NAME_UNKNOWN: repository name not known`.
+fn error_summary(body: &str) -> String {
+    match error_parts(body) {
+        (Some(code), message) => format!("{code}: {message}"),
+        (None, message) if message.is_empty() => "no error details".into(),
+        (None, message) => message,
+    }
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let wait = when - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+fn is_ecr(registry: &str) -> bool {
+    registry.contains(".dkr.ecr.")
+        && (registry.ends_with(".amazonaws.com") || registry.ends_with(".amazonaws.com.cn"))
+}
+
+/// The scope that covers everything a push to `repo` does.
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
 }
 
 impl Client {
     pub fn new(insecure: &[String], ca_cert: Option<&Path>) -> Result<Client> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("ocilambda/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120));
+        install_tls_provider();
         let ca = ca_cert
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("SSL_CERT_FILE").map(Into::into));
-        if let Some(ca) = ca {
-            let pem =
-                std::fs::read(&ca).with_context(|| format!("reading CA file {}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("parsing CA file {}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
+        let certs = match ca {
+            Some(ca) => {
+                let pem = std::fs::read(&ca)
+                    .with_context(|| format!("reading CA file {}", ca.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("parsing CA file {}", ca.display()))?
             }
+            None => Vec::new(),
+        };
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("ocilambda/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15));
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
         }
         Ok(Client {
             http: builder.build().context("creating the HTTP client")?,
             insecure: insecure.to_vec(),
             schemes: Mutex::new(HashMap::new()),
-            auth: Mutex::new(HashMap::new()),
+            https_errors: Mutex::new(HashMap::new()),
+            scoped: Mutex::new(HashMap::new()),
+            registry_wide: Mutex::new(HashMap::new()),
+            creds: tokio::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Use `credential` for `registry` instead of looking it up (to check a login).
+    pub async fn use_credential(&self, registry: &str, credential: Credential, source: &str) {
+        self.creds.lock().await.insert(
+            registry.to_string(),
+            credentials::Found {
+                credential: Some(credential),
+                source: source.to_string(),
+            },
+        );
+    }
+
+    async fn credential_for(&self, registry: &str) -> Result<credentials::Found> {
+        let mut creds = self.creds.lock().await;
+        if let Some(found) = creds.get(registry) {
+            return Ok(found.clone());
+        }
+        let found = credentials::lookup(registry)
+            .await
+            .with_context(|| format!("looking up credentials for {registry}"))?;
+        creds.insert(registry.to_string(), found.clone());
+        Ok(found)
     }
 
     fn may_use_http(&self, registry: &str) -> bool {
         is_loopback(registry) || self.insecure.iter().any(|h| h == registry)
     }
 
-    fn url(&self, scheme: Scheme, registry: &str, repo: &str, path: &str) -> String {
+    fn url(&self, scheme: Scheme, registry: &str, endpoint: &Endpoint) -> Result<Url> {
         let s = match scheme {
             Scheme::Https => "https",
             Scheme::Http => "http",
         };
-        format!("{s}://{}/v2/{repo}/{path}", api_host(registry))
+        let host = api_host(registry);
+        let text = match endpoint {
+            Endpoint::Root => format!("{s}://{host}/v2/"),
+            Endpoint::Api { repo, path } => format!("{s}://{host}/v2/{repo}/{path}"),
+            Endpoint::Url(url) => return Ok((*url).clone()),
+        };
+        Url::parse(&text).with_context(|| format!("invalid registry URL {text}"))
     }
 
-    /// Send a request, handling scheme fallback, authentication and transient failures.
-    /// `body` is rebuilt for each attempt.
-    async fn send(
-        &self,
-        method: Method,
-        registry: &str,
-        repo: &str,
-        path: &str,
-        headers: &[(reqwest::header::HeaderName, &str)],
-        scope: &str,
-    ) -> Result<reqwest::Response> {
-        let scope_key = (registry.to_string(), scope.to_string());
+    /// Send a request, handling scheme fallback, authentication and (with `retry`)
+    /// transient failures.
+    async fn send(&self, req: Request<'_>) -> Result<reqwest::Response> {
+        let registry = req.registry;
+        let scope_key = (registry.to_string(), req.scope.to_string());
         let mut authenticated_once = false;
         let mut attempt = 0;
         loop {
@@ -154,16 +331,40 @@ impl Client {
                 .unwrap()
                 .get(registry)
                 .unwrap_or(&Scheme::Https);
-            let mut req = self
-                .http
-                .request(method.clone(), self.url(scheme, registry, repo, path));
-            for (name, value) in headers {
-                req = req.header(name, *value);
+            let url = self.url(scheme, registry, &req.endpoint)?;
+            let mut builder = self.http.request(req.method.clone(), url.clone());
+            for (name, value) in &req.headers {
+                builder = builder.header(name, value);
             }
-            if let Some(auth) = self.auth.lock().unwrap().get(&scope_key) {
-                req = req.header(AUTHORIZATION, auth.clone());
+            // Credentials go only to the registry itself, never to a host a Location
+            // header points elsewhere (e.g. a storage backend).
+            let own_host = url.host_str().is_some_and(|h| {
+                let with_port = match url.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                };
+                with_port == api_host(registry) || h == api_host(registry)
+            });
+            let sent_scoped = if own_host {
+                let scoped = self.scoped.lock().unwrap().get(&scope_key).cloned();
+                let header = scoped
+                    .clone()
+                    .or_else(|| self.registry_wide.lock().unwrap().get(registry).cloned());
+                if let Some(h) = header {
+                    builder = builder.header(AUTHORIZATION, h);
+                }
+                scoped.is_some()
+            } else {
+                false
+            };
+            if let Some(body) = req.body {
+                builder = builder.body(body().await?);
             }
-            let response = match req.send().await {
+            let sent = match &req.upload {
+                Some(watch) => idle_guarded(watch, builder.send()).await,
+                None => within(&format!("{} {url}", req.method), builder.send()).await,
+            };
+            let response = match sent {
                 Ok(r) => r,
                 Err(e) => {
                     let decided = self.schemes.lock().unwrap().contains_key(registry);
@@ -173,22 +374,32 @@ impl Client {
                             .lock()
                             .unwrap()
                             .insert(registry.to_string(), Scheme::Http);
+                        self.https_errors
+                            .lock()
+                            .unwrap()
+                            .insert(registry.to_string(), crate::error::one_line(&e));
                         attempt -= 1;
                         continue;
                     }
-                    if attempt < ATTEMPTS && (e.is_connect() || e.is_timeout() || e.is_request()) {
+                    if !req.retry {
+                        return Err(e);
+                    }
+                    if attempt < ATTEMPTS {
                         backoff(attempt, None).await;
                         continue;
                     }
-                    let what = if e.is_connect() {
+                    let connect = e
+                        .downcast_ref::<reqwest::Error>()
+                        .is_some_and(|e| e.is_connect());
+                    let what = if connect {
                         "cannot reach"
                     } else {
                         "request to"
                     };
                     return Err(hint(
                         format!(
-                            "{what} registry {registry}: {}",
-                            crate::error::one_line(&e.into())
+                            "{what} registry {registry}: {} (after {ATTEMPTS} attempts)",
+                            crate::error::one_line(&e)
                         ),
                         if self.may_use_http(registry) {
                             "check that the registry is running and the address is right"
@@ -207,69 +418,148 @@ impl Client {
                 .entry(registry.to_string())
                 .or_insert(scheme);
             let status = response.status();
-            // public.ecr.aws answers an expired bearer token with 400, not 401.
-            let expired = status == StatusCode::BAD_REQUEST
-                && self.auth.lock().unwrap().contains_key(&scope_key);
-            if (status == StatusCode::UNAUTHORIZED || expired) && !authenticated_once {
+            // public.ecr.aws answers an expired bearer token with 400, not 401. Only
+            // bodiless requests are re-sent for it: a 400 to an upload is about the data.
+            let expired = status == StatusCode::BAD_REQUEST && sent_scoped && req.body.is_none();
+            if (status == StatusCode::UNAUTHORIZED || expired) && !authenticated_once && own_host {
                 authenticated_once = true;
                 let challenge = response
                     .headers()
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                self.auth.lock().unwrap().remove(&scope_key);
+                self.scoped.lock().unwrap().remove(&scope_key);
                 let Some(challenge) = challenge else {
                     return Ok(response);
                 };
-                let header = auth::authorize(&self.http, registry, repo, scope, &challenge).await?;
-                if let Some(header) = header {
-                    self.auth.lock().unwrap().insert(scope_key.clone(), header);
-                    attempt -= 1;
-                    continue;
+                let found = self.credential_for(registry).await?;
+                let answer = auth::authorize(
+                    &self.http,
+                    registry,
+                    req.scope,
+                    &challenge,
+                    found.credential.as_ref(),
+                )
+                .await?;
+                match answer {
+                    Some(auth::Answer::Registry(h)) => {
+                        self.registry_wide
+                            .lock()
+                            .unwrap()
+                            .insert(registry.to_string(), h);
+                    }
+                    Some(auth::Answer::Scope(h)) => {
+                        self.scoped.lock().unwrap().insert(scope_key.clone(), h);
+                    }
+                    None => return Ok(response),
                 }
-                return Ok(response);
+                attempt -= 1;
+                continue;
             }
-            let transient = matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
-            if transient && attempt < ATTEMPTS {
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                backoff(attempt, retry_after).await;
+            if req.retry && is_transient(status) && attempt < ATTEMPTS {
+                backoff(attempt, retry_after(response.headers())).await;
                 continue;
             }
             return Ok(response);
         }
     }
 
+    /// Turn an unexpected answer into an error that says what to do.
     async fn fail(
         &self,
         what: String,
         registry: &str,
+        repo: &str,
         response: reqwest::Response,
     ) -> anyhow::Error {
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = within("reading the error", response.text())
+            .await
+            .unwrap_or_default();
+        let (code, message) = error_parts(&body);
         let detail = error_summary(&body);
+        let code = code.as_deref().unwrap_or("");
         match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let source = match self.creds.lock().await.get(registry) {
+                    Some(found) => found.source.clone(),
+                    None => match credentials::lookup(registry).await {
+                        Ok(found) => found.source,
+                        Err(e) => format!("none ({})", crate::error::one_line(&e)),
+                    },
+                };
+                hint(
+                    format!(
+                        "{what}: not authorised ({}, {detail}); credentials tried: {source}",
+                        status.as_u16(),
+                    ),
+                    if is_ecr(registry) {
+                        format!(
+                            "log in: `aws ecr get-login-password | ocilambda login {registry} --username AWS --password-stdin`"
+                        )
+                    } else {
+                        format!(
+                            "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
+                        )
+                    },
+                )
+            }
+            StatusCode::NOT_FOUND if code == "NAME_UNKNOWN" => hint(
+                format!("{what}: repository {repo} does not exist in {registry} ({detail})"),
+                if is_ecr(registry) {
+                    format!("create it: `aws ecr create-repository --repository-name {repo}`")
+                } else if registry == "public.ecr.aws" {
+                    "create it: `aws ecr-public create-repository --repository-name NAME`"
+                        .to_string()
+                } else {
+                    "create the repository in the registry first, or check the name".to_string()
+                },
+            ),
             StatusCode::NOT_FOUND => hint(
                 format!("{what}: not found ({detail})"),
                 "check the repository name and tag",
             ),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => hint(
-                format!(
-                    "{what}: not authorised ({}, {detail}); credentials tried: {}",
-                    status.as_u16(),
-                    auth::describe_source(registry)
-                ),
-                format!(
-                    "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
-                ),
-            ),
+            StatusCode::BAD_REQUEST
+                if code == "TAG_INVALID" || message.to_lowercase().contains("immutable") =>
+            {
+                hint(
+                    format!("{what}: the registry refused the tag ({detail})"),
+                    "the repository's tags are immutable: push with a new tag (e.g. `--tag $(git rev-parse --short HEAD)`)",
+                )
+            }
+            StatusCode::BAD_REQUEST if self.https_errors.lock().unwrap().contains_key(registry) => {
+                let https = self.https_errors.lock().unwrap()[registry].clone();
+                hint(
+                    format!(
+                        "{what}: registry answered 400 ({detail}) over plain HTTP, after HTTPS failed: {https}"
+                    ),
+                    "if the registry uses TLS with a private CA, pass --ca-cert FILE (or set SSL_CERT_FILE)",
+                )
+            }
             _ => anyhow::anyhow!("{what}: registry answered {} ({detail})", status.as_u16()),
         }
+    }
+
+    /// Check that the registry accepts our credentials (`GET /v2/`), for `login`.
+    pub async fn ping(&self, registry: &str) -> Result<()> {
+        let what = format!("logging in to {registry}");
+        let response = self
+            .send(Request {
+                method: Method::GET,
+                registry,
+                endpoint: Endpoint::Root,
+                headers: Vec::new(),
+                body: None,
+                scope: "",
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.clone())?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        Err(self.fail(what, registry, "", response).await)
     }
 
     /// Fetch a manifest or index by tag or digest, verified against the digest when one is
@@ -282,19 +572,27 @@ impl Client {
             .to_string();
         let scope = format!("repository:{}:pull", reference.repository());
         let what = format!("fetching manifest {}", reference.whole());
+        let path = format!("manifests/{target}");
         let response = self
-            .send(
-                Method::GET,
-                reference.registry(),
-                reference.repository(),
-                &format!("manifests/{target}"),
-                &[(ACCEPT, MANIFEST_ACCEPT)],
-                &scope,
-            )
+            .send(Request {
+                method: Method::GET,
+                registry: reference.registry(),
+                endpoint: Endpoint::Api {
+                    repo: reference.repository(),
+                    path: &path,
+                },
+                headers: vec![(ACCEPT, MANIFEST_ACCEPT.into())],
+                body: None,
+                scope: &scope,
+                retry: true,
+                upload: None,
+            })
             .await
             .with_context(|| what.clone())?;
         if !response.status().is_success() {
-            return Err(self.fail(what, reference.registry(), response).await);
+            return Err(self
+                .fail(what, reference.registry(), reference.repository(), response)
+                .await);
         }
         let media_type = response
             .headers()
@@ -306,8 +604,7 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
-            .bytes()
+        let bytes = within(&what, response.bytes())
             .await
             .with_context(|| what.clone())?
             .to_vec();
@@ -333,7 +630,37 @@ impl Client {
         })
     }
 
-    /// Stream a blob into `dest` (created atomically), verifying its digest.
+    /// GET a blob, the response ready to stream.
+    async fn blob_response(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let path = format!("blobs/{digest}");
+        let scope = format!("repository:{repo}:pull");
+        let response = self
+            .send(Request {
+                method: Method::GET,
+                registry,
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: Vec::new(),
+                body: None,
+                scope: &scope,
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.to_string())?;
+        if !response.status().is_success() {
+            return Err(self.fail(what.to_string(), registry, repo, response).await);
+        }
+        Ok(response)
+    }
+
+    /// Stream a blob into `dest` (created atomically), verifying its digest. A download
+    /// cut off in the middle is started again, up to the usual number of attempts.
     pub async fn get_blob_to(
         &self,
         registry: &str,
@@ -342,50 +669,449 @@ impl Client {
         dest: &Path,
     ) -> Result<u64> {
         let what = format!("fetching blob {digest} from {registry}/{repo}");
+        let dir = dest.parent().context("blob destination has no parent")?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let response = self.blob_response(registry, repo, digest, &what).await?;
+            let tmp = tempfile::NamedTempFile::new_in(dir)?;
+            let mut writer = crate::digest::HashingWriter::new(std::io::BufWriter::new(
+                tmp.as_file().try_clone()?,
+            ));
+            let mut stream = response.bytes_stream();
+            let mut cut = None;
+            loop {
+                let next = within(&what, async { Ok::<_, anyhow::Error>(stream.next().await) });
+                match next.await {
+                    Ok(Some(Ok(chunk))) => writer.write_all(&chunk)?,
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        cut = Some(anyhow::Error::from(e));
+                        break;
+                    }
+                    Err(e) => {
+                        cut = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = cut {
+                if attempt < ATTEMPTS {
+                    backoff(attempt, None).await;
+                    continue;
+                }
+                return Err(e.context(what));
+            }
+            let (mut file, got, len) = writer.finish();
+            file.flush()?;
+            drop(file);
+            if got != digest {
+                bail!("{what}: content digest {got} does not match; refusing the download");
+            }
+            crate::cache::persist_readable(tmp, dest)?;
+            return Ok(len);
+        }
+    }
+
+    /// Whether `repo` holds the blob (`HEAD`).
+    pub async fn blob_exists(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        scope: &str,
+    ) -> Result<bool> {
+        let path = format!("blobs/{digest}");
+        let what = format!("checking for blob {digest} in {registry}/{repo}");
         let response = self
-            .send(
-                Method::GET,
+            .send(Request {
+                method: Method::HEAD,
                 registry,
-                repo,
-                &format!("blobs/{digest}"),
-                &[],
-                &format!("repository:{repo}:pull"),
-            )
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: Vec::new(),
+                body: None,
+                scope,
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.clone())?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.fail(what, registry, repo, response).await),
+        }
+    }
+
+    /// The digest a tag (or digest) resolves to in `repo`, if it exists (`HEAD`).
+    pub async fn manifest_digest(
+        &self,
+        registry: &str,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<String>> {
+        let path = format!("manifests/{reference}");
+        let scope = push_scope(repo);
+        let what = format!("checking for manifest {registry}/{repo}:{reference}");
+        let response = self
+            .send(Request {
+                method: Method::HEAD,
+                registry,
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: vec![(ACCEPT, MANIFEST_ACCEPT.into())],
+                body: None,
+                scope: &scope,
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.clone())?;
+        match response.status() {
+            s if s.is_success() => Ok(response
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.fail(what, registry, repo, response).await),
+        }
+    }
+
+    /// The Location of an upload session response, made absolute.
+    fn session_url(response: &reqwest::Response, what: &str) -> Result<Url> {
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .with_context(|| format!("{what}: the registry gave no upload Location"))?;
+        response
+            .url()
+            .join(location)
+            .with_context(|| format!("{what}: invalid upload Location `{location}`"))
+    }
+
+    /// Start an upload session (`POST .../blobs/uploads/`), optionally as a mount.
+    /// Returns `None` when the mount succeeded outright (201), else the session URL.
+    async fn start_upload(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        mount_from: Option<&str>,
+        scope: &str,
+        what: &str,
+    ) -> Result<Option<Url>> {
+        let path = match mount_from {
+            Some(from) => format!("blobs/uploads/?mount={digest}&from={from}"),
+            None => "blobs/uploads/".to_string(),
+        };
+        let response = self
+            .send(Request {
+                method: Method::POST,
+                registry,
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: vec![(CONTENT_LENGTH, "0".into())],
+                body: None,
+                scope,
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.to_string())?;
+        match response.status() {
+            StatusCode::CREATED if mount_from.is_some() => Ok(None),
+            StatusCode::ACCEPTED => Ok(Some(Self::session_url(&response, what)?)),
+            _ => Err(self.fail(what.to_string(), registry, repo, response).await),
+        }
+    }
+
+    /// The upload body for one attempt.
+    async fn open_body(
+        &self,
+        blob: &BlobPush<'_>,
+        watch: Arc<body::Watch>,
+    ) -> Result<reqwest::Body> {
+        match blob.source {
+            BlobSource::File(path) => {
+                body::from_file(
+                    path,
+                    format!("the file {}", path.display()),
+                    blob.digest,
+                    blob.size,
+                    watch,
+                    blob.progress.clone(),
+                )
+                .await
+            }
+            BlobSource::Remote { keep_at, .. } if keep_at.is_file() => {
+                body::from_file(
+                    keep_at,
+                    format!("the cached file {}", keep_at.display()),
+                    blob.digest,
+                    blob.size,
+                    watch,
+                    blob.progress.clone(),
+                )
+                .await
+            }
+            BlobSource::Remote {
+                registry,
+                repository,
+                keep_at,
+            } => {
+                let fetching =
+                    format!("fetching blob {} from {registry}/{repository}", blob.digest);
+                let response = self
+                    .blob_response(registry, repository, blob.digest, &fetching)
+                    .await?;
+                body::from_response(
+                    response,
+                    format!("the download from {registry}/{repository}"),
+                    blob.digest,
+                    blob.size,
+                    keep_at,
+                    watch,
+                    blob.progress.clone(),
+                )
+            }
+        }
+    }
+
+    /// Put a blob into `repo`: skip it if present, else mount it from `mount_from`, else
+    /// upload it monolithically (POST, then one PUT with the body: ECR's chunked PATCH
+    /// is unreliable). A PUT that fails or whose answer is lost is followed by a HEAD
+    /// before retrying, because the registry may have committed the blob anyway.
+    pub async fn push_blob(
+        &self,
+        registry: &str,
+        repo: &str,
+        blob: BlobPush<'_>,
+    ) -> Result<Pushed> {
+        let what = format!("blob {}", blob.digest);
+        let scope = push_scope(repo);
+        if self
+            .blob_exists(registry, repo, blob.digest, &scope)
+            .await?
+        {
+            return Ok(Pushed::Existed);
+        }
+        let mut session: Option<(Url, String)> = None;
+        if let Some(from) = blob.mount_from.filter(|f| *f != repo) {
+            // One token for both repositories: pull from the source, push to the target.
+            let mount_scope = format!("{scope} repository:{from}:pull");
+            let starting = format!("mounting {what} from {registry}/{from}");
+            match self
+                .start_upload(
+                    registry,
+                    repo,
+                    blob.digest,
+                    Some(from),
+                    &mount_scope,
+                    &starting,
+                )
+                .await
+            {
+                Ok(None) => return Ok(Pushed::Mounted),
+                // 202: the registry could not mount; upload into the session it opened.
+                Ok(Some(url)) => session = Some((url, mount_scope)),
+                // A mount refused outright (no pull access to the source, say) is only a
+                // missed shortcut: upload normally.
+                Err(_) => {}
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (url, put_scope) = match session.take() {
+                Some(s) => s,
+                None => {
+                    let starting = format!("starting the upload of {what} to {registry}/{repo}");
+                    let url = self
+                        .start_upload(registry, repo, blob.digest, None, &scope, &starting)
+                        .await?
+                        .context("the registry answered an upload with a mount")?;
+                    (url, scope.clone())
+                }
+            };
+            let mut url = url;
+            url.query_pairs_mut().append_pair("digest", blob.digest);
+            let watch = body::Watch::new();
+            let source_failed = std::sync::atomic::AtomicBool::new(false);
+            let make_body = || -> BoxFuture<'_, Result<reqwest::Body>> {
+                let watch = watch.clone();
+                let blob = &blob;
+                let source_failed = &source_failed;
+                Box::pin(async move {
+                    let body = self.open_body(blob, watch).await;
+                    if body.is_err() {
+                        source_failed.store(true, Ordering::Relaxed);
+                    }
+                    body
+                })
+            };
+            let sent = self
+                .send(Request {
+                    method: Method::PUT,
+                    registry,
+                    endpoint: Endpoint::Url(&url),
+                    headers: vec![
+                        (CONTENT_TYPE, "application/octet-stream".into()),
+                        (CONTENT_LENGTH, blob.size.to_string()),
+                    ],
+                    body: Some(&make_body),
+                    scope: &put_scope,
+                    retry: false,
+                    upload: Some(watch.clone()),
+                })
+                .await;
+            if let Some(why) = watch.corrupt.lock().unwrap().take() {
+                bail!(hint(
+                    why,
+                    "the image on disk is damaged: run `ocilambda build` again (for a base layer, clear the cache entry or the base registry's copy)"
+                ));
+            }
+            let downloaded = watch.downloaded.load(Ordering::Relaxed);
+            let (failure, wait) = match sent {
+                Ok(r) if r.status().is_success() => return Ok(Pushed::Uploaded { downloaded }),
+                Ok(r) if is_transient(r.status()) => {
+                    let wait = retry_after(r.headers());
+                    let status = r.status().as_u16();
+                    let detail = error_summary(
+                        &within("reading the error", r.text())
+                            .await
+                            .unwrap_or_default(),
+                    );
+                    (format!("registry answered {status} ({detail})"), wait)
+                }
+                Ok(r) => {
+                    return Err(self
+                        .fail(
+                            format!("uploading {what} to {registry}/{repo}"),
+                            registry,
+                            repo,
+                            r,
+                        )
+                        .await);
+                }
+                Err(e) if source_failed.load(Ordering::Relaxed) => return Err(e),
+                Err(e) => (crate::error::one_line(&e), None),
+            };
+            // The answer may have been lost after the registry committed the blob.
+            if self
+                .blob_exists(registry, repo, blob.digest, &scope)
+                .await
+                .unwrap_or(false)
+            {
+                return Ok(Pushed::Uploaded { downloaded });
+            }
+            if attempt >= ATTEMPTS {
+                bail!(hint(
+                    format!(
+                        "uploading {what} ({}) to {registry}/{repo} failed {ATTEMPTS} times; last: {failure}",
+                        crate::output::size(blob.size)
+                    ),
+                    "the registry or the network is failing; try again later"
+                ));
+            }
+            backoff(attempt, wait).await;
+        }
+    }
+
+    /// PUT a manifest under `reference` (a tag or its digest). The registry's
+    /// `Docker-Content-Digest` must equal `digest`: anything else means it stored
+    /// different bytes than ours.
+    pub async fn put_manifest(
+        &self,
+        registry: &str,
+        repo: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+        digest: &str,
+    ) -> Result<()> {
+        let path = format!("manifests/{reference}");
+        let scope = push_scope(repo);
+        let what = format!("pushing manifest {registry}/{repo}:{reference}");
+        let bytes = bytes::Bytes::copy_from_slice(bytes);
+        let make_body = || -> BoxFuture<'_, Result<reqwest::Body>> {
+            let bytes = bytes.clone();
+            Box::pin(async move { Ok(reqwest::Body::from(bytes)) })
+        };
+        let response = self
+            .send(Request {
+                method: Method::PUT,
+                registry,
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: vec![(CONTENT_TYPE, media_type.to_string())],
+                body: Some(&make_body),
+                scope: &scope,
+                retry: true,
+                upload: None,
+            })
             .await
             .with_context(|| what.clone())?;
         if !response.status().is_success() {
-            return Err(self.fail(what, registry, response).await);
+            return Err(self.fail(what, registry, repo, response).await);
         }
-        let dir = dest.parent().context("blob destination has no parent")?;
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        let mut writer =
-            crate::digest::HashingWriter::new(std::io::BufWriter::new(tmp.as_file().try_clone()?));
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.with_context(|| what.clone())?;
-            writer.write_all(&chunk)?;
+        if let Some(stored) = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            && stored != digest
+        {
+            bail!(
+                "{what}: the registry stored it as {stored}, not {digest} (it rewrote the manifest)"
+            );
         }
-        let (mut file, got, len) = writer.finish();
-        file.flush()?;
-        drop(file);
-        if got != digest {
-            bail!("{what}: content digest {got} does not match; refusing the download");
+        Ok(())
+    }
+}
+
+/// Select rustls' ring provider for the process. reqwest is built without a default one
+/// (see Cargo.toml), so every `reqwest::Client` must be built after this has run.
+pub fn install_tls_provider() {
+    // An error only means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A plain reqwest client (for code that talks HTTP outside the registry API).
+pub fn http_client() -> reqwest::Client {
+    install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// Await `request`, failing if its body has not moved for [`UPLOAD_IDLE`].
+async fn idle_guarded(
+    watch: &body::Watch,
+    request: impl std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+) -> Result<reqwest::Response> {
+    tokio::pin!(request);
+    loop {
+        tokio::select! {
+            result = &mut request => return result.map_err(anyhow::Error::from),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                if watch.idle() > UPLOAD_IDLE {
+                    bail!("no progress for {}s", UPLOAD_IDLE.as_secs());
+                }
+            }
         }
-        crate::cache::persist_readable(tmp, dest)?;
-        Ok(len)
     }
 }
 
 /// Exponential backoff with jitter, or the server's Retry-After when it gives one.
 async fn backoff(attempt: u32, retry_after: Option<Duration>) {
+    tokio::time::sleep(backoff_delay(attempt, retry_after)).await;
+}
+
+fn backoff_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
     let delay = retry_after.unwrap_or_else(|| {
-        let base = 200u64 << (attempt - 1).min(5);
+        let base = 200u64 << (attempt.max(1) - 1).min(5);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() as u64);
-        Duration::from_millis(base + nanos % base.max(1))
+        Duration::from_millis(base + nanos % base)
     });
-    tokio::time::sleep(delay.min(Duration::from_secs(30))).await;
+    delay.min(Duration::from_secs(30))
 }
 
 #[cfg(test)]
@@ -409,5 +1135,40 @@ mod tests {
             ),
             "NAME_UNKNOWN: repository name not known to registry"
         );
+        assert_eq!(error_summary(""), "no error details");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for attempt in 1..=4 {
+            let d = backoff_delay(attempt, None);
+            let base = Duration::from_millis(200 << (attempt - 1));
+            assert!(d >= base && d < base * 2, "attempt {attempt}: {d:?}");
+        }
+        assert_eq!(
+            backoff_delay(1, Some(Duration::from_secs(600))),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn ecr_hosts_are_recognised() {
+        assert!(is_ecr("123456789012.dkr.ecr.eu-west-1.amazonaws.com"));
+        assert!(!is_ecr("public.ecr.aws"));
+        assert!(!is_ecr("127.0.0.1:5000"));
     }
 }

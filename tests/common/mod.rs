@@ -6,6 +6,8 @@
 //! Use it with `mod common;` at the top of a `tests/*.rs` file.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
@@ -51,12 +53,21 @@ const REGISTRY_START_TIMEOUT: Duration = Duration::from_secs(20);
 impl Registry {
     /// Starts a fresh, empty registry. Its storage and log live in a tempdir.
     pub fn start() -> Registry {
+        Self::start_with_env(&[])
+    }
+
+    /// Like [`Registry::start`], with extra `REGISTRY_*` configuration variables
+    /// (distribution maps `REGISTRY_<SECTION>_<KEY>` onto its config file), e.g.
+    /// `REGISTRY_HTTP_TLS_CERTIFICATE` or `REGISTRY_AUTH=htpasswd`. Such a registry
+    /// counts as started once it answers `/v2/` at all (401 with auth, 400 to plain
+    /// HTTP with TLS).
+    pub fn start_with_env(env: &[(&str, String)]) -> Registry {
         let tempdir = tempfile::Builder::new()
             .prefix("ocilambda-registry-")
             .tempdir()
             .expect("create registry tempdir");
         let dir = tempdir.path().to_path_buf();
-        let (addr, child) = start_registry_process(&dir);
+        let (addr, child) = start_registry_process_with(&dir, env);
         Registry {
             addr,
             child: Mutex::new(Some(child)),
@@ -121,6 +132,10 @@ impl Drop for Registry {
 /// Spawns `docker-registry serve` with its storage and log in `dir`, retrying
 /// with another port if the one picked was taken in the meantime.
 fn start_registry_process(dir: &Path) -> (String, Child) {
+    start_registry_process_with(dir, &[])
+}
+
+fn start_registry_process_with(dir: &Path, env: &[(&str, String)]) -> (String, Child) {
     let config = testdata().join("registry/config.yml");
     let log_path = dir.join("registry.log");
     let mut last_log = String::new();
@@ -140,6 +155,7 @@ fn start_registry_process(dir: &Path) -> (String, Child) {
                 dir.join("storage"),
             )
             .env("REGISTRY_LOG_ACCESSLOG_DISABLED", "false")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -154,7 +170,12 @@ fn start_registry_process(dir: &Path) -> (String, Child) {
                 }
                 panic!("docker-registry exited with {status} on {addr}:\n{last_log}");
             }
-            if http_get_status(&addr, "/v2/") == Some(200) {
+            let ready = match http_get_status(&addr, "/v2/") {
+                Some(200) => true,
+                Some(_) => !env.is_empty(),
+                None => false,
+            };
+            if ready {
                 return (addr, child);
             }
             if Instant::now() > deadline {
@@ -659,6 +680,37 @@ pub fn python_handler_response(task_root: &Path, handler: &str, event_json: &str
         .env_remove("PYTHONSTARTUP")
         .env_remove("VIRTUAL_ENV")
         .env("PYTHONPATH", task_root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONNOUSERSITE", "1")
+        .env("LAMBDA_TASK_ROOT", task_root)
+        .args(["-S", "-c", HANDLER_RUNNER, handler, event_json])
+        .arg(&out_path);
+    let out = run_checked(cmd);
+    let text = fs::read(&out_path).unwrap_or_else(|e| {
+        panic!(
+            "handler {handler} wrote no result ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    serde_json::from_slice(&text).expect("handler result JSON")
+}
+
+/// Like [`python_handler_response`], but with several import roots, in order,
+/// as Lambda orders them for a function with layers: the task root, then
+/// `/opt/python/lib/python3.X/site-packages`, then `/opt/python`. Python runs
+/// in `path[0]` (the task root) with `-S`, so only the standard library and
+/// these directories can be imported.
+pub fn python_handler_response_on_path(path: &[PathBuf], handler: &str, event_json: &str) -> Value {
+    let task_root = path.first().expect("at least the task root");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out_path = out_dir.path().join("result.json");
+    let joined = std::env::join_paths(path).expect("paths without ':'");
+    let mut cmd = Command::new(host_python());
+    cmd.current_dir(task_root)
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONSTARTUP")
+        .env_remove("VIRTUAL_ENV")
+        .env("PYTHONPATH", joined)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONNOUSERSITE", "1")
         .env("LAMBDA_TASK_ROOT", task_root)

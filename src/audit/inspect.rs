@@ -1,0 +1,147 @@
+//! `ocilambda inspect`: what an image is (platform, handler, base) and, per layer, its
+//! digest, sizes and what produced it (the config history); `--files` lists each layer's
+//! paths.
+
+use super::files;
+use super::source::Image;
+use crate::cache::Cache;
+use crate::registry::Client;
+use anyhow::Result;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub diff_id: Option<String>,
+    /// Only known when the layer was read (`--files`).
+    pub uncompressed_size: Option<u64>,
+    pub created_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub image: String,
+    pub digest: String,
+    pub platform: String,
+    pub handler: Option<String>,
+    pub entrypoint: Option<serde_json::Value>,
+    pub base_name: Option<String>,
+    pub base_digest: Option<String>,
+    pub created: Option<String>,
+    pub annotations: serde_json::Value,
+    pub layers: Vec<LayerInfo>,
+}
+
+pub async fn inspect(
+    image: &Image,
+    with_files: bool,
+    client: &Client,
+    cache: &Cache,
+) -> Result<Inspection> {
+    let c = &image.config;
+    // History entries marked empty_layer produce no layer; the rest pair with layers in order.
+    let history: Vec<Option<String>> = c["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["empty_layer"] != true)
+                .map(|e| e["created_by"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let diff_ids = c["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut layers = Vec::new();
+    for (i, (media_type, digest, size)) in image.layers().into_iter().enumerate() {
+        let (uncompressed_size, files) = if with_files {
+            let path = image.blob(&digest, client, cache).await?;
+            let read = files::read_layer(&path, &media_type)?;
+            (
+                Some(read.size),
+                Some(read.entries.into_iter().map(|(p, _)| p).collect()),
+            )
+        } else {
+            (None, None)
+        };
+        layers.push(LayerInfo {
+            digest,
+            media_type,
+            size,
+            diff_id: diff_ids.get(i).and_then(|d| d.as_str()).map(str::to_string),
+            uncompressed_size,
+            created_by: history.get(i).cloned().flatten(),
+            files,
+        });
+    }
+    let platform = match c["variant"].as_str() {
+        Some(v) => format!(
+            "{}/{}/{v}",
+            c["os"].as_str().unwrap_or("?"),
+            c["architecture"].as_str().unwrap_or("?")
+        ),
+        None => format!(
+            "{}/{}",
+            c["os"].as_str().unwrap_or("?"),
+            c["architecture"].as_str().unwrap_or("?")
+        ),
+    };
+    Ok(Inspection {
+        image: image.label.clone(),
+        digest: image.manifest_digest.clone(),
+        platform,
+        handler: c["config"]["Cmd"][0].as_str().map(str::to_string),
+        entrypoint: c["config"].get("Entrypoint").cloned(),
+        base_name: image
+            .annotation("org.opencontainers.image.base.name")
+            .map(str::to_string),
+        base_digest: image
+            .annotation("org.opencontainers.image.base.digest")
+            .map(str::to_string),
+        created: c["created"].as_str().map(str::to_string),
+        annotations: image
+            .manifest
+            .get("annotations")
+            .cloned()
+            .unwrap_or_default(),
+        layers,
+    })
+}
+
+/// The human-readable form.
+pub fn render(i: &Inspection) -> String {
+    let mut s = String::new();
+    let line = |s: &mut String, k: &str, v: &str| s.push_str(&format!("{k:<10} {v}\n"));
+    line(&mut s, "Image", &format!("{} ({})", i.image, i.digest));
+    line(&mut s, "Platform", &i.platform);
+    line(&mut s, "Handler", i.handler.as_deref().unwrap_or("-"));
+    let base = match (&i.base_name, &i.base_digest) {
+        (Some(n), Some(d)) => format!("{n} ({d})"),
+        (Some(n), None) => n.clone(),
+        _ => "-".into(),
+    };
+    line(&mut s, "Base", &base);
+    line(&mut s, "Created", i.created.as_deref().unwrap_or("-"));
+    s.push_str("Layers\n");
+    for (n, l) in i.layers.iter().enumerate() {
+        let unpacked = l
+            .uncompressed_size
+            .map(|u| format!(" ({} unpacked)", crate::output::size(u)))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  {n:>2}  {}  {:>10}{unpacked}  {}\n",
+            l.digest,
+            crate::output::size(l.size),
+            l.created_by.as_deref().unwrap_or("-")
+        ));
+        for f in l.files.iter().flatten() {
+            s.push_str(&format!("        {f}\n"));
+        }
+    }
+    s
+}

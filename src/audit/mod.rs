@@ -1,0 +1,94 @@
+//! Audits of built images: `inspect`, `diff`, `lint` (and `verify`, which rebuilds and
+//! diffs). They read images through [`source`] (an OCI layout or a registry reference) and
+//! layer contents through [`files`], streaming the tars without unpacking them to disk.
+
+use crate::cache::Cache;
+use crate::registry::Client;
+use anyhow::Result;
+
+pub mod diff;
+pub mod files;
+pub mod inspect;
+pub mod lint;
+pub mod source;
+
+/// What an audit command prints on stdout, and whether its verdict is positive (exit 0)
+/// or negative (exit 1: images differ, lint errors).
+pub struct Report {
+    pub stdout: String,
+    pub ok: bool,
+}
+
+fn session(insecure: &[String]) -> Result<(Client, Cache)> {
+    Ok((Client::new(insecure, None)?, Cache::open()?))
+}
+
+pub async fn inspect_command(
+    image: &str,
+    with_files: bool,
+    json: bool,
+    insecure: &[String],
+) -> Result<Report> {
+    let (client, cache) = session(insecure)?;
+    let opened = source::open(image, &client, &cache).await?.image()?;
+    let inspection = inspect::inspect(&opened, with_files, &client, &cache).await?;
+    let stdout = if json {
+        serde_json::to_string(&inspection)? + "\n"
+    } else {
+        inspect::render(&inspection)
+    };
+    Ok(Report { stdout, ok: true })
+}
+
+pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> Result<Report> {
+    let (client, cache) = session(insecure)?;
+    let ia = source::open(a, &client, &cache).await?.image()?;
+    let ib = source::open(b, &client, &cache).await?.image()?;
+    let diffs = diff::diff(&ia, &ib, &client, &cache).await?;
+    let stdout = if json {
+        serde_json::to_string(&serde_json::json!({
+            "identical": diffs.is_empty(),
+            "a": ia.manifest_digest,
+            "b": ib.manifest_digest,
+            "differences": diffs,
+        }))? + "\n"
+    } else if diffs.is_empty() {
+        format!("identical {}\n", ia.manifest_digest)
+    } else {
+        diff::table(&diffs)
+    };
+    Ok(Report {
+        stdout,
+        ok: diffs.is_empty(),
+    })
+}
+
+pub async fn lint_command(image: &str, json: bool, insecure: &[String]) -> Result<Report> {
+    let (client, cache) = session(insecure)?;
+    let opened = source::open(image, &client, &cache).await?;
+    let findings = lint::lint(opened, &client, &cache).await?;
+    let errors = findings.iter().any(|f| f.severity == lint::Severity::Error);
+    let stdout = if json {
+        serde_json::to_string(
+            &serde_json::json!({"ok": findings.is_empty(), "findings": findings}),
+        )? + "\n"
+    } else if findings.is_empty() {
+        "ok: no findings\n".to_string()
+    } else {
+        findings
+            .iter()
+            .map(|f| {
+                let sev = match f.severity {
+                    lint::Severity::Error => "error",
+                    lint::Severity::Warning => "warning",
+                };
+                format!("{sev}[{}]: {}\n  fix: {}\n", f.check, f.message, f.fix)
+            })
+            .collect()
+    };
+    // Warnings are printed but do not fail the check; errors are what Lambda refuses.
+    Ok(Report {
+        stdout,
+        ok: !errors,
+    })
+}

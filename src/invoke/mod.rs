@@ -1,0 +1,725 @@
+//! `ocilambda invoke`: run a built image locally the way Lambda runs it, without Docker.
+//! The image's layers become a cached root filesystem ([`rootfs`]), its Entrypoint and
+//! Cmd run in a bubblewrap sandbox ([`sandbox`]) that talks to our Lambda Runtime API
+//! ([`runtime_api`]), and this module plays the Lambda service: cold starts, deadlines,
+//! START/END/REPORT lines, and the error payloads Lambda returns for timeouts and crashes.
+//! `--serve` puts the Runtime Interface Emulator's endpoint in front of one warm sandbox.
+//!
+//! Not here: building images, the CLI's exit codes (`main` maps [`Outcome`] to them).
+
+pub mod image;
+pub mod rootfs;
+pub mod runtime_api;
+pub mod sandbox;
+
+use crate::cache::Cache;
+use crate::error::hint;
+use crate::output;
+use crate::registry::Client;
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use image::RunConfig;
+use runtime_api::{Event, Invocation, RuntimeApi};
+use sandbox::{MemoryCgroup, Sandbox, Spec};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Lambda's limit on the init phase of an on-demand function.
+const INIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// The defaults the Runtime Interface Emulator uses, so logs and ARNs look the same.
+const DEFAULT_FUNCTION_NAME: &str = "test_function";
+const DEFAULT_REGION: &str = "us-east-1";
+const ACCOUNT_ID: &str = "012345678912";
+
+/// What to invoke and how; shared by a single invocation and `--serve`.
+#[derive(Debug, Clone)]
+pub struct InvokeOptions {
+    /// A layout directory or a registry reference; default: the project's build output.
+    pub image: Option<String>,
+    pub project_dir: PathBuf,
+    /// `K=V`, or `K` to pass our own value of K.
+    pub env: Vec<String>,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// `--memory` was given: say so when it cannot be enforced.
+    pub memory_explicit: bool,
+    pub insecure_registries: Vec<String>,
+}
+
+/// How an invocation ended, as the Invoke API tells its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The function's response payload.
+    Response(Bytes),
+    /// A function error: the `{"errorMessage", "errorType", ...}` payload.
+    FunctionError(Bytes),
+}
+
+impl Outcome {
+    pub fn payload(&self) -> &[u8] {
+        match self {
+            Outcome::Response(b) | Outcome::FunctionError(b) => b,
+        }
+    }
+}
+
+/// The event for `--event FILE|-` (default `{}`); must be JSON, as for Lambda.
+pub fn read_event(source: Option<&Path>) -> Result<Bytes> {
+    let bytes = match source {
+        None => b"{}".to_vec(),
+        Some(p) if p == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the event from stdin")?;
+            buf
+        }
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("reading the event {}", p.display()))?
+        }
+    };
+    if bytes.len() > runtime_api::MAX_PAYLOAD {
+        bail!(hint(
+            format!(
+                "the event is {} bytes, over Lambda's limit of {} for a synchronous invocation",
+                bytes.len(),
+                runtime_api::MAX_PAYLOAD
+            ),
+            "pass a smaller event"
+        ));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        bail!(hint(
+            format!("the event is not JSON: {e}"),
+            "Lambda events are JSON documents, e.g. --event event.json with {\"key\": \"value\"}"
+        ));
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Invoke the image once with `event`.
+pub async fn invoke(opts: InvokeOptions, event: Bytes) -> Result<Outcome> {
+    let mut function = Function::prepare(&opts).await?;
+    let outcome = function.invoke(event).await;
+    function.stop().await;
+    outcome
+}
+
+/// Serve the Runtime Interface Emulator's endpoint (`POST
+/// /2015-03-31/functions/function/invocations`) on `addr` until Ctrl-C, one warm sandbox
+/// behind it, started by the first invocation. `ready` gets the bound address.
+pub async fn serve(opts: InvokeOptions, addr: &str, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let function = Function::prepare(&opts).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        hint(
+            format!("cannot listen on {addr}: {e}"),
+            "give --serve a free HOST:PORT, e.g. --serve 127.0.0.1:9001 (an IMAGE goes before --serve)",
+        )
+    })?;
+    let bound = listener.local_addr()?;
+    let function = Arc::new(tokio::sync::Mutex::new(function));
+    let server = runtime_api::serve(listener, {
+        let function = function.clone();
+        move |req| endpoint(function.clone(), req)
+    });
+    output::status(&format!(
+        "Serving POST http://{bound}/2015-03-31/functions/function/invocations (Ctrl-C to stop)"
+    ));
+    ready(bound);
+    let stopped = tokio::signal::ctrl_c().await;
+    server.abort();
+    function.lock().await.stop().await;
+    stopped.context("waiting for Ctrl-C")
+}
+
+/// The RIE endpoint: invocations are taken one at a time, like one Lambda execution
+/// environment; the answer is the Invoke API's (200, `X-Amz-Function-Error` on errors).
+async fn endpoint(
+    function: Arc<tokio::sync::Mutex<Function>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<Bytes>> {
+    use hyper::StatusCode;
+    let path = req.uri().path().to_string();
+    let is_invoke = req.method() == hyper::Method::POST
+        && path.starts_with("/2015-03-31/functions/")
+        && path.ends_with("/invocations")
+        && path.matches('/').count() == 4;
+    if !is_invoke {
+        return runtime_api::json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
+        );
+    }
+    let event = match runtime_api::read_body(req.into_body(), runtime_api::MAX_PAYLOAD).await {
+        Ok(Some(b)) if b.is_empty() => Bytes::from_static(b"{}"),
+        Ok(Some(b)) => b,
+        _ => {
+            return runtime_api::json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"Type": "User", "message": format!("Request must be smaller than {} bytes for the InvokeFunction operation", runtime_api::MAX_PAYLOAD)}).to_string(),
+            );
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event) {
+        return runtime_api::json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")}).to_string(),
+        );
+    }
+    let outcome = function.lock().await.invoke(event).await;
+    match outcome {
+        Ok(outcome) => {
+            let error = matches!(outcome, Outcome::FunctionError(_));
+            let mut response =
+                runtime_api::json_response(StatusCode::OK, outcome.payload().to_vec());
+            let headers = response.headers_mut();
+            headers.insert(
+                "X-Amz-Executed-Version",
+                hyper::header::HeaderValue::from_static("$LATEST"),
+            );
+            if error {
+                headers.insert(
+                    "X-Amz-Function-Error",
+                    hyper::header::HeaderValue::from_static("Unhandled"),
+                );
+            }
+            response
+        }
+        Err(e) => {
+            output::error(&crate::error::one_line(&e));
+            if let Some(h) = crate::error::find_hint(&e) {
+                output::hint(h);
+            }
+            runtime_api::json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"Type": "Service", "message": crate::error::one_line(&e)})
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// One function: its image, ready to run, and the warm sandbox once there is one.
+struct Function {
+    bwrap: PathBuf,
+    rootfs: PathBuf,
+    run: RunConfig,
+    /// The sandbox's environment but for AWS_LAMBDA_RUNTIME_API.
+    env: Vec<(String, String)>,
+    function_arn: String,
+    timeout: Duration,
+    memory_mb: u32,
+    memory_explicit: bool,
+    memory_warned: bool,
+    warm: Option<Warm>,
+}
+
+struct Warm {
+    sandbox: Sandbox,
+    api: RuntimeApi,
+    started: Instant,
+    /// Set when the runtime first asks for an invocation; reported once.
+    init: Option<Duration>,
+    init_reported: bool,
+}
+
+/// How the wait for an invocation ended.
+enum End {
+    Response(Bytes),
+    Error(Bytes),
+    /// The runtime reported an init error, or died: the environment is gone.
+    Fatal(Bytes),
+    Timeout(Duration),
+    /// Our error, not the function's: bwrap could not make the sandbox, say.
+    Ours(anyhow::Error),
+}
+
+impl Function {
+    /// Find bwrap, open the image, check it can run here, and unpack it (or reuse the
+    /// unpacked tree).
+    async fn prepare(opts: &InvokeOptions) -> Result<Function> {
+        let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
+        let user_env = parse_env(&opts.env)?;
+        let cache = Cache::open()?;
+        let insecure = opts.insecure_registries.clone();
+        let make_client = move || Client::new(&insecure, None);
+        let (image, mut client) = image::open(
+            opts.image.as_deref(),
+            &opts.project_dir,
+            &make_client,
+            &cache,
+        )
+        .await?;
+        image.check_arch()?;
+        let run = RunConfig::of(&image.config, &image.name)?;
+        let short = output::short_digest(&image.manifest_digest);
+        let rootfs = match rootfs::cached(cache.root(), &image.manifest_digest)? {
+            Some(dir) => {
+                output::status(&format!("Reused unpacked image {short}"));
+                dir
+            }
+            None => {
+                let fetching = Instant::now();
+                let (blobs, count, bytes) =
+                    image.layer_blobs(&mut client, &make_client, &cache).await?;
+                if count > 0 {
+                    output::status(&format!(
+                        "Fetched {count} layer{} ({}) in {}",
+                        if count == 1 { "" } else { "s" },
+                        output::size(bytes),
+                        output::duration(fetching.elapsed())
+                    ));
+                }
+                let started = Instant::now();
+                let (root, digest) = (cache.root().to_path_buf(), image.manifest_digest.clone());
+                let (dir, stats) =
+                    tokio::task::spawn_blocking(move || rootfs::unpack(&root, &digest, &blobs))
+                        .await
+                        .context("the unpacking thread panicked")?
+                        .with_context(|| format!("unpacking {}", image.name))?;
+                output::status(&format!(
+                    "Unpacked image {short} ({} layers, {} files, {}) in {}",
+                    stats.layers,
+                    output::count(stats.files),
+                    output::size(stats.bytes),
+                    output::duration(started.elapsed())
+                ));
+                dir
+            }
+        };
+        let env = environment(&run.env, opts.memory_mb, &user_env);
+        let get = |k: &str, default: &str| {
+            env.iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map_or(default.to_string(), |(_, v)| v.clone())
+        };
+        let function_arn = format!(
+            "arn:aws:lambda:{}:{ACCOUNT_ID}:function:{}",
+            get("AWS_REGION", DEFAULT_REGION),
+            get("AWS_LAMBDA_FUNCTION_NAME", DEFAULT_FUNCTION_NAME)
+        );
+        Ok(Function {
+            bwrap,
+            rootfs,
+            run,
+            env,
+            function_arn,
+            timeout: opts.timeout,
+            memory_mb: opts.memory_mb,
+            memory_explicit: opts.memory_explicit,
+            memory_warned: false,
+            warm: None,
+        })
+    }
+
+    /// A cold start: a fresh Runtime API and a sandbox running the image's entrypoint.
+    async fn start(&mut self) -> Result<Warm> {
+        let api = RuntimeApi::start()
+            .await
+            .context("starting the Runtime API on 127.0.0.1")?;
+        let memory = match MemoryCgroup::create(self.memory_mb) {
+            Ok(cg) => Some(cg),
+            Err(why) => {
+                if self.memory_explicit && !self.memory_warned {
+                    output::warning(&format!(
+                        "--memory {} is not enforced ({why}); it only sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                        self.memory_mb
+                    ));
+                }
+                self.memory_warned = true;
+                None
+            }
+        };
+        let mut env = self.env.clone();
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+        let spec = Spec {
+            rootfs: self.rootfs.clone(),
+            argv: self.run.argv.clone(),
+            env,
+            workdir: self.run.workdir.clone(),
+        };
+        let started = Instant::now();
+        let sandbox = Sandbox::spawn(&self.bwrap, &spec, memory)?;
+        Ok(Warm {
+            sandbox,
+            api,
+            started,
+            init: None,
+            init_reported: false,
+        })
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut warm) = self.warm.take() {
+            warm.sandbox.kill().await;
+        }
+    }
+
+    async fn invoke(&mut self, event: Bytes) -> Result<Outcome> {
+        let id = request_id();
+        // A runtime that quit between invocations gets a fresh environment, as on Lambda.
+        if self.warm.as_mut().is_some_and(|w| w.sandbox.exited()) {
+            self.stop().await;
+        }
+        if self.warm.is_none() {
+            self.warm = Some(self.start().await?);
+        }
+        let warm = self.warm.as_mut().expect("started above");
+        warm.api.submit(Invocation {
+            id: id.clone(),
+            event,
+            timeout: self.timeout,
+            function_arn: self.function_arn.clone(),
+            trace_id: trace_id(),
+        });
+        let submitted = Instant::now();
+        let mut picked: Option<Instant> = None;
+        let end = loop {
+            let deadline = match (picked, warm.init) {
+                (Some(at), _) => at + self.timeout,
+                (None, None) => warm.started + INIT_LIMIT,
+                (None, Some(_)) => submitted + self.timeout,
+            };
+            tokio::select! {
+                biased;
+                event = warm.api.event() => match event {
+                    Some(Event::Next { id: got, at }) if got == id => {
+                        picked = Some(at);
+                        if warm.init.is_none() {
+                            warm.init = Some(at - warm.started);
+                        }
+                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"));
+                    }
+                    Some(Event::Response { id: got, body }) if got == id => break End::Response(body),
+                    Some(Event::Error { id: got, body }) if got == id => break End::Error(body),
+                    Some(Event::TooLarge { id: got }) if got == id => break End::Error(lambda_error(
+                        "Function.ResponseSizeTooLarge",
+                        &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", runtime_api::MAX_PAYLOAD),
+                    )),
+                    // Lambda answers the invocation with the runtime's own init error.
+                    Some(Event::InitError { body }) => break End::Fatal(body),
+                    Some(_) => {}
+                    None => break End::Ours(anyhow::anyhow!("the Runtime API server stopped")),
+                },
+                status = warm.sandbox.wait() => {
+                    let status = status.context("waiting for the sandbox")?;
+                    if warm.init.is_none() && let Some(e) = warm.sandbox.setup_error().await {
+                        break End::Ours(e);
+                    }
+                    let (kind, why) = if warm.sandbox.oom_killed() {
+                        ("Runtime.OutOfMemory", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
+                    } else if status.success() {
+                        ("Runtime.ExitError", "Runtime exited without providing a reason".to_string())
+                    } else {
+                        ("Runtime.ExitError", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
+                    };
+                    break End::Fatal(lambda_error(kind, &format!("RequestId: {id} Error: {why}")));
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    break End::Timeout(picked.map_or_else(|| warm.started.elapsed(), |at| at.elapsed()));
+                }
+            }
+        };
+        let duration = picked.map_or(Duration::ZERO, |at| at.elapsed());
+        let peak = warm.sandbox.peak_memory();
+        let init = (!warm.init_reported).then_some(warm.init).flatten();
+        warm.init_reported |= init.is_some();
+        let outcome = match end {
+            End::Ours(e) => {
+                self.stop().await;
+                return Err(e);
+            }
+            End::Response(body) => Outcome::Response(body),
+            End::Error(body) => Outcome::FunctionError(body),
+            End::Fatal(body) => {
+                // As on Lambda, the next invocation starts a fresh environment.
+                self.stop().await;
+                Outcome::FunctionError(body)
+            }
+            End::Timeout(after) => {
+                self.stop().await;
+                let message = format!("Task timed out after {:.2} seconds", after.as_secs_f64());
+                output::status(&format!("{} {id} {message}", timestamp()));
+                Outcome::FunctionError(lambda_error(
+                    "Sandbox.Timedout",
+                    &format!("RequestId: {id} Error: {message}"),
+                ))
+            }
+        };
+        for line in [
+            format!("END RequestId: {id}"),
+            report(&id, init, duration, self.memory_mb, peak),
+        ] {
+            match self.warm.as_mut() {
+                Some(warm) => warm.sandbox.log(&line),
+                None => output::status(&line),
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// `{"errorType": ..., "errorMessage": ...}` as Lambda writes it.
+fn lambda_error(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"errorType": error_type, "errorMessage": message}).to_string())
+}
+
+/// Lambda's REPORT line.
+fn report(
+    id: &str,
+    init: Option<Duration>,
+    duration: Duration,
+    memory_mb: u32,
+    peak: Option<u64>,
+) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut line = format!("REPORT RequestId: {id}");
+    if let Some(init) = init {
+        line += &format!("\tInit Duration: {:.2} ms", ms(init));
+    }
+    line += &format!(
+        "\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {memory_mb} MB",
+        ms(duration),
+        ms(duration).ceil() as u64
+    );
+    if let Some(peak) = peak {
+        line += &format!("\tMax Memory Used: {} MB", peak.div_ceil(1024 * 1024));
+    }
+    line
+}
+
+/// `K=V` pairs; a bare `K` takes our own value (and is skipped when we have none), so
+/// credentials reach the function only when named.
+fn parse_env(items: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in items {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (item.clone(), std::env::var(item).ok()),
+        };
+        if key.is_empty() || key.contains('\0') {
+            bail!(hint(
+                format!("invalid --env `{item}`"),
+                "use --env KEY=VALUE, or --env KEY to pass your own value"
+            ));
+        }
+        if key == "AWS_LAMBDA_RUNTIME_API" {
+            bail!(hint(
+                "--env AWS_LAMBDA_RUNTIME_API cannot be set: it points the runtime at ocilambda",
+                "leave it out"
+            ));
+        }
+        if let Some(value) = value {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// The function's environment: the image's Env, then what Lambda sets, then `--env`
+/// (later entries win). Nothing of ours leaks in.
+fn environment(
+    image_env: &[(String, String)],
+    memory_mb: u32,
+    user: &[(String, String)],
+) -> Vec<(String, String)> {
+    let lambda = [
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            DEFAULT_FUNCTION_NAME.to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_string()),
+        ("AWS_REGION", DEFAULT_REGION.to_string()),
+        ("AWS_DEFAULT_REGION", DEFAULT_REGION.to_string()),
+    ];
+    fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v));
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (k, v) in image_env {
+        set(&mut env, k, v.clone());
+    }
+    for (k, v) in lambda {
+        set(&mut env, k, v);
+    }
+    for (k, v) in user {
+        set(&mut env, k, v.clone());
+    }
+    let name = env
+        .iter()
+        .find(|(k, _)| k == "AWS_LAMBDA_FUNCTION_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc();
+    let derived = [
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            format!(
+                "{:04}/{:02}/{:02}/[$LATEST]{}",
+                date.year(),
+                u8::from(date.month()),
+                date.day(),
+                random_hex(16)
+            ),
+        ),
+    ];
+    for (k, v) in derived {
+        if !user.iter().any(|(key, _)| key == k) {
+            set(&mut env, k, v);
+        }
+    }
+    env
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // Unique ids, not secrets: if /dev/urandom were unreadable, time and pid still
+    // make collisions unlikely within one run.
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            ^ u128::from(std::process::id());
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf
+}
+
+fn random_hex(bytes: usize) -> String {
+    hex::encode(&random_bytes::<32>()[..bytes.min(32)])
+}
+
+/// A version 4 UUID, as Lambda's request ids are.
+fn request_id() -> String {
+    let mut b = random_bytes::<16>();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// An X-Ray trace header: `Root=1-<epoch hex>-<96-bit id>;Parent=<64-bit id>;Sampled=0`.
+fn trace_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!(
+        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
+        random_hex(12),
+        random_hex(8)
+    )
+}
+
+/// `2024-01-01T00:00:00.000Z`, as Lambda stamps its timeout line.
+fn timestamp() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_layers_image_lambda_and_user_values() {
+        let image = vec![
+            ("PATH".to_string(), "/var/lang/bin:/usr/bin".to_string()),
+            ("AWS_REGION".to_string(), "image-region".to_string()),
+        ];
+        let user = parse_env(&[
+            "FOO=bar".into(),
+            "AWS_REGION=eu-west-1".into(),
+            "OCILAMBDA_SURELY_UNSET_VAR".into(),
+        ])
+        .unwrap();
+        let env = environment(&image, 256, &user);
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("PATH"), Some("/var/lang/bin:/usr/bin"));
+        assert_eq!(get("AWS_REGION"), Some("eu-west-1"));
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("256"));
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_NAME"), Some("test_function"));
+        assert_eq!(
+            get("AWS_LAMBDA_LOG_GROUP_NAME"),
+            Some("/aws/lambda/test_function")
+        );
+        assert_eq!(get("FOO"), Some("bar"));
+        assert_eq!(get("OCILAMBDA_SURELY_UNSET_VAR"), None);
+        assert_eq!(get("HOME"), None, "nothing of ours leaks in");
+        assert!(parse_env(&["AWS_LAMBDA_RUNTIME_API=x".into()]).is_err());
+        assert!(parse_env(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn ids_look_like_lambdas() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert_ne!(id, request_id());
+        let t = trace_id();
+        assert!(t.starts_with("Root=1-") && t.ends_with(";Sampled=0"), "{t}");
+        assert_eq!(timestamp().len(), "2024-01-01T00:00:00.000Z".len());
+    }
+
+    #[test]
+    fn report_line_has_init_only_on_a_cold_start() {
+        let cold = report(
+            "id",
+            Some(Duration::from_millis(250)),
+            Duration::from_micros(12_340),
+            128,
+            Some(50 << 20),
+        );
+        assert_eq!(
+            cold,
+            "REPORT RequestId: id\tInit Duration: 250.00 ms\tDuration: 12.34 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 50 MB"
+        );
+        assert!(!report("id", None, Duration::ZERO, 128, None).contains("Init Duration"));
+    }
+
+    #[test]
+    fn events_must_be_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("e.json");
+        std::fs::write(&good, br#"{"a": 1}"#).unwrap();
+        assert_eq!(&read_event(Some(&good)).unwrap()[..], br#"{"a": 1}"#);
+        assert_eq!(&read_event(None).unwrap()[..], b"{}");
+        std::fs::write(&good, b"not json").unwrap();
+        assert!(read_event(Some(&good)).is_err());
+    }
+}

@@ -1,0 +1,554 @@
+//! `ocilambda zip`: project → staged trees → deterministic zip archives for Lambda, either
+//! one function package (dependencies at the root, then the app) or, with `--layer`, a
+//! layer (dependencies under `python/lib/python3.X/site-packages`) and an app-only zip.
+//!
+//! Settings, target, uv staging and bytecode are [`crate::build`]'s; this module decides
+//! where things go inside each zip, caches the dependency zips under a key of everything
+//! that shapes them (so an app-only edit starts no uv process and compresses only the
+//! app), and checks Lambda's size limits before writing anything.
+
+use crate::build::{self, Plan, Source};
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::error::hint;
+use crate::output;
+use crate::sink::zip::{self as zipsink, Entries, Part, Written};
+use crate::stage::{self, Distribution};
+use crate::tree::{self, Tree};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Lambda's limit on a function's unzipped code, layers included (250 MiB).
+pub const UNZIPPED_LIMIT: u64 = 262_144_000;
+
+/// Above this a zip cannot be sent in the API request itself and must go through S3.
+pub const DIRECT_UPLOAD_LIMIT: u64 = 50 * 1024 * 1024;
+
+/// Where Lambda unpacks a function's zip; app and function-package bytecode embed it.
+const TASK_ROOT: &str = "/var/task";
+
+/// How many distributions the size-budget error names.
+const LARGEST_SHOWN: usize = 10;
+
+#[derive(Debug, Clone, Default)]
+pub struct ZipRequest {
+    pub project_dir: PathBuf,
+    /// Settings given on the command line (highest precedence).
+    pub cli: Settings,
+    /// The zip file; with `layer`, the directory for both zips.
+    pub output: Option<PathBuf>,
+    pub layer: bool,
+    pub package: Option<String>,
+    pub extras: Vec<String>,
+    pub all_extras: bool,
+    pub groups: Vec<String>,
+    pub offline: bool,
+}
+
+/// One written zip, with what Lambda and CI compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZipOutput {
+    /// `package`, `layer` or `app`.
+    pub kind: &'static str,
+    pub path: PathBuf,
+    pub size: u64,
+    pub unzipped_size: u64,
+    pub files: u64,
+    /// base64 of the SHA-256 of the file: the value Lambda reports as `CodeSha256`.
+    pub code_sha256: String,
+    /// The same hash as `sha256:<hex>`.
+    pub digest: String,
+}
+
+/// A staged part (third-party dependencies or workspace members) and how it was had.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartSummary {
+    pub kind: &'static str,
+    pub unzipped_size: u64,
+    pub files: u64,
+    pub reused: bool,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ZipSummary {
+    pub zips: Vec<ZipOutput>,
+    pub python: String,
+    pub arch: String,
+    pub handler: String,
+    /// Everything the function unpacks to, layer included, next to Lambda's limit.
+    pub unzipped_total: u64,
+    pub unzipped_limit: u64,
+    pub parts: Vec<PartSummary>,
+    pub uv_version: Option<String>,
+    pub bytecode_interpreter: Option<String>,
+    pub timings_ms: BTreeMap<String, u64>,
+}
+
+/// A dependency zip in the cache: its blob plus what the size check needs, so a reused
+/// part is never unpacked or walked again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedZip {
+    written: Written,
+    distributions: Vec<Distribution>,
+}
+
+/// Where the dependencies go inside their zip, and the path their bytecode embeds.
+struct DepsLayout {
+    /// Path prefix inside the zip ("" for the function package).
+    prefix: String,
+    /// Where Lambda will see the files.
+    pyc_root: String,
+    /// Console scripts (`bin/`) are left out of a layer, as in the seed's recipe that
+    /// zips only `lib/`: nothing on Lambda runs them, and `bin/` is not on any path there.
+    skip_bin: bool,
+}
+
+impl DepsLayout {
+    fn new(layer: bool, python: crate::target::PyVersion) -> DepsLayout {
+        if layer {
+            let prefix = format!("python/lib/python{python}/site-packages");
+            DepsLayout {
+                pyc_root: format!("/opt/{prefix}"),
+                prefix,
+                skip_bin: true,
+            }
+        } else {
+            DepsLayout {
+                prefix: String::new(),
+                pyc_root: TASK_ROOT.to_string(),
+                skip_bin: false,
+            }
+        }
+    }
+}
+
+/// A part of the package after staging: reused from the cache, or freshly staged and not
+/// yet written anywhere (so the size check can still refuse it).
+enum Staged {
+    Reused(CachedZip),
+    Fresh {
+        entries: Entries,
+        distributions: Vec<Distribution>,
+    },
+}
+
+impl Staged {
+    fn unzipped_size(&self) -> u64 {
+        match self {
+            Staged::Reused(c) => c.written.unzipped_size,
+            Staged::Fresh { entries, .. } => entries.unzipped_size(),
+        }
+    }
+
+    fn files(&self) -> u64 {
+        match self {
+            Staged::Reused(c) => c.written.files,
+            Staged::Fresh { entries, .. } => entries.files(),
+        }
+    }
+
+    fn distributions(&self) -> &[Distribution] {
+        match self {
+            Staged::Reused(c) => &c.distributions,
+            Staged::Fresh { distributions, .. } => distributions,
+        }
+    }
+}
+
+fn cached(cache: &Cache, key: &str) -> Option<CachedZip> {
+    let found: CachedZip = cache.record_get(key)?;
+    cache.has_blob(&found.written.digest).then_some(found)
+}
+
+/// The staged directory as a tree under `layout.prefix`.
+fn staged_tree(dir: &Path, layout: &DepsLayout) -> Result<Tree> {
+    let mut tree = Tree::new();
+    tree.add_dir(&layout.prefix);
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name
+            .to_str()
+            .with_context(|| format!("file name `{}` is not UTF-8", entry.path().display()))?;
+        if layout.skip_bin && name == "bin" {
+            continue;
+        }
+        let dest = tree::join(&layout.prefix, name);
+        if entry.file_type()?.is_dir() {
+            tree.add_dir_all(&entry.path(), &dest)?;
+        } else {
+            tree.add_path(&entry.path(), &dest)?;
+        }
+    }
+    Ok(tree)
+}
+
+/// Refuse a package Lambda would refuse, naming what makes it large.
+fn check_budget(total: u64, mut largest: Vec<Distribution>, layer: bool) -> Result<()> {
+    if total <= UNZIPPED_LIMIT {
+        return Ok(());
+    }
+    largest.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    let shown: Vec<String> = largest
+        .iter()
+        .take(LARGEST_SHOWN)
+        .map(|d| format!("{} ({})", d.name, output::size(d.bytes)))
+        .collect();
+    bail!(hint(
+        format!(
+            "the {} unzips to {} ({} bytes), over Lambda's limit of 250 MiB ({} bytes) for zip deployments, layers included; largest: {}",
+            if layer {
+                "function with its layer"
+            } else {
+                "function package"
+            },
+            output::size(total),
+            output::count(total),
+            output::count(UNZIPPED_LIMIT),
+            shown.join(", ")
+        ),
+        "build a container image instead (`ocilambda build`: images may be up to 10 GB), or drop dependencies the function does not need at run time"
+    ));
+}
+
+fn describe(w: &Written) -> Result<String> {
+    Ok(format!(
+        "{}, {} unzipped, {} files; CodeSha256 {}",
+        output::size(w.size),
+        output::size(w.unzipped_size),
+        output::count(w.files),
+        w.code_sha256()?
+    ))
+}
+
+/// The zips this request writes: (kind, path).
+fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
+    let default_dir = project_dir.join(".ocilambda");
+    if req.layer {
+        let dir = req.output.clone().unwrap_or(default_dir);
+        if dir.is_file() {
+            bail!(hint(
+                format!("--output {} is a file", dir.display()),
+                "with --layer, --output names the directory for layer_content.zip and app.zip"
+            ));
+        }
+        Ok(vec![
+            ("layer", dir.join("layer_content.zip")),
+            ("app", dir.join("app.zip")),
+        ])
+    } else {
+        let file = req
+            .output
+            .clone()
+            .unwrap_or_else(|| default_dir.join("package.zip"));
+        if file.is_dir() {
+            bail!(hint(
+                format!("--output {} is a directory", file.display()),
+                "--output names the zip file to write (e.g. dist/package.zip); with --layer it names a directory"
+            ));
+        }
+        Ok(vec![("package", file)])
+    }
+}
+
+pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
+    let started = Instant::now();
+    let mut timings = BTreeMap::new();
+    let cache = Cache::open()?;
+    let plan = build::prepare(
+        &Source {
+            project_dir: &req.project_dir,
+            cli: &req.cli,
+            package: req.package.as_deref(),
+            extras: &req.extras,
+            all_extras: req.all_extras,
+            groups: &req.groups,
+            offline: req.offline,
+            bytecode_by_default: false,
+        },
+        &cache,
+    )?;
+    let outputs = output_paths(&req, &plan.project.dir)?;
+    let layout = DepsLayout::new(req.layer, plan.target.python);
+    let (deps_key, members_key) = part_keys(&plan, &layout)?;
+
+    let deps_cached = cached(&cache, &deps_key);
+    let members_cached = members_key.as_ref().map(|k| cached(&cache, k));
+    let need_uv = deps_cached.is_none() || matches!(members_cached, Some(None));
+    let exported = if need_uv {
+        Some(build::export(&plan)?)
+    } else {
+        None
+    };
+    let staging = cache.temp_dir("zip-")?;
+
+    let stage_part = |kind: &'static str, members: bool| -> Result<(Staged, u64)> {
+        let started = Instant::now();
+        let exported = exported.as_ref().expect("uv ran: a part is missing");
+        let dir = staging.path().join(kind);
+        // Hard links from uv's cache: the staged files are only read, once, into a zip.
+        build::stage_into(&plan, exported, members, &dir, &layout.pyc_root, true)
+            .with_context(|| format!("installing the {kind} for the zip"))?;
+        let distributions = stage::distribution_sizes(&dir, &plan.target)?;
+        let tree = staged_tree(&dir, &layout)?;
+        let entries = Entries::from_parts(&[Part::Tree(&tree)])?;
+        output::status(&format!(
+            "Staged {kind} ({}, {} files) in {}",
+            output::size(entries.unzipped_size()),
+            output::count(entries.files()),
+            output::duration(started.elapsed())
+        ));
+        let staged = Staged::Fresh {
+            entries,
+            distributions,
+        };
+        Ok((staged, started.elapsed().as_millis() as u64))
+    };
+    // Members and third-party dependencies are staged at once, as for the image layers.
+    let (deps, members) = std::thread::scope(|s| {
+        let members = s.spawn(|| -> Result<Option<(Staged, u64)>> {
+            match members_cached.clone() {
+                None => Ok(None),
+                Some(Some(c)) => Ok(Some((Staged::Reused(c), 0))),
+                Some(None) => stage_part("workspace", true).map(Some),
+            }
+        });
+        let deps = match deps_cached.clone() {
+            Some(c) => Ok((Staged::Reused(c), 0)),
+            None => stage_part("deps", false),
+        };
+        (deps, members.join().expect("members thread"))
+    });
+    let mut parts = vec![("deps", deps?, deps_key)];
+    if let (Some(m), Some(key)) = (members?, members_key) {
+        parts.push(("workspace", m, key));
+    }
+
+    let app_started = Instant::now();
+    let app = build::app_with_bytecode(&plan, &staging.path().join("app-pyc"), TASK_ROOT)?;
+    let app_size = Entries::from_parts(&[Part::Tree(&app)])?.unzipped_size();
+    timings.insert("app".into(), app_started.elapsed().as_millis() as u64);
+
+    // The size check comes before any zip is written, the cache's included: a package
+    // Lambda refuses is not worth compressing.
+    let total = parts
+        .iter()
+        .map(|(_, (p, _), _)| p.unzipped_size())
+        .sum::<u64>()
+        + app_size;
+    let mut largest: Vec<Distribution> = parts
+        .iter()
+        .flat_map(|(_, (p, _), _)| p.distributions().iter().cloned())
+        .collect();
+    largest.push(Distribution {
+        name: "app code".into(),
+        bytes: app_size,
+    });
+    check_budget(total, largest, req.layer)?;
+
+    let mut part_summaries = Vec::new();
+    let mut part_zips = Vec::new();
+    for (kind, (staged, millis), key) in parts {
+        part_summaries.push(PartSummary {
+            kind,
+            unzipped_size: staged.unzipped_size(),
+            files: staged.files(),
+            reused: matches!(staged, Staged::Reused(_)),
+            millis,
+        });
+        let written = store(&cache, kind, staged, &key)?;
+        part_zips.push(cache.blob_path(&written.digest)?);
+        timings.insert(kind.to_string(), millis);
+    }
+
+    let write_started = Instant::now();
+    let zips = write_outputs(&outputs, &part_zips, &app)?;
+    timings.insert("write".into(), write_started.elapsed().as_millis() as u64);
+    timings.insert("total".into(), started.elapsed().as_millis() as u64);
+    output::status(&format!(
+        "Zipped for Python {} on {} in {} ({} of Lambda's 250 MiB unzipped)",
+        plan.target.python,
+        plan.target.arch.lambda_name(),
+        output::duration(started.elapsed()),
+        output::size(total)
+    ));
+    Ok(ZipSummary {
+        zips,
+        python: plan.target.python.to_string(),
+        arch: plan.target.arch.lambda_name().to_string(),
+        handler: plan.handler_text,
+        unzipped_total: total,
+        unzipped_limit: UNZIPPED_LIMIT,
+        parts: part_summaries,
+        uv_version: exported.map(|(uv, _)| uv.version),
+        bytecode_interpreter: plan.interpreter.map(|i| i.version),
+        timings_ms: timings,
+    })
+}
+
+/// Cache keys of the dependency zip and, with local packages, the members zip: the
+/// staging inputs plus everything that shapes the zip bytes.
+fn part_keys(plan: &Plan, layout: &DepsLayout) -> Result<(String, Option<String>)> {
+    let mut inputs = plan.staging_inputs()?;
+    inputs.insert("zip".into(), zipsink::FORMAT_VERSION.into());
+    inputs.insert("prefix".into(), layout.prefix.clone().into());
+    inputs.insert("pyc_root".into(), layout.pyc_root.clone().into());
+    inputs.insert("skip_bin".into(), layout.skip_bin.into());
+    let deps_key = format!("zip-deps:{}", build::json_key(&inputs.into()));
+    let members_key = if plan.project.members.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "zip-workspace:{}",
+            build::json_key(
+                &serde_json::json!({"deps": deps_key, "members": plan.member_hashes()?})
+            )
+        ))
+    };
+    Ok((deps_key, members_key))
+}
+
+/// Compress a freshly staged part into the cache (a reused one is there already).
+fn store(cache: &Cache, kind: &str, staged: Staged, key: &str) -> Result<Written> {
+    match staged {
+        Staged::Reused(c) => {
+            output::status(&format!(
+                "Reused {kind} zip {} ({})",
+                output::short_digest(&c.written.digest),
+                output::size(c.written.size)
+            ));
+            Ok(c.written)
+        }
+        Staged::Fresh {
+            entries,
+            distributions,
+        } => {
+            let started = Instant::now();
+            let written = entries.write_to_blobs(&cache.blob_dir())?;
+            let record = CachedZip {
+                written: written.clone(),
+                distributions,
+            };
+            cache.record_put(key, &record)?;
+            output::status(&format!(
+                "Compressed {kind} ({} zipped) in {}",
+                output::size(written.size),
+                output::duration(started.elapsed())
+            ));
+            Ok(written)
+        }
+    }
+}
+
+/// Write each requested zip from the cached part zips (copied entry by entry, without
+/// recompressing) and the app (compressed here).
+fn write_outputs(
+    outputs: &[(&'static str, PathBuf)],
+    part_zips: &[PathBuf],
+    app: &Tree,
+) -> Result<Vec<ZipOutput>> {
+    let mut pending = Vec::new();
+    for (kind, path) in outputs {
+        let mut sources: Vec<Part> = Vec::new();
+        if *kind != "app" {
+            sources.extend(part_zips.iter().map(|p| Part::Zip(p)));
+        }
+        if *kind != "layer" {
+            sources.push(Part::Tree(app));
+        }
+        let entries = Entries::from_parts(&sources)?;
+        pending.push((*kind, entries.write_pending(path)?));
+    }
+    // All zips are written before any is renamed into place: a failure leaves the previous
+    // pair, never a new layer next to an old app.
+    let mut zips = Vec::new();
+    for (kind, p) in pending {
+        let path = p.dest().to_path_buf();
+        let written = p.persist()?;
+        output::status(&format!(
+            "Wrote {} ({})",
+            path.display(),
+            describe(&written)?
+        ));
+        if written.size > DIRECT_UPLOAD_LIMIT {
+            output::warning(&format!(
+                "{} is {}, over the 50 MiB limit for direct uploads: upload it to S3 and deploy it from there (--s3-bucket/--s3-key)",
+                path.display(),
+                output::size(written.size)
+            ));
+        }
+        zips.push(ZipOutput {
+            kind,
+            path,
+            size: written.size,
+            unzipped_size: written.unzipped_size,
+            files: written.files,
+            code_sha256: written.code_sha256()?,
+            digest: written.digest,
+        });
+    }
+    Ok(zips)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_error_names_the_largest_distributions_and_suggests_an_image() {
+        check_budget(UNZIPPED_LIMIT, Vec::new(), false).unwrap();
+        let dists: Vec<Distribution> = (0..12)
+            .map(|i| Distribution {
+                name: format!("d{i} 1.0"),
+                bytes: i * 1024 * 1024,
+            })
+            .collect();
+        let err = check_budget(UNZIPPED_LIMIT + 1, dists, true).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("262,144,001 bytes"), "{text}");
+        assert!(
+            text.contains("d11 1.0 (11.0 MiB), d10 1.0 (10.0 MiB)"),
+            "{text}"
+        );
+        assert!(text.contains("d2 1.0"), "{text}");
+        assert!(!text.contains("d1 1.0"), "ten shown: {text}");
+        assert!(!text.contains('\n'));
+        assert!(
+            crate::error::find_hint(&err)
+                .unwrap()
+                .contains("ocilambda build")
+        );
+    }
+
+    #[test]
+    fn layer_puts_dependencies_under_site_packages_without_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
+        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+        std::fs::write(dir.path().join("pkg/__init__.py"), b"").unwrap();
+        std::fs::write(dir.path().join("bin/tool"), b"#!/var/lang/bin/python3.12").unwrap();
+        let layout = DepsLayout::new(true, "3.12".parse().unwrap());
+        assert_eq!(layout.pyc_root, "/opt/python/lib/python3.12/site-packages");
+        let tree = staged_tree(dir.path(), &layout).unwrap();
+        let paths: Vec<&str> = tree.entries().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "python",
+                "python/lib",
+                "python/lib/python3.12",
+                "python/lib/python3.12/site-packages",
+                "python/lib/python3.12/site-packages/pkg",
+                "python/lib/python3.12/site-packages/pkg/__init__.py",
+            ]
+        );
+        let layout = DepsLayout::new(false, "3.12".parse().unwrap());
+        let tree = staged_tree(dir.path(), &layout).unwrap();
+        assert!(tree.get("bin/tool").is_some());
+        assert!(tree.get("pkg/__init__.py").is_some());
+    }
+}

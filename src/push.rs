@@ -1,0 +1,357 @@
+//! `ocilambda push`: the image `build` wrote (an OCI layout) → a registry repository.
+//!
+//! This module resolves where to push (REF, else the `repository` setting), reads the
+//! layout and shows progress; the transfer itself is [`crate::sink::registry`]. The
+//! only stdout line, printed by `main`, is `REGISTRY/REPOSITORY@sha256:…`.
+
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::error::hint;
+use crate::output;
+use crate::registry::{Client, Progress};
+use crate::sink::registry::{self as sink, Action, Blob, BlobReport, Destination, Observer};
+use anyhow::{Context, Result, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default)]
+pub struct PushRequest {
+    /// Whose configuration and layout to use.
+    pub project_dir: PathBuf,
+    /// `REGISTRY/REPOSITORY[:TAG]`; default: the `repository` setting.
+    pub reference: Option<String>,
+    /// Default: `<project>/.ocilambda/image`.
+    pub layout: Option<PathBuf>,
+    /// Extra tags besides the reference's own.
+    pub tags: Vec<String>,
+    pub jobs: usize,
+    pub insecure_registries: Vec<String>,
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSummary {
+    /// `REGISTRY/REPOSITORY@sha256:…`, for `aws lambda update-function-code --image-uri`.
+    pub reference: String,
+    pub registry: String,
+    pub repository: String,
+    pub digest: String,
+    pub tags: Vec<String>,
+    pub up_to_date: bool,
+    pub blobs: Vec<BlobReport>,
+    pub uploaded_bytes: u64,
+    pub downloaded_bytes: u64,
+    pub millis: u64,
+}
+
+/// The `repository` setting: OCILAMBDA_REPOSITORY, else `[tool.ocilambda] repository` in
+/// the project's pyproject.toml (read on its own: pushing needs no uv.lock).
+fn configured_repository(project_dir: &Path) -> Result<Option<String>> {
+    let path = project_dir.join("pyproject.toml");
+    let from_file = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            match table
+                .get("tool")
+                .and_then(|t| t.get("ocilambda"))
+                .and_then(|t| t.as_table())
+            {
+                Some(tool) => Settings::from_table(tool, &path)?,
+                None => Settings::default(),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(from_file.overlaid_with(Settings::from_env()?).repository)
+}
+
+/// Docker's tag grammar.
+fn check_tag(tag: &str) -> Result<()> {
+    if !crate::registry::name::valid_tag(tag) {
+        bail!(hint(
+            format!("invalid tag `{tag}`"),
+            "a tag is 1-128 letters, digits, `_`, `.` or `-`, not starting with `.` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Where to push, from REF or the configuration.
+pub fn destination(req: &PushRequest) -> Result<Destination> {
+    let text = match &req.reference {
+        Some(r) => r.clone(),
+        None => configured_repository(&req.project_dir)?.ok_or_else(|| {
+            hint(
+                "no repository to push to",
+                "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml",
+            )
+        })?,
+    };
+    let reference = crate::registry::name::parse(&text).map_err(|e| {
+        hint(
+            format!("invalid image reference `{text}`: {e}"),
+            "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
+        )
+    })?;
+    if reference.digest.is_some() {
+        bail!(hint(
+            format!("`{text}` names a digest; a push can only write tags"),
+            "drop the @sha256:… part: the pushed digest is printed on success"
+        ));
+    }
+    let mut tags = vec![reference.tag.unwrap_or_else(|| "latest".to_string())];
+    for tag in &req.tags {
+        check_tag(tag)?;
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    Ok(Destination {
+        registry: reference.registry,
+        repository: reference.repository,
+        tags,
+    })
+}
+
+pub async fn push(req: PushRequest) -> Result<PushSummary> {
+    let started = Instant::now();
+    let dest = destination(&req)?;
+    let layout = req
+        .layout
+        .clone()
+        .unwrap_or_else(|| req.project_dir.join(".ocilambda").join("image"));
+    let cache = Cache::open()?;
+    let image = sink::read_layout(&layout, &cache)?;
+    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
+    let name = format!("{}/{}", dest.registry, dest.repository);
+    let reporter = Reporter::new();
+    let outcome = sink::push(&client, &cache, &image, &dest, req.jobs, &reporter)
+        .await
+        .with_context(|| format!("pushing {} to {name}", layout.display()))?;
+    drop(reporter);
+    let mut uploaded = 0;
+    let mut downloaded = 0;
+    let mut sent = 0;
+    for b in &outcome.blobs {
+        if let Action::Uploaded { downloaded: d } = b.action {
+            uploaded += b.size;
+            downloaded += d;
+            sent += 1;
+        }
+    }
+    let tag_list = |tags: &[String]| {
+        tags.iter()
+            .map(|t| format!("{name}:{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if outcome.up_to_date {
+        output::status(&format!(
+            "{} is up to date ({}) in {}",
+            tag_list(&dest.tags),
+            output::short_digest(&image.digest),
+            output::duration(started.elapsed())
+        ));
+    } else {
+        if !outcome.blobs.is_empty() {
+            output::status(&format!(
+                "Pushed {} of {} blobs ({}) in {}",
+                sent,
+                outcome.blobs.len(),
+                output::size(uploaded),
+                output::duration(started.elapsed())
+            ));
+        }
+        output::status(&format!(
+            "Tagged {} ({})",
+            tag_list(&outcome.tagged),
+            output::short_digest(&image.digest)
+        ));
+    }
+    Ok(PushSummary {
+        reference: format!("{name}@{}", image.digest),
+        registry: dest.registry,
+        repository: dest.repository,
+        digest: image.digest,
+        tags: dest.tags,
+        up_to_date: outcome.up_to_date,
+        blobs: outcome.blobs,
+        uploaded_bytes: uploaded,
+        downloaded_bytes: downloaded,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Progress on stderr: a bar per transferring blob on a terminal, one line per blob
+/// otherwise, nothing with `--quiet`. Bars are plain (no colour), so `NO_COLOR` has
+/// nothing to switch off.
+struct Reporter {
+    bars: Option<MultiProgress>,
+    active: Arc<Mutex<HashMap<String, ProgressBar>>>,
+}
+
+impl Reporter {
+    fn new() -> Reporter {
+        let tty = !output::is_quiet() && std::io::stderr().is_terminal();
+        Reporter {
+            bars: tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            active: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn line(&self, message: &str) {
+        match &self.bars {
+            Some(multi) => {
+                let _ = multi.println(message);
+            }
+            None => output::status(message),
+        }
+    }
+}
+
+impl Drop for Reporter {
+    /// Bars still drawn (after an error) go before the error is printed.
+    fn drop(&mut self) {
+        if let Some(multi) = &self.bars {
+            let _ = multi.clear();
+        }
+    }
+}
+
+fn describe(report: &BlobReport) -> String {
+    let what = format!(
+        "{} {} ({})",
+        report.kind.label(),
+        output::short_digest(&report.digest),
+        output::size(report.size)
+    );
+    let took = output::duration(std::time::Duration::from_millis(report.millis));
+    match &report.action {
+        Action::Skipped => format!("Skipped {what}: already there"),
+        Action::Mounted { from } => format!("Mounted {what} from {from}"),
+        Action::Uploaded { downloaded } if *downloaded > 0 => {
+            format!("Uploaded {what}, streamed from the base registry, in {took}")
+        }
+        Action::Uploaded { .. } => format!("Uploaded {what} in {took}"),
+    }
+}
+
+impl Observer for Reporter {
+    fn uploading(&self, blob: &Blob) -> Progress {
+        let Some(multi) = self.bars.clone() else {
+            return Arc::new(|_| {});
+        };
+        let active = self.active.clone();
+        let (digest, size) = (blob.digest.clone(), blob.size);
+        let label = format!(
+            "{} {}",
+            blob.kind.label(),
+            output::short_digest(&blob.digest)
+        );
+        // The bar appears with the first byte sent: blobs the registry has never get one.
+        Arc::new(move |sent| {
+            let mut active = active.lock().unwrap();
+            let bar = active.entry(digest.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(size));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:<28} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+                    )
+                    .expect("a valid progress template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(label.clone());
+                bar
+            });
+            bar.set_position(sent);
+        })
+    }
+
+    fn finished(&self, report: &BlobReport) {
+        if let Some(bar) = self.active.lock().unwrap().remove(&report.digest) {
+            bar.finish_and_clear();
+            if let Some(multi) = &self.bars {
+                multi.remove(&bar);
+            }
+        }
+        self.line(&describe(report));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(reference: &str) -> PushRequest {
+        PushRequest {
+            project_dir: PathBuf::from("/nonexistent"),
+            reference: Some(reference.into()),
+            jobs: 4,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reference_gives_registry_repository_and_tag() {
+        let d = destination(&request("127.0.0.1:5000/team/app:v1")).unwrap();
+        assert_eq!(d.registry, "127.0.0.1:5000");
+        assert_eq!(d.repository, "team/app");
+        assert_eq!(d.tags, ["v1"]);
+        let mut req = request("123456789012.dkr.ecr.us-east-1.amazonaws.com/fn");
+        req.tags = vec!["abc123".into(), "latest".into()];
+        let d = destination(&req).unwrap();
+        assert_eq!(d.tags, ["latest", "abc123"]);
+    }
+
+    #[test]
+    fn bad_references_and_tags_are_refused_with_a_hint() {
+        for bad in ["127.0.0.1:5000/App Name", "reg.example/app::x"] {
+            let err = destination(&request(bad)).unwrap_err();
+            assert!(crate::error::find_hint(&err).is_some(), "{bad}");
+        }
+        let digest = format!("reg.example/app@sha256:{}", "a".repeat(64));
+        let err = destination(&request(&digest)).unwrap_err();
+        assert!(err.to_string().contains("names a digest"));
+        let mut req = request("reg.example/app");
+        req.tags = vec!["-bad".into()];
+        assert!(destination(&req).is_err());
+    }
+
+    #[test]
+    fn repository_comes_from_pyproject_when_no_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname='x'\n[tool.ocilambda]\nrepository = 'reg.example/fn:prod'\n",
+        )
+        .unwrap();
+        let req = PushRequest {
+            project_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        // OCILAMBDA_REPOSITORY would take precedence; it is not set in unit tests.
+        if std::env::var_os("OCILAMBDA_REPOSITORY").is_none() {
+            let d = destination(&req).unwrap();
+            assert_eq!(
+                (d.registry.as_str(), d.tags[0].as_str()),
+                ("reg.example", "prod")
+            );
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let req = PushRequest {
+            project_dir: empty.path().to_path_buf(),
+            ..Default::default()
+        };
+        if std::env::var_os("OCILAMBDA_REPOSITORY").is_none() {
+            let err = destination(&req).unwrap_err();
+            assert_eq!(err.to_string(), "no repository to push to");
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The registry sink: put an image that is on disk into a repository.
+//!
+//! The image is an OCI layout as `build` writes it; each blob comes from the layout, else
+//! the cache, else the base image's registry (a layout built without `--complete` leaves
+//! the base layers out, and the manifest's `org.opencontainers.image.base.name` says where
+//! they live), fetched only when the target lacks them. This module decides what to send
+//! and in which order; the HTTP, retries and credentials are [`crate::registry`]'s.
+
+use crate::cache::Cache;
+use crate::error::hint;
+use crate::registry::name::{self, Name};
+use crate::registry::{BlobPush, BlobSource, Client, Progress, Pushed};
+use anyhow::{Context, Result, bail};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Config,
+    Layer,
+    BaseLayer,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::Layer => "layer",
+            Kind::BaseLayer => "base layer",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub digest: String,
+    pub size: u64,
+    pub kind: Kind,
+}
+
+/// An image read from an OCI layout: the manifest's exact bytes and the blobs it names.
+#[derive(Debug, Clone)]
+pub struct LayoutImage {
+    pub dir: PathBuf,
+    pub manifest: Vec<u8>,
+    pub digest: String,
+    pub media_type: String,
+    /// The config first, then the layers in manifest order.
+    pub blobs: Vec<Blob>,
+    /// Where the base layers live, from the manifest's annotations.
+    pub base: Option<Name>,
+}
+
+impl LayoutImage {
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
+        Ok(self
+            .dir
+            .join("blobs/sha256")
+            .join(crate::digest::hex_part(digest)?))
+    }
+}
+
+/// Read the image `build` wrote to `dir` (the first manifest of its index).
+pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
+    if !dir.join("index.json").is_file() {
+        bail!(hint(
+            format!("no image layout at {}", dir.display()),
+            "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
+        ));
+    }
+    let digest = super::layout::read_manifest_digest(dir)?;
+    let path = dir
+        .join("blobs/sha256")
+        .join(crate::digest::hex_part(&digest)?);
+    let manifest = std::fs::read(&path).with_context(|| {
+        format!(
+            "reading the manifest {digest} of the layout at {}",
+            dir.display()
+        )
+    })?;
+    let got = crate::digest::of_bytes(&manifest);
+    if got != digest {
+        bail!(hint(
+            format!(
+                "the manifest blob {} does not match its digest {digest}",
+                path.display()
+            ),
+            "the layout is damaged: run `ocilambda build` again"
+        ));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&manifest).context("the layout's manifest is not JSON")?;
+    let media_type = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or(crate::registry::MEDIA_OCI_MANIFEST)
+        .to_string();
+    if media_type != crate::registry::MEDIA_OCI_MANIFEST
+        && media_type != crate::registry::MEDIA_DOCKER_MANIFEST
+    {
+        bail!(
+            "the layout at {} holds a {media_type}, not a single-platform image manifest",
+            dir.display()
+        );
+    }
+    let descriptor = |v: &serde_json::Value, kind: Kind| -> Result<Blob> {
+        let digest = v
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .context("a descriptor in the manifest has no digest")?;
+        crate::digest::hex_part(digest)?;
+        Ok(Blob {
+            digest: digest.to_string(),
+            size: v
+                .get("size")
+                .and_then(|s| s.as_u64())
+                .context("a descriptor in the manifest has no size")?,
+            kind,
+        })
+    };
+    let annotation = |key: &str| {
+        value
+            .pointer(&format!("/annotations/{}", key.replace('/', "~1")))
+            .and_then(|v| v.as_str())
+    };
+    let base = annotation(BASE_NAME)
+        .map(|name| {
+            name::parse(name)
+                .with_context(|| format!("the manifest's {BASE_NAME} `{name}` is not a reference"))
+        })
+        .transpose()?;
+    // The base's own layers, when its manifest is in the cache (it is after a build here).
+    let base_layers: HashSet<String> = annotation(BASE_DIGEST)
+        .and_then(|d| cache.read_blob(d))
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|m| m.get("layers")?.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| l.get("digest")?.as_str().map(str::to_string))
+        .collect();
+    let mut blobs = vec![descriptor(
+        value.get("config").context("the manifest has no config")?,
+        Kind::Config,
+    )?];
+    let mut image = LayoutImage {
+        dir: dir.to_path_buf(),
+        manifest: Vec::new(),
+        digest,
+        media_type,
+        blobs: Vec::new(),
+        base,
+    };
+    for layer in value
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .context("the manifest has no layers")?
+    {
+        let mut blob = descriptor(layer, Kind::Layer)?;
+        if base_layers.contains(&blob.digest) || !image.blob_path(&blob.digest)?.is_file() {
+            blob.kind = Kind::BaseLayer;
+        }
+        blobs.push(blob);
+    }
+    image.manifest = manifest;
+    image.blobs = blobs;
+    Ok(image)
+}
+
+/// Where to push: one repository, one or more tags.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub registry: String,
+    pub repository: String,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// The repository had it.
+    Skipped,
+    Mounted {
+        from: String,
+    },
+    Uploaded {
+        downloaded: u64,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobReport {
+    pub digest: String,
+    pub size: u64,
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub action: Action,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Every tag already named this manifest: nothing was sent.
+    pub up_to_date: bool,
+    /// Per blob, when blobs had to be checked (not when the manifest was already there).
+    pub blobs: Vec<BlobReport>,
+    /// The tags written.
+    pub tagged: Vec<String>,
+}
+
+/// What the caller shows while blobs move.
+pub trait Observer: Send + Sync {
+    /// An upload of `blob` is starting; the returned callback gets the bytes sent so far.
+    fn uploading(&self, blob: &Blob) -> Progress;
+    fn finished(&self, report: &BlobReport);
+}
+
+/// The cache record of a repository a blob was last pushed to, per registry: the next
+/// push of the blob to another repository of that registry can mount it from there.
+fn seen_key(registry: &str, digest: &str) -> String {
+    format!("blob-seen-in:{registry}:{digest}")
+}
+
+/// Push `image` to `dest`: blobs first (skipped when present, mounted when another
+/// repository of the registry has them, else uploaded, `jobs` at a time), the manifest
+/// only once every blob is there, then the other tags.
+pub async fn push(
+    client: &Client,
+    cache: &Cache,
+    image: &LayoutImage,
+    dest: &Destination,
+    jobs: usize,
+    observer: &dyn Observer,
+) -> Result<Outcome> {
+    let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
+    // A tag that already names our manifest needs nothing: the common no-op push is one
+    // HEAD per tag.
+    let current = futures_util::future::try_join_all(
+        dest.tags
+            .iter()
+            .map(|tag| client.manifest_digest(registry, repo, tag)),
+    )
+    .await?;
+    let stale: Vec<String> = dest
+        .tags
+        .iter()
+        .zip(&current)
+        .filter(|(_, d)| d.as_deref() != Some(image.digest.as_str()))
+        .map(|(t, _)| t.clone())
+        .collect();
+    if stale.is_empty() {
+        return Ok(Outcome {
+            up_to_date: true,
+            blobs: Vec::new(),
+            tagged: Vec::new(),
+        });
+    }
+    // A registry accepts a manifest only once it holds every blob it names, so a
+    // manifest already there (under another tag, or by digest) vouches for them.
+    let have_manifest = current.iter().flatten().any(|d| *d == image.digest)
+        || client
+            .manifest_digest(registry, repo, &image.digest)
+            .await?
+            .is_some();
+    let mut reports = Vec::new();
+    if !have_manifest {
+        let mut order: Vec<&Blob> = image.blobs.iter().collect();
+        // Largest first, so the longest transfer is not the one that starts last.
+        order.sort_by_key(|b| std::cmp::Reverse(b.size));
+        reports = futures_util::stream::iter(order)
+            .map(|blob| push_one(client, cache, image, dest, blob, observer))
+            .buffer_unordered(jobs.max(1))
+            .try_collect()
+            .await?;
+    }
+    for tag in &stale {
+        client
+            .put_manifest(
+                registry,
+                repo,
+                tag,
+                &image.manifest,
+                &image.media_type,
+                &image.digest,
+            )
+            .await?;
+    }
+    Ok(Outcome {
+        up_to_date: false,
+        blobs: reports,
+        tagged: stale,
+    })
+}
+
+async fn push_one(
+    client: &Client,
+    cache: &Cache,
+    image: &LayoutImage,
+    dest: &Destination,
+    blob: &Blob,
+    observer: &dyn Observer,
+) -> Result<BlobReport> {
+    let started = Instant::now();
+    let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
+    let in_layout = image.blob_path(&blob.digest)?;
+    let in_cache = cache.blob_path(&blob.digest)?;
+    let source = if in_layout.is_file() {
+        BlobSource::File(in_layout)
+    } else if in_cache.is_file() {
+        BlobSource::File(in_cache)
+    } else if let Some(base) = &image.base {
+        BlobSource::Remote {
+            registry: base.registry.clone(),
+            repository: base.repository.clone(),
+            keep_at: in_cache,
+        }
+    } else {
+        bail!(hint(
+            format!(
+                "{} {} is neither in the layout nor in the cache, and the manifest names no base image to fetch it from",
+                blob.kind.label(),
+                blob.digest
+            ),
+            "build again with `ocilambda build --complete` to put every blob in the layout"
+        ));
+    };
+    let seen_in: Option<String> = cache.record_get(&seen_key(registry, &blob.digest));
+    let mount_from = match &image.base {
+        Some(base) if blob.kind == Kind::BaseLayer && base.registry == registry => {
+            Some(base.repository.clone())
+        }
+        _ => seen_in,
+    }
+    .filter(|from| from != repo);
+    let progress = observer.uploading(blob);
+    let pushed = client
+        .push_blob(
+            registry,
+            repo,
+            BlobPush {
+                digest: &blob.digest,
+                size: blob.size,
+                source: &source,
+                mount_from: mount_from.as_deref(),
+                progress,
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "{} {} ({})",
+                blob.kind.label(),
+                blob.digest,
+                crate::output::size(blob.size)
+            )
+        })?;
+    // Best effort: a missed record only costs a mount next time.
+    let _ = cache.record_put(&seen_key(registry, &blob.digest), &repo);
+    let action = match pushed {
+        Pushed::Existed => Action::Skipped,
+        Pushed::Mounted => Action::Mounted {
+            from: mount_from.unwrap_or_default(),
+        },
+        Pushed::Uploaded { downloaded } => Action::Uploaded { downloaded },
+    };
+    let report = BlobReport {
+        digest: blob.digest.clone(),
+        size: blob.size,
+        kind: blob.kind,
+        action,
+        millis: started.elapsed().as_millis() as u64,
+    };
+    observer.finished(&report);
+    Ok(report)
+}

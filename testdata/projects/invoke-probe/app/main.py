@@ -1,0 +1,55 @@
+"""One handler for the `ocilambda invoke` tests; the event's "action" picks what it does:
+"probe" (default) reports what the function sees, "count" how often this process ran,
+"raise" fails, "sleep" sleeps event["seconds"], "allocate" fills event["mb"] MiB.
+PROBE_INIT=raise|exit fails the init."""
+
+import os
+import time
+
+if os.environ.get("PROBE_INIT") == "raise":
+    raise RuntimeError("failing on purpose during init")
+if os.environ.get("PROBE_INIT") == "exit":
+    os._exit(3)
+
+_calls = 0
+
+
+def _writable(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return True
+    except OSError:
+        return False
+
+
+def handler(event, context):
+    global _calls
+    _calls += 1
+    action = event.get("action", "probe")
+    if action == "raise":
+        raise ValueError("something went wrong on purpose")
+    if action == "sleep":
+        print("sleeping %ss" % event["seconds"], flush=True)
+        time.sleep(event["seconds"])
+        return {"slept": event["seconds"]}
+    if action == "allocate":
+        block = b"x" * (event["mb"] * 1024 * 1024)
+        return {"allocated": len(block)}
+    if action == "count":
+        return {"calls": _calls, "pid": os.getpid()}
+    return {
+        "calls": _calls,
+        "uid": os.getuid(),
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "function_arn": context.invoked_function_arn,
+        "request_id": context.aws_request_id,
+        "memory_limit_in_mb": context.memory_limit_in_mb,
+        "tmp_writable": _writable("/tmp/probe"),
+        "task_writable": _writable("/var/task/probe"),
+        "whiteout_removed": not os.path.exists("/etc/ocilambda-fixture/removed-by-whiteout"),
+        "kept": os.path.exists("/etc/ocilambda-fixture/kept"),
+        "opaque": sorted(os.listdir("/opt/ocilambda-fixture/opaque")),
+    }

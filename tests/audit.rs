@@ -1,0 +1,413 @@
+//! End-to-end tests of the audit commands: `inspect`, `diff`, `lint`, on images built
+//! by `ocilambda build` against the stand-in bases in a real registry, and on hand-made
+//! bad images.
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn base() -> String {
+    format!("{}/lambda/python:3.11", shared_registry().addr)
+}
+
+fn cmd(cache: &Path, args: &[&str]) -> Output {
+    ocilambda(cache).args(args).output().expect("run ocilambda")
+}
+
+fn build(cache: &Path, project: &Path, layout: &Path, extra: &[&str]) -> String {
+    let base = base();
+    let mut args = vec![
+        "build",
+        project.to_str().unwrap(),
+        "--base",
+        &base,
+        "--output",
+        layout.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = cmd(cache, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            text(out),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    Fixture { tmp, cache }
+}
+
+impl Fixture {
+    fn project(&self, name: &str) -> PathBuf {
+        let p = self.tmp.path().join(name);
+        copy_project("src-layout", &p);
+        p
+    }
+    fn layout(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
+
+#[test]
+fn independent_builds_diff_as_identical() {
+    let f = fixture();
+    let (a, b) = (f.layout("a"), f.layout("b"));
+    let da = build(&f.cache, &f.project("p1"), &a, &[]);
+    // Another copy, another cache: an independent rebuild.
+    let other_cache = f.tmp.path().join("cache2");
+    let db = build(&other_cache, &f.project("p2"), &b, &[]);
+    assert_eq!(da, db);
+    let out = cmd(
+        &f.cache,
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).starts_with("identical sha256:"));
+}
+
+#[test]
+fn app_edit_diff_names_exactly_that_file() {
+    let f = fixture();
+    let p = f.project("p");
+    let (a, b) = (f.layout("a"), f.layout("b"));
+    build(&f.cache, &p, &a, &["--no-compile-bytecode"]);
+    let handler = p.join("src/pkgapp/handler.py");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&handler)
+        .unwrap();
+    writeln!(file, "# edited").unwrap();
+    build(&f.cache, &p, &b, &["--no-compile-bytecode"]);
+    let out = cmd(
+        &f.cache,
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["identical"], false);
+    let files: Vec<(String, String)> = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["where"].as_str().unwrap().starts_with("layer"))
+        .map(|d| {
+            (
+                d["item"].as_str().unwrap().to_string(),
+                d["what"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [(
+            "var/task/pkgapp/handler.py".to_string(),
+            "content".to_string()
+        )]
+    );
+    // The human table names it too.
+    let out = cmd(
+        &f.cache,
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert!(
+        text(&out).contains("var/task/pkgapp/handler.py"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn changed_file_mode_is_reported_as_a_mode_change() {
+    let f = fixture();
+    let p = f.project("p");
+    let (a, b) = (f.layout("a"), f.layout("b"));
+    build(&f.cache, &p, &a, &[]);
+    use std::os::unix::fs::PermissionsExt;
+    let handler = p.join("src/pkgapp/handler.py");
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
+    build(&f.cache, &p, &b, &[]);
+    let out = cmd(
+        &f.cache,
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    let mode = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["item"] == "var/task/pkgapp/handler.py" && d["what"] == "mode")
+        .unwrap_or_else(|| panic!("no mode change in {v}"));
+    assert_eq!(mode["a"], "0644");
+    assert_eq!(mode["b"], "0755");
+}
+
+#[test]
+fn inspect_shows_platform_handler_base_and_layers() {
+    let f = fixture();
+    let layout = f.layout("img");
+    let digest = build(&f.cache, &f.project("p"), &layout, &[]);
+    let out = cmd(
+        &f.cache,
+        &["inspect", layout.to_str().unwrap(), "--json", "--files"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(v["platform"], "linux/amd64");
+    assert_eq!(v["handler"], "pkgapp.handler.handler");
+    assert_eq!(v["base_name"], base().as_str());
+    let layers = v["layers"].as_array().unwrap();
+    let app = layers.last().unwrap();
+    assert!(app["created_by"].as_str().unwrap().contains("app sources"));
+    let files: Vec<&str> = app["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(files.contains(&"var/task/pkgapp/handler.py"), "{files:?}");
+    // Base layers are not in the layout (no --complete): --files fetched them.
+    let base_files: Vec<&Value> = layers[..layers.len() - 2]
+        .iter()
+        .flat_map(|l| l["files"].as_array().unwrap())
+        .collect();
+    assert!(
+        base_files.iter().any(|f| *f == "lambda-entrypoint.sh"),
+        "{base_files:?}"
+    );
+    let out = cmd(&f.cache, &["inspect", &format!("oci:{}", layout.display())]);
+    assert!(
+        text(&out).contains("Handler    pkgapp.handler.handler"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn lint_passes_on_our_images() {
+    let f = fixture();
+    let layout = f.layout("img");
+    build(&f.cache, &f.project("p"), &layout, &[]);
+    let out = cmd(&f.cache, &["lint", layout.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(json(&out)["findings"], serde_json::json!([]));
+}
+
+#[test]
+fn lint_flags_an_index() {
+    let f = fixture();
+    let out = cmd(&f.cache, &["lint", &base(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["findings"][0]["check"], "single-platform");
+    assert!(v["findings"][0]["fix"].as_str().unwrap().len() > 10);
+}
+
+// ---------------------------------------------------------------------------
+// Hand-made bad images: a good layout, then one change each.
+// ---------------------------------------------------------------------------
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> String {
+    let hex = sha256_hex(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// Rewrite the layout's image: `edit` changes manifest and config; `extra` adds a layer
+/// (uncompressed tar bytes), gzip-compressed here.
+fn mutate(layout: &Path, edit: impl FnOnce(&mut Value, &mut Value), extra: Option<Vec<u8>>) {
+    let index_path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(layout, &digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(layout, &config_digest)).unwrap()).unwrap();
+    if let Some(tar) = extra {
+        let diff_id = format!("sha256:{}", sha256_hex(&tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let d = write_blob(layout, &gz);
+        manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()
+        }));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(diff_id.into());
+        config["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"created_by": "test"}));
+    }
+    edit(&mut manifest, &mut config);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = write_blob(layout, &config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = write_blob(layout, &manifest_bytes).into();
+    index["manifests"][0]["size"] = manifest_bytes.len().into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn tar_with(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(*mode);
+        h.set_size(content.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, *content).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn lint_checks(f: &Fixture, layout: &Path) -> Vec<String> {
+    let out = cmd(&f.cache, &["lint", layout.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    json(&out)["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["check"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn good(f: &Fixture, name: &str) -> PathBuf {
+    let layout = f.layout(name);
+    build(&f.cache, &f.project(&format!("{name}-src")), &layout, &[]);
+    layout
+}
+
+#[test]
+fn lint_flags_a_zstd_layer() {
+    let f = fixture();
+    let layout = good(&f, "zstd");
+    mutate(
+        &layout,
+        |m, _| {
+            // A base layer: the app layer stays readable, so only this is reported.
+            m["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+        },
+        None,
+    );
+    assert_eq!(lint_checks(&f, &layout), ["compression"]);
+}
+
+#[test]
+fn lint_flags_a_file_lambda_cannot_read() {
+    let f = fixture();
+    let layout = good(&f, "perm");
+    mutate(
+        &layout,
+        |_, _| {},
+        Some(tar_with(&[("var/task/secret.json", 0o600, b"{}")])),
+    );
+    let out = cmd(&f.cache, &["lint", layout.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("/var/task/secret.json (0600)"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lint_checks(&f, &layout), ["permissions"]);
+}
+
+#[test]
+fn lint_flags_a_missing_handler_module() {
+    let f = fixture();
+    let layout = good(&f, "handler");
+    mutate(
+        &layout,
+        |_, c| c["config"]["Cmd"] = serde_json::json!(["nothere.handler"]),
+        None,
+    );
+    assert_eq!(lint_checks(&f, &layout), ["handler"]);
+}
+
+#[test]
+fn lint_flags_bytecode_of_another_python() {
+    let f = fixture();
+    let layout = good(&f, "pyc");
+    // A Python 3.10 header (magic 3439, unchecked-hash flags) in a 3.11 image.
+    let mut pyc = Vec::new();
+    pyc.extend_from_slice(&3439u16.to_le_bytes());
+    pyc.extend_from_slice(b"\r\n");
+    pyc.extend_from_slice(&1u32.to_le_bytes());
+    pyc.extend_from_slice(&[0; 8]);
+    mutate(
+        &layout,
+        |_, _| {},
+        Some(tar_with(&[(
+            "var/task/pkgapp/__pycache__/old.cpython-310.pyc",
+            0o644,
+            &pyc,
+        )])),
+    );
+    assert_eq!(lint_checks(&f, &layout), ["bytecode-version"]);
+}
+
+#[test]
+fn lint_flags_config_that_does_not_match_the_layers() {
+    let f = fixture();
+    let layout = good(&f, "diffids");
+    mutate(
+        &layout,
+        |_, c| {
+            c["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
+        },
+        None,
+    );
+    assert!(lint_checks(&f, &layout).contains(&"diff-ids".to_string()));
+}
+
+#[test]
+fn audit_commands_report_bad_input_with_exit_2() {
+    let f = fixture();
+    let out = cmd(&f.cache, &["inspect", "/nonexistent/layout"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    let out = cmd(&f.cache, &["diff", &base(), &base()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an index cannot be diffed as an image"
+    );
+}

@@ -1,0 +1,592 @@
+//! End-to-end tests of `ocilambda invoke`: images built by the real `ocilambda build` on
+//! a *runnable* stand-in base (testdata/runtime-base: Debian's python3.11 and AWS's
+//! awslambdaric 4.2.2), run in the real bubblewrap sandbox, answered through our Runtime
+//! API; `--serve` driven with curl. Layer application details (whiteouts, `..`) have
+//! unit tests next to the code in src/invoke/rootfs.rs; here the base's whiteout layer
+//! is checked from inside the function.
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const API_GATEWAY_EVENT: &str =
+    r#"{"httpMethod": "GET", "path": "/", "requestContext": {}, "version": "1.0"}"#;
+
+/// Scratch space for this test binary, removed at exit: built projects and the
+/// ocilambda cache they share (so each image is unpacked once for all tests).
+struct Scratch {
+    dir: PathBuf,
+}
+
+fn scratch() -> &'static Scratch {
+    static SCRATCH: OnceLock<Scratch> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("invoke-tests-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
+        extern "C" fn at_exit() {
+            if let Some(s) = SCRATCH.get() {
+                // Unpacked images keep their directory modes: remove_tree copes.
+                let _ = ocilambda::invoke::rootfs::remove_tree(&s.dir);
+            }
+        }
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe {
+            libc::atexit(at_exit);
+        }
+        Scratch { dir }
+    })
+}
+
+fn shared_cache() -> PathBuf {
+    scratch().dir.join("cache")
+}
+
+/// The runnable base, pushed to the shared registry once per test binary; its OCI
+/// layout is cached under target/ across runs (rebuilt when the recipe changes).
+fn runtime_base() -> &'static str {
+    static BASE: OnceLock<String> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let registry = shared_registry();
+        let layouts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime-base");
+        let out = Command::new("bash")
+            .arg(testdata().join("runtime-base/make-runtime-base.sh"))
+            .arg(&registry.addr)
+            .arg(&layouts)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run testdata/runtime-base/make-runtime-base.sh");
+        assert!(
+            out.status.success(),
+            "make-runtime-base.sh failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{}/runnable/lambda/python:3.11", registry.addr)
+    })
+}
+
+/// `name` (an example or testdata project) built once on the runnable base; the
+/// project directory, whose default layout `invoke --project` finds.
+fn built(name: &'static str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, PathBuf>>> =
+        OnceLock::new();
+    let map = BUILT.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(dir) = map.get(name) {
+        return dir.clone();
+    }
+    let dir = scratch().dir.join("projects").join(name);
+    copy_project(name, &dir);
+    let out = ocilambda(&shared_cache())
+        .arg("build")
+        .arg(&dir)
+        .args(["--base", runtime_base(), "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build {name}: {}", stderr(&out));
+    map.insert(name, dir.clone());
+    dir
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn invoke(project: &Path, event: &str, args: &[&str]) -> Output {
+    let event_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(event_file.path(), event).unwrap();
+    ocilambda(&shared_cache())
+        .arg("invoke")
+        .arg("--project")
+        .arg(project)
+        .arg("--event")
+        .arg(event_file.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The JSON on stdout, after checking the exit code.
+fn answer(out: &Output, code: i32) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code; stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+    stdout_json(out)
+}
+
+#[test]
+fn fastapi_example_answers_an_api_gateway_event() {
+    let project = built("fastapi-app");
+    let out = invoke(&project, API_GATEWAY_EVENT, &[]);
+    let response = answer(&out, 0);
+    assert_eq!(response["statusCode"], 200, "{response}");
+    assert_eq!(response["body"], "\"Hello, world!\"", "{response}");
+    let err = stderr(&out);
+    assert!(err.contains("START RequestId: "), "{err}");
+    assert!(err.contains("END RequestId: "), "{err}");
+    assert!(err.contains("Init Duration: "), "a cold start:\n{err}");
+}
+
+#[test]
+fn a_handler_that_raises_exits_1_with_lambdas_error_json() {
+    let out = invoke(&built("invoke-probe"), r#"{"action": "raise"}"#, &[]);
+    let error = answer(&out, 1);
+    assert_eq!(error["errorType"], "ValueError", "{error}");
+    assert_eq!(error["errorMessage"], "something went wrong on purpose");
+    let trace = error["stackTrace"].as_array().expect("a stackTrace list");
+    assert!(
+        trace
+            .iter()
+            .any(|t| t.as_str().unwrap().contains("app/main.py")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_handler_past_its_timeout_is_killed_and_reported_as_lambda_does() {
+    let started = Instant::now();
+    let out = invoke(
+        &built("invoke-probe"),
+        r#"{"action": "sleep", "seconds": 60}"#,
+        &["--timeout", "1"],
+    );
+    let elapsed = started.elapsed();
+    let error = answer(&out, 1);
+    assert_eq!(error["errorType"], "Sandbox.Timedout", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    // "RequestId: <id> Error: Task timed out after 1.00 seconds", the measured time.
+    let seconds: f64 = message
+        .rsplit_once("Task timed out after ")
+        .and_then(|(_, rest)| rest.strip_suffix(" seconds"))
+        .unwrap_or_else(|| panic!("{message}"))
+        .parse()
+        .unwrap();
+    assert!((1.0..1.5).contains(&seconds), "{message}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the sandbox was killed, not waited for: {elapsed:?}"
+    );
+    let err = stderr(&out);
+    assert!(err.contains("sleeping 60s"), "the function's log:\n{err}");
+    assert!(err.contains(" Task timed out after "), "{err}");
+}
+
+#[test]
+fn init_failures_are_reported_as_lambda_reports_them() {
+    let project = built("invoke-probe");
+    // An exception at import: the runtime's own init error.
+    let out = invoke(&project, "{}", &["--env", "PROBE_INIT=raise"]);
+    let error = answer(&out, 1);
+    assert_eq!(error["errorType"], "RuntimeError", "{error}");
+    assert_eq!(error["errorMessage"], "failing on purpose during init");
+    // The runtime dies without a word: Lambda's Runtime.ExitError.
+    let out = invoke(&project, "{}", &["--env", "PROBE_INIT=exit"]);
+    let error = answer(&out, 1);
+    assert_eq!(error["errorType"], "Runtime.ExitError", "{error}");
+    let message = error["errorMessage"].as_str().unwrap();
+    assert!(message.starts_with("RequestId: "), "{message}");
+    assert!(
+        message.ends_with("Error: Runtime exited with error: exit status 3"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_function_sees_lambdas_environment_and_nothing_of_ours() {
+    let project = built("invoke-probe");
+    let mut cmd = ocilambda(&shared_cache());
+    cmd.arg("invoke")
+        .arg("--project")
+        .arg(&project)
+        .args([
+            "--env",
+            "FOO=bar",
+            "--env",
+            "PASSED_THROUGH",
+            "--memory",
+            "256",
+        ])
+        .env("PASSED_THROUGH", "from-host")
+        .env("HOST_SECRET", "must-not-leak");
+    let out = cmd.output().unwrap();
+    let seen = answer(&out, 0);
+    let env = &seen["env"];
+    assert_eq!(env["FOO"], "bar");
+    assert_eq!(env["PASSED_THROUGH"], "from-host");
+    assert!(
+        env.get("HOST_SECRET").is_none(),
+        "host variables stay out: {env}"
+    );
+    assert!(env.get("HOME").is_none(), "{env}");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "256");
+    assert_eq!(seen["memory_limit_in_mb"], "256");
+    assert_eq!(env["AWS_LAMBDA_FUNCTION_NAME"], "test_function");
+    assert_eq!(env["LAMBDA_TASK_ROOT"], "/var/task", "the image's Env");
+    assert_eq!(
+        env["_HANDLER"], "app.main.handler",
+        "set by /lambda-entrypoint.sh from Cmd"
+    );
+    assert!(
+        env["AWS_LAMBDA_RUNTIME_API"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(
+        seen["function_arn"],
+        "arn:aws:lambda:us-east-1:012345678912:function:test_function"
+    );
+    let remaining = seen["remaining_ms"].as_u64().unwrap();
+    assert!(
+        remaining > 1000 && remaining <= 3000,
+        "deadline from --timeout 3: {remaining}"
+    );
+    assert_eq!(seen["uid"], 993, "Lambda's sbx_user1051");
+    assert_eq!(seen["cwd"], "/var/task", "the image's WorkingDir");
+    assert_eq!(seen["tmp_writable"], true);
+    assert_eq!(seen["task_writable"], false, "the root is read-only");
+    // The base's third layer: a whiteout and an opaque directory.
+    assert_eq!(seen["whiteout_removed"], true);
+    assert_eq!(seen["kept"], true);
+    assert_eq!(seen["opaque"], serde_json::json!(["new"]));
+
+    // The unpacked image is reused by the next invocation.
+    let again = invoke(&project, "{}", &[]);
+    answer(&again, 0);
+    assert!(
+        stderr(&again).contains("Reused unpacked image"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+/// `ocilambda invoke --serve 127.0.0.1:0`, its stderr in a file; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(project: &Path, args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr");
+        let mut child = ocilambda(&shared_cache())
+            .arg("invoke")
+            .arg("--project")
+            .arg(project)
+            .args(["--serve", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // The bound endpoint is the one line on stdout, printed once it listens.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let server = Server {
+            child,
+            url,
+            log,
+            _dir: dir,
+        };
+        assert!(
+            server
+                .url
+                .ends_with("/2015-03-31/functions/function/invocations"),
+            "no endpoint on stdout ({:?}); stderr:\n{}",
+            server.url,
+            server.stderr()
+        );
+        server
+    }
+
+    /// (HTTP status, X-Amz-Function-Error, body) of a curl POST.
+    fn post(&self, event: &str) -> (u16, Option<String>, Value) {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "-X", "POST", "--data-binary", event, &self.url])
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "curl: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").expect("an HTTP response");
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let error = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-amz-function-error")
+                .then(|| value.trim().to_string())
+        });
+        let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (status, error, body)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Ctrl-C, as a user stops it; the exit status.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "--serve did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_answers_three_invocations_from_one_warm_process() {
+    let mut server = Server::start(&built("invoke-probe"), &[]);
+    for expected in 1..=3 {
+        let (status, error, body) = server.post(r#"{"action": "count"}"#);
+        assert_eq!((status, error), (200, None), "{body}");
+        assert_eq!(body["calls"], expected, "the same process answers: {body}");
+    }
+    let (status, error, body) = server.post(r#"{"action": "raise"}"#);
+    assert_eq!(
+        status, 200,
+        "function errors are 200, as from Lambda's Invoke API"
+    );
+    assert_eq!(error.as_deref(), Some("Unhandled"));
+    assert_eq!(body["errorType"], "ValueError");
+    let (_, _, body) = server.post(r#"{"action": "count"}"#);
+    assert_eq!(
+        body["calls"], 5,
+        "a function error keeps the environment: {body}"
+    );
+    assert!(server.interrupt().success());
+    let log = server.stderr();
+    assert_eq!(
+        log.matches("Init Duration: ").count(),
+        1,
+        "one cold start:\n{log}"
+    );
+    assert_eq!(log.matches("END RequestId: ").count(), 5, "{log}");
+}
+
+#[test]
+fn serve_starts_a_fresh_environment_after_a_timeout() {
+    let server = Server::start(&built("invoke-probe"), &["--timeout", "1"]);
+    let (_, _, body) = server.post(r#"{"action": "count"}"#);
+    assert_eq!(body["calls"], 1);
+    let (status, error, body) = server.post(r#"{"action": "sleep", "seconds": 60}"#);
+    assert_eq!((status, error.as_deref()), (200, Some("Unhandled")));
+    assert_eq!(body["errorType"], "Sandbox.Timedout", "{body}");
+    // The timed-out sandbox was killed: a new process, after a second cold start.
+    let (_, _, body) = server.post(r#"{"action": "count"}"#);
+    assert_eq!(body["calls"], 1, "{body}");
+    let log = server.stderr();
+    assert_eq!(log.matches("Init Duration: ").count(), 2, "{log}");
+}
+
+#[test]
+fn a_registry_reference_is_pulled_and_run() {
+    let project = built("invoke-probe");
+    let reference = format!("{}/invoke-tests/probe:1", shared_registry().addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", project.join(".ocilambda/image").display()),
+        &format!("docker://{reference}"),
+    ]);
+    // A cache of its own: every layer comes from the registry.
+    let cache = tempfile::tempdir().unwrap();
+    let out = ocilambda(cache.path())
+        .args(["invoke", &reference])
+        .output()
+        .unwrap();
+    let seen = answer(&out, 0);
+    assert_eq!(seen["whiteout_removed"], true);
+    let err = stderr(&out);
+    assert!(err.contains("Fetched "), "{err}");
+    assert!(err.contains("Unpacked image"), "{err}");
+    let _ = ocilambda::invoke::rootfs::remove_tree(cache.path());
+}
+
+#[test]
+fn an_image_for_another_architecture_is_a_clear_error() {
+    let (other, other_lambda, ours) = if cfg!(target_arch = "x86_64") {
+        ("arm64", "arm64", "x86_64")
+    } else {
+        ("amd64", "x86_64", "arm64")
+    };
+    // A layout built for the other architecture (on the multi-arch stand-in base).
+    let dir = tempfile::tempdir().unwrap();
+    copy_project("invoke-probe", dir.path());
+    let cache = tempfile::tempdir().unwrap();
+    let base = format!("{}/lambda/python:3.11", shared_registry().addr);
+    let build = ocilambda(cache.path())
+        .arg("build")
+        .arg(dir.path())
+        .args(["--base", &base, "--arch", other_lambda, "--quiet"])
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", stderr(&build));
+    let out = ocilambda(cache.path())
+        .args(["invoke", "--project"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "is a linux/{other_lambda} image, but this machine runs linux/{ours}"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "hint: build it for this machine with `ocilambda build --arch {ours}`"
+        )),
+        "{err}"
+    );
+    // An index without our platform.
+    let only_other = if other == "arm64" {
+        "python-arm64only"
+    } else {
+        "python-docker"
+    };
+    let out = ocilambda(cache.path())
+        .args([
+            "invoke",
+            &format!("{}/lambda/{only_other}:3.11", shared_registry().addr),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn memory_limit_kills_as_lambda_does_where_a_memory_cgroup_can_be_made() {
+    let out = invoke(
+        &built("invoke-probe"),
+        r#"{"action": "allocate", "mb": 400}"#,
+        &["--memory", "128"],
+    );
+    let err = stderr(&out);
+    if err.contains("warning: --memory 128 is not enforced") {
+        // No writable memory cgroup here (e.g. cgroup v2 without delegation): the
+        // function runs unbounded, and the user was told.
+        assert_eq!(answer(&out, 0)["allocated"], 400 << 20);
+        return;
+    }
+    let error = answer(&out, 1);
+    assert_eq!(error["errorType"], "Runtime.OutOfMemory", "{error}\n{err}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Error: Runtime exited with error: signal: killed"),
+        "{error}"
+    );
+    assert!(err.contains("Max Memory Used: 128 MB"), "{err}");
+}
+
+#[test]
+fn missing_bwrap_is_a_clear_error() {
+    let project = built("invoke-probe");
+    let empty = tempfile::tempdir().unwrap();
+    let out = ocilambda(&shared_cache())
+        .args(["invoke", "--project"])
+        .arg(&project)
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: bwrap (bubblewrap) was not found on PATH"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: install bubblewrap (`sudo apt-get install bubblewrap`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_user_namespaces_are_a_clear_error() {
+    // A bwrap that fails as the real one does where unprivileged user namespaces are off.
+    let project = built("invoke-probe");
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("bwrap");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = ocilambda(&shared_cache())
+        .args(["invoke", "--project"])
+        .arg(&project)
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "error: the sandbox could not start: bwrap: setting up uid map: Permission denied"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: bubblewrap needs unprivileged user namespaces"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_a_build_there_is_nothing_to_invoke() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = ocilambda(&shared_cache())
+        .args(["invoke", "--project"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("error: no OCI image layout at"), "{err}");
+    assert!(err.contains("hint: run `ocilambda build` first"), "{err}");
+}
