@@ -49,6 +49,28 @@ pub struct BuildRequest {
     pub pull: bool,
     pub offline: bool,
     pub insecure_registries: Vec<String>,
+    /// Timestamps for the image, overriding SOURCE_DATE_EPOCH (`verify` replays a build).
+    pub epoch: Option<u64>,
+    /// Build on this platform-manifest digest of the configured base while recording the
+    /// base's name as configured (`verify` rebuilds on exactly the recorded base).
+    pub base_digest: Option<String>,
+}
+
+/// Manifest annotations that record how an image was built, so `verify` can rebuild it
+/// and explain a mismatch. Nothing machine-specific goes here (no paths, hosts, users).
+pub mod provenance {
+    pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+    pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+    pub const CREATED: &str = "org.opencontainers.image.created";
+    pub const REVISION: &str = "org.opencontainers.image.revision";
+    pub const SOURCE: &str = "org.opencontainers.image.source";
+    pub const VERSION: &str = "dev.ocilambda.version";
+    pub const LOCK: &str = "dev.ocilambda.uv-lock.sha256";
+    pub const HANDLER: &str = "dev.ocilambda.handler";
+    pub const PYTHON: &str = "dev.ocilambda.python";
+    pub const UV: &str = "dev.ocilambda.uv";
+    pub const BYTECODE: &str = "dev.ocilambda.bytecode";
+    pub const SETTINGS: &str = "dev.ocilambda.settings.sha256";
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -554,7 +576,10 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         .base
         .clone()
         .unwrap_or_else(|| format!("public.ecr.aws/lambda/python:{python}"));
-    let epoch = source_date_epoch()?;
+    let epoch = match req.epoch {
+        Some(e) => e,
+        None => source_date_epoch()?,
+    };
     let tag_ttl = parse_duration(plan.settings.base_ttl.as_deref().unwrap_or("24h"))?;
     let output_dir = req
         .output
@@ -590,7 +615,14 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         tag_ttl,
     };
     let base_started = Instant::now();
-    let base_future = base::resolve(&client, &cache, &base_ref, arch, fetch);
+    let resolve_ref = match &req.base_digest {
+        Some(d) => {
+            let r = base::parse_reference(&base_ref)?;
+            format!("{}/{}@{d}", r.registry(), r.repository())
+        }
+        None => base_ref.clone(),
+    };
+    let base_future = base::resolve(&client, &cache, &resolve_ref, arch, fetch);
     let stage_cache = cache.clone();
     let stage_future = tokio::task::spawn_blocking(move || {
         let result = stage_and_write(&plan, &keys, &stage_cache);
@@ -615,7 +647,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         arch.oci_name(),
         if base.from_cache { ", cached" } else { "" }
     ));
-    if !base.pinned {
+    if !base.pinned && !output::is_quiet() {
         output::hint(&format!(
             "pin the base for reproducible rebuilds: --base {}/{}@{}",
             base.reference.registry(),
@@ -635,19 +667,26 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         with_blobs.extend(base.layers.iter().map(|l| l.digest.clone()));
     }
 
-    let mut annotations = BTreeMap::new();
-    annotations.insert(
-        "org.opencontainers.image.base.name".to_string(),
-        base.reference.whole(),
-    );
-    annotations.insert(
-        "org.opencontainers.image.base.digest".to_string(),
-        base.manifest_digest.clone(),
-    );
-    annotations.insert(
-        "org.opencontainers.image.created".to_string(),
-        image::rfc3339(keys.epoch)?,
-    );
+    let uv_version = match uv_version {
+        Some(v) => {
+            cache.record_put(&format!("uv-version:{}", plan.uv_identity), &v)?;
+            v
+        }
+        None => known_uv_version(&plan, &cache)?,
+    };
+    // The name as configured (a verify rebuild resolves by digest but records the name).
+    let base_name = if req.base_digest.is_some() {
+        base::parse_reference(&base_ref)?.whole()
+    } else {
+        base.reference.whole()
+    };
+    let annotations = provenance_annotations(
+        &plan,
+        &base_name,
+        &base.manifest_digest,
+        keys.epoch,
+        &uv_version,
+    )?;
     let new: Vec<NewLayer> = new_layers
         .iter()
         .map(|l| NewLayer {
@@ -656,7 +695,30 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         })
         .collect();
     let image = image::assemble(&base, &new, &plan.handler_text, keys.epoch, &annotations)?;
-    sink::layout::write(&output_dir, &image, &cache, &with_blobs)
+    let mut referrers = Vec::new();
+    if plan.settings.sbom == Some(true) {
+        let mut dists = Vec::new();
+        for l in new_layers.iter().filter(|l| l.kind != "app") {
+            dists.extend(crate::sbom::distributions_in_layer(
+                &cache.blob_path(&l.layer.digest)?,
+            )?);
+        }
+        let project = &plan.project;
+        let sbom = crate::sbom::generate(
+            (&project.name, project.version.as_deref().unwrap_or("0")),
+            &dists,
+            &project.lock,
+            keys.epoch,
+        )?;
+        output::status(&format!("Wrote SBOM ({} distributions)", dists.len()));
+        referrers.push(crate::sbom::referrer(
+            &sbom,
+            &image.manifest_digest,
+            image.manifest.len(),
+            keys.epoch,
+        )?);
+    }
+    sink::layout::write(&output_dir, &image, &cache, &with_blobs, &referrers)
         .with_context(|| format!("writing the image layout to {}", output_dir.display()))?;
     for l in &new_layers {
         timings.insert(l.kind.to_string(), l.millis);
@@ -672,7 +734,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         digest: image.manifest_digest,
         output: output_dir,
         base: BaseSummary {
-            name: base.reference.whole(),
+            name: base_name,
             digest: base.manifest_digest,
             resolved: base.top_digest,
         },
@@ -680,10 +742,106 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         arch: arch.lambda_name().to_string(),
         handler: plan.handler_text,
         layers: new_layers,
-        uv_version,
+        uv_version: Some(uv_version),
         bytecode_interpreter: plan.interpreter.map(|i| i.version),
         timings_ms: timings,
     })
+}
+
+/// uv's version without starting uv when it is known: from locating it (wrapper scripts),
+/// or recorded by an earlier build with the same uv binary.
+fn known_uv_version(plan: &Plan, cache: &Cache) -> Result<String> {
+    if let Some(uv) = &plan.uv_known {
+        return Ok(uv.version.clone());
+    }
+    let key = format!("uv-version:{}", plan.uv_identity);
+    if let Some(v) = cache.record_get::<String>(&key) {
+        return Ok(v);
+    }
+    let v = Uv::version_of(&plan.uv_path)?.version;
+    cache.record_put(&key, &v)?;
+    Ok(v)
+}
+
+/// `git` facts about the project, when it is in a repository: HEAD and the origin URL
+/// with any `user:password@` removed (CI remotes often carry tokens).
+fn git_facts(dir: &Path) -> (Option<String>, Option<String>) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    (
+        git(&["rev-parse", "HEAD"]),
+        git(&["remote", "get-url", "origin"]).map(|u| strip_credentials(&u)),
+    )
+}
+
+/// `https://user:token@host/x` → `https://host/x`.
+pub fn strip_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            if path.is_empty() && !rest.contains('/') {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The settings that shape the image beyond the lock, as one digest: `verify` compares
+/// it to tell "built with other settings" from "built from other sources".
+pub fn settings_digest(plan: &Plan) -> String {
+    let s = &plan.settings;
+    json_key(&serde_json::json!({
+        "include": s.include, "exclude": s.exclude, "arch": plan.target.arch.lambda_name(),
+        "package": plan.project.package, "extras": plan.extras, "all_extras": plan.all_extras,
+        "groups": plan.groups,
+    }))
+}
+
+fn provenance_annotations(
+    plan: &Plan,
+    base_name: &str,
+    base_digest: &str,
+    epoch: u64,
+    uv_version: &str,
+) -> Result<BTreeMap<String, String>> {
+    use provenance::*;
+    let mut a = BTreeMap::new();
+    a.insert(BASE_NAME.to_string(), base_name.to_string());
+    a.insert(BASE_DIGEST.to_string(), base_digest.to_string());
+    a.insert(CREATED.to_string(), image::rfc3339(epoch)?);
+    a.insert(VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    a.insert(LOCK.to_string(), sha_hex(&plan.project.lock));
+    a.insert(HANDLER.to_string(), plan.handler_text.clone());
+    a.insert(PYTHON.to_string(), plan.target.python.to_string());
+    a.insert(UV.to_string(), uv_version.to_string());
+    a.insert(
+        BYTECODE.to_string(),
+        plan.interpreter
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |i| i.version.clone()),
+    );
+    a.insert(SETTINGS.to_string(), settings_digest(plan));
+    let (revision, source) = git_facts(&plan.project.root);
+    if let Some(r) = revision {
+        a.insert(REVISION.to_string(), r);
+    }
+    if let Some(s) = source {
+        a.insert(SOURCE.to_string(), s);
+    }
+    Ok(a)
 }
 
 fn created_by(kind: &str, plan: &Plan) -> String {

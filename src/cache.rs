@@ -113,7 +113,8 @@ impl Cache {
         let entry: TagEntry = serde_json::from_slice(&bytes).ok()?;
         if let Some(max_age) = max_age {
             let now = now_secs();
-            if now.saturating_sub(entry.resolved_at) > max_age.as_secs() {
+            // `>=`, so a zero TTL means "always resolve again", even within one second.
+            if now.saturating_sub(entry.resolved_at) >= max_age.as_secs() {
                 return None;
             }
         }

@@ -37,6 +37,28 @@ enum Command {
     Lint(LintArgs),
     /// Run the built image locally in a sandbox, as Lambda would; prints the response.
     Invoke(InvokeArgs),
+    /// Rebuild the project as the image records and compare; exit 0 reproducible, 1 not.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    image: String,
+    /// The uv project to rebuild [default: current directory].
+    project_dir: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingArgs,
+    /// Rebuild this workspace member's Lambda.
+    #[arg(long)]
+    package: Option<String>,
+    #[arg(long)]
+    extra: Vec<String>,
+    #[arg(long)]
+    all_extras: bool,
+    #[arg(long)]
+    group: Vec<String>,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -143,6 +165,9 @@ struct BuildArgs {
     project_dir: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingArgs,
+    /// Also write a CycloneDX SBOM of the installed distributions, as an OCI referrer.
+    #[arg(long)]
+    sbom: bool,
     /// OCI image layout to write [default: <PROJECT_DIR>/.ocilambda/image].
     #[arg(long)]
     output: Option<PathBuf>,
@@ -265,6 +290,7 @@ struct PushArgs {
 struct LoginArgs {
     /// The registry host, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com.
     registry: String,
+    /// The user name (`AWS` for ECR, with `aws ecr get-login-password` as the password).
     #[arg(long, short)]
     username: String,
     /// Read the password from stdin (the only way: it never appears in the process list).
@@ -377,6 +403,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?,
         )),
+        Command::Verify(a) => Ok(report(
+            ocilambda::audit::verify::verify_command(ocilambda::audit::verify::VerifyRequest {
+                image: a.image,
+                project_dir: a.project_dir.unwrap_or_else(|| PathBuf::from(".")),
+                cli: a.settings.settings(),
+                package: a.package,
+                extras: a.extra,
+                all_extras: a.all_extras,
+                groups: a.group,
+                insecure_registries: a.audit.insecure_registry,
+                json: a.audit.json,
+            })
+            .await?,
+        )),
         Command::Lint(a) => Ok(report(
             ocilambda::audit::lint_command(&a.image, a.audit.json, &a.audit.insecure_registry)
                 .await?,
@@ -458,7 +498,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::set_quiet(args.quiet);
             let request = build::BuildRequest {
                 project_dir: args.project_dir.unwrap_or_else(|| PathBuf::from(".")),
-                cli: args.settings.settings(),
+                cli: Settings {
+                    sbom: args.sbom.then_some(true),
+                    ..args.settings.settings()
+                },
                 output: args.output,
                 package: args.package,
                 extras: args.extra,
@@ -468,6 +511,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pull: args.pull,
                 offline: args.offline,
                 insecure_registries: args.insecure_registry,
+                epoch: None,
+                base_digest: None,
             };
             let summary = build::build(request).await?;
             if args.json {

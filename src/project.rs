@@ -32,6 +32,8 @@ pub struct Project {
     /// The project whose Lambda is built: the root, or the member named by `--package`.
     pub dir: PathBuf,
     pub name: String,
+    /// `[project] version`, when static.
+    pub version: Option<String>,
     /// `--package`, when building a workspace member.
     pub package: Option<String>,
     pub requires_python: Option<String>,
@@ -156,6 +158,10 @@ impl Project {
             .and_then(|n| n.as_str())
             .map(normalize_name)
             .with_context(|| format!("{}/pyproject.toml has no [project] name", dir.display()))?;
+        let version = project
+            .and_then(|p| p.get("version"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let requires_python = project
             .and_then(|p| p.get("requires-python"))
             .and_then(|r| r.as_str())
@@ -172,6 +178,7 @@ impl Project {
             root,
             dir,
             name,
+            version,
             package: package.map(str::to_string),
             requires_python,
             settings,
@@ -419,6 +426,7 @@ mod tests {
             root: PathBuf::from("/p"),
             dir: PathBuf::from("/p"),
             name: "p".into(),
+            version: None,
             package: None,
             requires_python: requires.map(str::to_string),
             settings: Settings::default(),

@@ -175,6 +175,12 @@ pub async fn push(req: PushRequest) -> Result<PushSummary> {
             output::short_digest(&image.digest)
         ));
     }
+    for artifact in sink::push_referrers(&client, &image, &dest).await? {
+        output::status(&format!(
+            "Attached {artifact} to {}",
+            output::short_digest(&image.digest)
+        ));
+    }
     Ok(PushSummary {
         reference: format!("{name}@{}", image.digest),
         registry: dest.registry,

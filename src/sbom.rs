@@ -226,6 +226,43 @@ pub fn generate(
     Ok(crate::image::canonical_json(&value))
 }
 
+/// The OCI 1.1 artifact manifest that attaches `sbom` to the image manifest `subject`
+/// (digest, size): an empty config and the SBOM as its one layer.
+pub fn referrer(
+    sbom: &[u8],
+    subject_digest: &str,
+    subject_size: usize,
+    epoch: u64,
+) -> Result<crate::sink::layout::Referrer> {
+    const EMPTY: &[u8] = b"{}";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": MEDIA_TYPE,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": crate::digest::of_bytes(EMPTY),
+            "size": EMPTY.len(),
+        },
+        "layers": [{
+            "mediaType": MEDIA_TYPE,
+            "digest": crate::digest::of_bytes(sbom),
+            "size": sbom.len(),
+        }],
+        "subject": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": subject_digest,
+            "size": subject_size,
+        },
+        "annotations": {"org.opencontainers.image.created": crate::image::rfc3339(epoch)?},
+    });
+    Ok(crate::sink::layout::Referrer {
+        manifest: crate::image::canonical_json(&manifest),
+        artifact_type: MEDIA_TYPE.to_string(),
+        blobs: vec![EMPTY.to_vec(), sbom.to_vec()],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

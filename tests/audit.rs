@@ -411,3 +411,254 @@ fn audit_commands_report_bad_input_with_exit_2() {
         "an index cannot be diffed as an image"
     );
 }
+
+// ---------------------------------------------------------------------------
+// verify and the SBOM
+// ---------------------------------------------------------------------------
+
+#[test]
+fn verify_reproduces_a_build_and_names_a_tampered_file() {
+    let f = fixture();
+    let p = f.project("p");
+    let layout = f.layout("img");
+    // Built with a flag the project config does not carry: verify must replay it from
+    // what the image records.
+    let digest = build(
+        &f.cache,
+        &p,
+        &layout,
+        &["--handler", "pkgapp.handler.handler"],
+    );
+    let out = cmd(
+        &f.cache,
+        &["verify", layout.to_str().unwrap(), p.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text(&out).trim(), format!("reproducible {digest}"));
+
+    let handler = p.join("src/pkgapp/handler.py");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&handler)
+        .unwrap();
+    writeln!(file, "TAMPERED = True").unwrap();
+    let out = cmd(
+        &f.cache,
+        &["verify", layout.to_str().unwrap(), p.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("var/task/pkgapp/handler.py"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn verify_refuses_an_image_without_provenance() {
+    let f = fixture();
+    let layout = good(&f, "noprov");
+    mutate(
+        &layout,
+        |m, _| m["annotations"] = serde_json::json!({}),
+        None,
+    );
+    let out = cmd(
+        &f.cache,
+        &[
+            "verify",
+            layout.to_str().unwrap(),
+            f.project("q").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("records no"));
+}
+
+#[test]
+fn provenance_annotations_record_the_build_without_machine_details() {
+    let f = fixture();
+    let p = f.project("p");
+    let layout = f.layout("img");
+    build(&f.cache, &p, &layout, &[]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(blob_path(
+            &layout,
+            index["manifests"][0]["digest"].as_str().unwrap(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let a = &m["annotations"];
+    let lock = std::fs::read(p.join("uv.lock")).unwrap();
+    assert_eq!(a["dev.ocilambda.uv-lock.sha256"], sha256_hex(&lock));
+    assert_eq!(a["dev.ocilambda.handler"], "pkgapp.handler.handler");
+    assert_eq!(a["dev.ocilambda.python"], "3.11");
+    assert!(a["dev.ocilambda.uv"].as_str().unwrap().starts_with("0."));
+    assert!(
+        a["dev.ocilambda.bytecode"]
+            .as_str()
+            .unwrap()
+            .starts_with("3.11.")
+    );
+    let text = serde_json::to_string(&m).unwrap();
+    for machine in [
+        p.to_str().unwrap(),
+        f.cache.to_str().unwrap(),
+        "/tmp",
+        "/root",
+        "/home",
+    ] {
+        assert!(!text.contains(machine), "manifest mentions {machine}");
+    }
+}
+
+#[test]
+fn sbom_is_deterministic_and_lists_exactly_the_installed_distributions() {
+    let f = fixture();
+    let sboms: Vec<Vec<u8>> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let dir = f.tmp.path().join(format!("fa-{n}"));
+            copy_project("fastapi-app", &dir);
+            let layout = f.layout(&format!("sbom-{n}"));
+            let cache = f.tmp.path().join(format!("cache-{n}"));
+            build(&cache, &dir, &layout, &["--sbom"]);
+            validate_layout(&layout);
+            let index: Value =
+                serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+            let entry = &index["manifests"][1];
+            assert_eq!(entry["artifactType"], "application/vnd.cyclonedx+json");
+            let art: Value = serde_json::from_slice(
+                &std::fs::read(blob_path(&layout, entry["digest"].as_str().unwrap())).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(art["subject"]["digest"], index["manifests"][0]["digest"]);
+            std::fs::read(blob_path(
+                &layout,
+                art["layers"][0]["digest"].as_str().unwrap(),
+            ))
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(sboms[0], sboms[1], "two builds, byte-identical SBOMs");
+    let sbom: Value = serde_json::from_slice(&sboms[0]).unwrap();
+    assert_eq!(sbom["specVersion"], "1.5");
+    let mut listed: Vec<String> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}=={}",
+                c["name"].as_str().unwrap(),
+                c["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    listed.sort();
+    // Independently: what `uv export` says the lock installs for this project.
+    let export = std::process::Command::new("uv")
+        .args([
+            "export",
+            "--locked",
+            "--no-dev",
+            "--no-hashes",
+            "--no-emit-project",
+            "--no-header",
+            "--no-annotate",
+        ])
+        .current_dir(f.tmp.path().join("fa-a"))
+        .output()
+        .unwrap();
+    let mut expected: Vec<String> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(';').next().unwrap().trim().to_string())
+        .filter(|l| !l.starts_with("colorama")) // win32-only: never installed on Lambda
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for c in sbom["components"].as_array().unwrap() {
+        assert_eq!(c["hashes"][0]["alg"], "SHA-256", "{c}");
+    }
+}
+
+#[test]
+fn pushed_image_verifies_and_its_sbom_is_a_referrer_behind_the_fallback_tag() {
+    let f = fixture();
+    let p = f.project("p");
+    let layout = f.layout("img");
+    let digest = build(&f.cache, &p, &layout, &["--sbom"]);
+    let repo = format!("{}/audit-tests/sbom", shared_registry().addr);
+    let out = cmd(
+        &f.cache,
+        &[
+            "push",
+            &format!("{repo}:v1"),
+            "--layout",
+            layout.to_str().unwrap(),
+            "--project",
+            p.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text(&out).trim(), format!("{repo}@{digest}"));
+
+    // The tag still names the single-platform image manifest, not an index.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{repo}:v1"),
+    ]);
+    let tagged: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(tagged["mediaType"], OCI_MANIFEST);
+    assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), digest);
+    // distribution 2.8 has no referrers API: the tag-schema fallback lists the SBOM.
+    let fallback = format!("docker://{repo}:sha256-{}", &digest[7..]);
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &fallback]);
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    validate(Schema::Index, &raw.stdout);
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.cyclonedx+json"
+    );
+    let sbom_manifest = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!(
+            "docker://{repo}@{}",
+            index["manifests"][0]["digest"].as_str().unwrap()
+        ),
+    ]);
+    let sbom_manifest: Value = serde_json::from_slice(&sbom_manifest.stdout).unwrap();
+    assert_eq!(sbom_manifest["subject"]["digest"], digest.as_str());
+
+    // An auditor verifies the registry image against the project.
+    let out = cmd(
+        &f.cache,
+        &["verify", &format!("{repo}:v1"), p.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text(&out).trim(), format!("reproducible {digest}"));
+}

@@ -483,6 +483,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// The scopes of one token request, and whether it carried valid credentials.
+type TokenRequest = (Vec<String>, bool);
+
 const TOKEN_SERVICE: &str = "ocilambda-test-registry";
 const TOKEN_ISSUER: &str = "ocilambda-test-issuer";
 
@@ -492,8 +495,7 @@ const TOKEN_ISSUER: &str = "ocilambda-test-issuer";
 struct TokenServer {
     addr: String,
     dir: tempfile::TempDir,
-    /// The scopes of each token request, and whether it carried valid credentials.
-    requests: Arc<Mutex<Vec<(Vec<String>, bool)>>>,
+    requests: Arc<Mutex<Vec<TokenRequest>>>,
 }
 
 impl TokenServer {
@@ -567,12 +569,13 @@ fn b64url(bytes: &[u8]) -> String {
 fn answer_token_request(
     conn: TcpStream,
     key_dir: &Path,
-    requests: &Mutex<Vec<(Vec<String>, bool)>>,
+    requests: &Mutex<Vec<TokenRequest>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut first = String::new();
     reader.read_line(&mut first)?;
     let mut authorized = false;
+    let mut wrong_credentials = false;
     loop {
         let mut line = String::new();
         reader.read_line(&mut line)?;
@@ -583,6 +586,7 @@ fn answer_token_request(
             && k.eq_ignore_ascii_case("authorization")
         {
             authorized = v.trim() == format!("Basic {}", basic_auth(USER, PASSWORD));
+            wrong_credentials = !authorized;
         }
     }
     let target = first.split_whitespace().nth(1).unwrap_or_default();
@@ -594,6 +598,14 @@ fn answer_token_request(
         .collect();
     requests.lock().unwrap().push((scopes.clone(), authorized));
     let mut conn = conn;
+    if wrong_credentials {
+        let body = r#"{"details":"incorrect username or password"}"#;
+        return write!(
+            conn,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
     // Anonymous callers get a token that grants nothing, as Docker Hub's server does.
     let access: Vec<Value> = if authorized {
         scopes
@@ -955,9 +967,11 @@ fn push_with_bearer_tokens_from_a_token_server() {
     let out = home.push(&[&reference]);
     assert_user_error(&out, "not authorised");
 
-    home.write_docker_config(&serde_json::json!({
-        "auths": {registry.addr.as_str(): {"username": USER, "password": PASSWORD}}
-    }));
+    // `login` checks the password with the token server before storing it.
+    let out = home.login(&registry.addr, "not-the-password", &[]);
+    assert_user_error(&out, "not authorised");
+    assert_ok(&home.login(&registry.addr, PASSWORD, &[]));
+    tokens.requests.lock().unwrap().clear();
     let out = home.push(&[&reference]);
     let printed = assert_ok(&out);
     assert_eq!(printed, format!("{reference}@{}", b.digest));

@@ -11,6 +11,7 @@ pub mod files;
 pub mod inspect;
 pub mod lint;
 pub mod source;
+pub mod verify;
 
 /// What an audit command prints on stdout, and whether its verdict is positive (exit 0)
 /// or negative (exit 1: images differ, lint errors).

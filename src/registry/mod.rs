@@ -777,6 +777,33 @@ impl Client {
         }
     }
 
+    /// Whether the repository serves the OCI 1.1 referrers API for `digest`. Registries
+    /// without it (distribution 2.8 answers 404) need the tag-schema fallback.
+    pub async fn referrers_api(&self, registry: &str, repo: &str, digest: &str) -> Result<bool> {
+        let path = format!("referrers/{digest}");
+        let scope = push_scope(repo);
+        let what = format!("asking {registry}/{repo} for the referrers of {digest}");
+        let response = self
+            .send(Request {
+                method: Method::GET,
+                registry,
+                endpoint: Endpoint::Api { repo, path: &path },
+                headers: vec![(ACCEPT, MEDIA_OCI_INDEX.into())],
+                body: None,
+                scope: &scope,
+                retry: true,
+                upload: None,
+            })
+            .await
+            .with_context(|| what.clone())?;
+        let is_index = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(MEDIA_OCI_INDEX));
+        Ok(response.status().is_success() && is_index)
+    }
+
     /// The Location of an upload session response, made absolute.
     fn session_url(response: &reqwest::Response, what: &str) -> Result<Url> {
         let location = response
@@ -887,7 +914,6 @@ impl Client {
         repo: &str,
         blob: BlobPush<'_>,
     ) -> Result<Pushed> {
-        let what = format!("blob {}", blob.digest);
         let scope = push_scope(repo);
         if self
             .blob_exists(registry, repo, blob.digest, &scope)
@@ -899,7 +925,7 @@ impl Client {
         if let Some(from) = blob.mount_from.filter(|f| *f != repo) {
             // One token for both repositories: pull from the source, push to the target.
             let mount_scope = format!("{scope} repository:{from}:pull");
-            let starting = format!("mounting {what} from {registry}/{from}");
+            let starting = format!("mounting it from {registry}/{from}");
             match self
                 .start_upload(
                     registry,
@@ -925,7 +951,7 @@ impl Client {
             let (url, put_scope) = match session.take() {
                 Some(s) => s,
                 None => {
-                    let starting = format!("starting the upload of {what} to {registry}/{repo}");
+                    let starting = "starting the upload".to_string();
                     let url = self
                         .start_upload(registry, repo, blob.digest, None, &scope, &starting)
                         .await?
@@ -984,14 +1010,7 @@ impl Client {
                     (format!("registry answered {status} ({detail})"), wait)
                 }
                 Ok(r) => {
-                    return Err(self
-                        .fail(
-                            format!("uploading {what} to {registry}/{repo}"),
-                            registry,
-                            repo,
-                            r,
-                        )
-                        .await);
+                    return Err(self.fail("uploading".to_string(), registry, repo, r).await);
                 }
                 Err(e) if source_failed.load(Ordering::Relaxed) => return Err(e),
                 Err(e) => (crate::error::one_line(&e), None),
@@ -1006,10 +1025,7 @@ impl Client {
             }
             if attempt >= ATTEMPTS {
                 bail!(hint(
-                    format!(
-                        "uploading {what} ({}) to {registry}/{repo} failed {ATTEMPTS} times; last: {failure}",
-                        crate::output::size(blob.size)
-                    ),
+                    format!("the upload failed {ATTEMPTS} times; last: {failure}"),
                     "the registry or the network is failing; try again later"
                 ));
             }

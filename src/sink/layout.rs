@@ -27,10 +27,26 @@ fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Write `image` as the only image (ref name `latest`) of the layout at `dest`.
-/// `with_blobs` lists the layer digests whose blobs go in (all new layers, plus the
-/// base's with `--complete`); each must be in the cache.
-pub fn write(dest: &Path, image: &Image, cache: &Cache, with_blobs: &[String]) -> Result<()> {
+/// An artifact that refers to the image (OCI 1.1 `subject`), e.g. its SBOM: listed in
+/// `index.json` next to the image, as OCI layouts hold referrers.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub manifest: Vec<u8>,
+    pub artifact_type: String,
+    /// Every blob the manifest references (config and layers).
+    pub blobs: Vec<Vec<u8>>,
+}
+
+/// Write `image` as the only image (ref name `latest`) of the layout at `dest`, plus its
+/// `referrers`. `with_blobs` lists the layer digests whose blobs go in (all new layers,
+/// plus the base's with `--complete`); each must be in the cache.
+pub fn write(
+    dest: &Path,
+    image: &Image,
+    cache: &Cache,
+    with_blobs: &[String],
+    referrers: &[Referrer],
+) -> Result<()> {
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -62,16 +78,29 @@ pub fn write(dest: &Path, image: &Image, cache: &Cache, with_blobs: &[String]) -
         place_blob(cache, digest, &blobs)?;
     }
     let config: serde_json::Value = serde_json::from_slice(&image.config)?;
+    let mut manifests = vec![serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": image.manifest_digest,
+        "size": image.manifest.len(),
+        "platform": {"os": config["os"], "architecture": config["architecture"]},
+        "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
+    })];
+    for r in referrers {
+        for blob in r.blobs.iter().chain(std::iter::once(&r.manifest)) {
+            let digest = crate::digest::of_bytes(blob);
+            std::fs::write(blobs.join(crate::digest::hex_part(&digest)?), blob)?;
+        }
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": crate::digest::of_bytes(&r.manifest),
+            "size": r.manifest.len(),
+            "artifactType": r.artifact_type,
+        }));
+    }
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": image.manifest_digest,
-            "size": image.manifest.len(),
-            "platform": {"os": config["os"], "architecture": config["architecture"]},
-            "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
-        }],
+        "manifests": manifests,
     });
     std::fs::write(
         tmp.path().join("index.json"),
@@ -99,7 +128,8 @@ pub fn write(dest: &Path, image: &Image, cache: &Cache, with_blobs: &[String]) -
     Ok(())
 }
 
-/// The manifest digest the layout's `index.json` names (first entry).
+/// The image manifest digest the layout's `index.json` names (its first entry; referrers
+/// such as the SBOM follow it).
 pub fn read_manifest_digest(dir: &Path) -> Result<String> {
     let index: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("index.json"))

@@ -379,3 +379,127 @@ async fn push_one(
     observer.finished(&report);
     Ok(report)
 }
+
+/// Push the layout's referrers of the image (e.g. the SBOM `build --sbom` wrote): their
+/// blobs, then their manifests by digest. Where the registry lacks the referrers API, the
+/// OCI 1.1 tag-schema fallback keeps an index of them at tag `sha256-<image hex>`. The
+/// image's own tags are never touched, so they still name the single-platform manifest.
+/// Returns the artifact types pushed.
+pub async fn push_referrers(
+    client: &Client,
+    image: &LayoutImage,
+    dest: &Destination,
+) -> Result<Vec<String>> {
+    let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(image.dir.join("index.json"))?)?;
+    let mut pushed = Vec::new();
+    let mut descriptors = Vec::new();
+    for entry in index["manifests"].as_array().into_iter().flatten().skip(1) {
+        let (Some(digest), Some(artifact_type)) =
+            (entry["digest"].as_str(), entry["artifactType"].as_str())
+        else {
+            continue;
+        };
+        let bytes = std::fs::read(image.blob_path(digest)?)?;
+        if crate::digest::of_bytes(&bytes) != digest {
+            bail!(hint(
+                format!(
+                    "the referrer manifest {digest} in {} does not match its digest",
+                    image.dir.display()
+                ),
+                "the layout is damaged: run `ocilambda build` again"
+            ));
+        }
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if manifest["subject"]["digest"].as_str() != Some(image.digest.as_str()) {
+            continue;
+        }
+        // Already there (and indexed, since that step follows the manifest): nothing to do.
+        if client
+            .manifest_digest(registry, repo, digest)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        let blobs = std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten());
+        for b in blobs {
+            let d = b["digest"]
+                .as_str()
+                .context("referrer descriptor without digest")?;
+            let source = BlobSource::File(image.blob_path(d)?);
+            client
+                .push_blob(
+                    registry,
+                    repo,
+                    BlobPush {
+                        digest: d,
+                        size: b["size"].as_u64().unwrap_or(0),
+                        source: &source,
+                        mount_from: None,
+                        progress: std::sync::Arc::new(|_| {}),
+                    },
+                )
+                .await?;
+        }
+        client
+            .put_manifest(
+                registry,
+                repo,
+                digest,
+                &bytes,
+                crate::registry::MEDIA_OCI_MANIFEST,
+                digest,
+            )
+            .await?;
+        descriptors.push(serde_json::json!({
+            "mediaType": crate::registry::MEDIA_OCI_MANIFEST,
+            "digest": digest,
+            "size": bytes.len(),
+            "artifactType": artifact_type,
+        }));
+        pushed.push(artifact_type.to_string());
+    }
+    if descriptors.is_empty() || client.referrers_api(registry, repo, &image.digest).await? {
+        return Ok(pushed);
+    }
+    // Tag-schema fallback: merge ours into whatever index the tag already holds.
+    let tag = format!("sha256-{}", crate::digest::hex_part(&image.digest)?);
+    let reference =
+        crate::registry::Reference::with_tag(registry.to_string(), repo.to_string(), tag.clone());
+    let mut manifests: Vec<serde_json::Value> =
+        match client.manifest_digest(registry, repo, &tag).await? {
+            Some(_) => {
+                let existing = client.get_manifest(&reference).await?;
+                serde_json::from_slice::<serde_json::Value>(&existing.bytes)?["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+    for d in descriptors {
+        if !manifests.iter().any(|m| m["digest"] == d["digest"]) {
+            manifests.push(d);
+        }
+    }
+    let fallback = crate::image::canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::registry::MEDIA_OCI_INDEX,
+        "manifests": manifests,
+    }));
+    let digest = crate::digest::of_bytes(&fallback);
+    client
+        .put_manifest(
+            registry,
+            repo,
+            &tag,
+            &fallback,
+            crate::registry::MEDIA_OCI_INDEX,
+            &digest,
+        )
+        .await?;
+    Ok(pushed)
+}
