@@ -6,6 +6,7 @@
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::registry::{self, Client, Reference};
+use crate::source;
 use crate::target::Arch;
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
@@ -15,6 +16,19 @@ pub struct Descriptor {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
+}
+
+impl Descriptor {
+    /// A manifest's `{mediaType, digest, size}`, checked, with the OCI media type.
+    pub fn from_json(v: &serde_json::Value) -> Result<Descriptor> {
+        let digest = v["digest"].as_str().context("descriptor without digest")?;
+        crate::digest::hex_part(digest)?;
+        Ok(Descriptor {
+            media_type: oci_media_type(v["mediaType"].as_str().unwrap_or_default()),
+            digest: digest.to_string(),
+            size: v["size"].as_u64().context("descriptor without size")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,17 +116,6 @@ fn is_index(value: &serde_json::Value) -> bool {
     }
 }
 
-fn platform_of(d: &serde_json::Value) -> (String, String) {
-    let p = d.get("platform");
-    let field = |k: &str| {
-        p.and_then(|p| p.get(k))
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string()
-    };
-    (field("os"), field("architecture"))
-}
-
 /// Resolve `text` for `arch`.
 pub async fn resolve(
     client: &Client,
@@ -159,38 +162,16 @@ pub async fn resolve(
         .with_context(|| format!("base {name}: manifest is not JSON"))?;
 
     let (manifest_digest, manifest) = if is_index(&top_value) {
-        let manifests = top_value
-            .get("manifests")
-            .and_then(|m| m.as_array())
-            .cloned()
-            .unwrap_or_default();
-        let chosen = manifests.iter().find(|d| {
-            let (os, a) = platform_of(d);
-            os == "linux" && a == arch.oci_name()
-        });
-        let Some(chosen) = chosen else {
-            let have: Vec<String> = manifests
-                .iter()
-                .map(|d| {
-                    let (os, a) = platform_of(d);
-                    format!("{os}/{a}")
-                })
-                .collect();
-            bail!(hint(
+        let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
+            hint(
                 format!(
                     "base {name} has no manifest for linux/{} (it has: {})",
                     arch.oci_name(),
                     have.join(", ")
                 ),
-                "choose the other --arch, or a base image built for this architecture"
-            ));
-        };
-        let digest = chosen
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .context("index entry without digest")?
-            .to_string();
-        crate::digest::hex_part(&digest)?;
+                "choose the other --arch, or a base image built for this architecture",
+            )
+        })?;
         let (bytes, hit) = manifest_by_digest(client, cache, &reference, &digest, fetch)
             .await
             .with_context(|| format!("reading base {name} (linux/{})", arch.oci_name()))?;
@@ -210,26 +191,7 @@ pub async fn resolve(
             "use an OCI or Docker v2 schema 2 image"
         ));
     }
-    let descriptor = |v: &serde_json::Value| -> Result<Descriptor> {
-        let digest = v
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .context("descriptor without digest")?;
-        crate::digest::hex_part(digest)?;
-        Ok(Descriptor {
-            media_type: oci_media_type(
-                v.get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default(),
-            ),
-            digest: digest.to_string(),
-            size: v
-                .get("size")
-                .and_then(|s| s.as_u64())
-                .context("descriptor without size")?,
-        })
-    };
-    let config_desc = descriptor(
+    let config_desc = Descriptor::from_json(
         manifest
             .get("config")
             .context("base manifest has no config")?,
@@ -245,17 +207,9 @@ pub async fn resolve(
         )),
         None => {
             from_cache = false;
-            let path = cache.blob_path(&config_desc.digest)?;
-            client
-                .get_blob_to(
-                    reference.registry(),
-                    reference.repository(),
-                    &config_desc.digest,
-                    &path,
-                )
+            source::fetch_small_blob(client, cache, &reference, &config_desc.digest)
                 .await
-                .with_context(|| format!("fetching the config of base {name}"))?;
-            std::fs::read(&path)?
+                .with_context(|| format!("fetching the config of base {name}"))?
         }
     };
     let config_value: serde_json::Value = serde_json::from_slice(&config)?;
@@ -277,7 +231,7 @@ pub async fn resolve(
         .and_then(|l| l.as_array())
         .context("base manifest has no layers")?
         .iter()
-        .map(descriptor)
+        .map(Descriptor::from_json)
         .collect::<Result<Vec<_>>>()?;
     Ok(BaseImage {
         reference,

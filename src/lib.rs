@@ -6,6 +6,7 @@
 //! → [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
 //! and [`push`] wire the steps together for the CLI, [`package`] makes Lambda zips from
 //! the same staging, [`login`] keeps credentials, [`invoke`] runs a built image locally.
+//! [`source`] reads an existing image (layout or registry) for [`audit`] and [`invoke`].
 
 pub mod audit;
 pub mod base;
@@ -25,6 +26,7 @@ pub mod push;
 pub mod registry;
 pub mod sbom;
 pub mod sink;
+pub mod source;
 pub mod stage;
 pub mod target;
 pub mod tree;

@@ -48,15 +48,8 @@ struct VerifyArgs {
     project_dir: Option<PathBuf>,
     #[command(flatten)]
     settings: SettingArgs,
-    /// Rebuild this workspace member's Lambda.
-    #[arg(long)]
-    package: Option<String>,
-    #[arg(long)]
-    extra: Vec<String>,
-    #[arg(long)]
-    all_extras: bool,
-    #[arg(long)]
-    group: Vec<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     #[command(flatten)]
     audit: AuditArgs,
 }
@@ -106,11 +99,32 @@ fn report(r: ocilambda::audit::Report) -> ExitCode {
     }
 }
 
+/// The settings of an image build (`build`, `verify`).
 #[derive(Args)]
 struct SettingArgs {
     /// Base image [default: public.ecr.aws/lambda/python:<python-version>].
     #[arg(long)]
     base: Option<String>,
+    #[command(flatten)]
+    function: FunctionArgs,
+    /// How long a cached base tag resolution is trusted [default: 24h].
+    #[arg(long)]
+    base_ttl: Option<String>,
+}
+
+impl SettingArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            base: self.base.clone(),
+            base_ttl: self.base_ttl.clone(),
+            ..self.function.settings()
+        }
+    }
+}
+
+/// The settings images and zips share: the function's runtime, handler and files.
+#[derive(Args)]
+struct FunctionArgs {
     /// Target Python version (3.10-3.14).
     #[arg(long)]
     python_version: Option<String>,
@@ -126,21 +140,19 @@ struct SettingArgs {
     /// App files to leave out (globs); repeatable.
     #[arg(long)]
     exclude: Vec<String>,
-    /// Compile hash-based bytecode with an interpreter of the target version [default].
+    /// Compile hash-based bytecode with an interpreter of the target version [default for
+    /// images].
     #[arg(long, overrides_with = "no_compile_bytecode")]
     compile_bytecode: bool,
+    /// Ship sources only [default for zips].
     #[arg(long, overrides_with = "compile_bytecode")]
     no_compile_bytecode: bool,
-    /// How long a cached base tag resolution is trusted [default: 24h].
-    #[arg(long)]
-    base_ttl: Option<String>,
 }
 
-impl SettingArgs {
+impl FunctionArgs {
     fn settings(&self) -> Settings {
         let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         Settings {
-            base: self.base.clone(),
             python_version: self.python_version.clone(),
             handler: self.handler.clone(),
             arch: self.arch.clone(),
@@ -153,10 +165,27 @@ impl SettingArgs {
             } else {
                 None
             },
-            base_ttl: self.base_ttl.clone(),
             ..Default::default()
         }
     }
+}
+
+/// Which of the project's Lambdas, with which optional dependencies (`build`, `zip`,
+/// `verify`).
+#[derive(Args)]
+struct SelectArgs {
+    /// The Lambda of this workspace member [default: the workspace root's].
+    #[arg(long)]
+    package: Option<String>,
+    /// Include an optional dependency group of the project; repeatable.
+    #[arg(long)]
+    extra: Vec<String>,
+    /// Include every optional dependency group of the project.
+    #[arg(long)]
+    all_extras: bool,
+    /// Include a dependency group; repeatable.
+    #[arg(long)]
+    group: Vec<String>,
 }
 
 #[derive(Args)]
@@ -171,17 +200,8 @@ struct BuildArgs {
     /// OCI image layout to write [default: <PROJECT_DIR>/.ocilambda/image].
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Build the Lambda of this workspace member.
-    #[arg(long)]
-    package: Option<String>,
-    /// Include an optional dependency group of the project; repeatable.
-    #[arg(long)]
-    extra: Vec<String>,
-    #[arg(long)]
-    all_extras: bool,
-    /// Include a dependency group; repeatable.
-    #[arg(long)]
-    group: Vec<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Also copy every base-layer blob into the layout (self-contained).
     #[arg(long)]
     complete: bool,
@@ -206,27 +226,8 @@ struct BuildArgs {
 struct ZipArgs {
     /// The uv project (workspace root) [default: current directory].
     project_dir: Option<PathBuf>,
-    /// Target Python version (3.10-3.14).
-    #[arg(long)]
-    python_version: Option<String>,
-    /// The Lambda handler, MODULE.FUNCTION.
-    #[arg(long)]
-    handler: Option<String>,
-    /// x86_64 or arm64 (amd64/aarch64 accepted) [default: x86_64].
-    #[arg(long)]
-    arch: Option<String>,
-    /// Extra app files (globs relative to the app root); repeatable.
-    #[arg(long)]
-    include: Vec<String>,
-    /// App files to leave out (globs); repeatable.
-    #[arg(long)]
-    exclude: Vec<String>,
-    /// Compile hash-based bytecode with an interpreter of the target version.
-    #[arg(long, overrides_with = "no_compile_bytecode")]
-    compile_bytecode: bool,
-    /// Ship sources only [default for zips].
-    #[arg(long, overrides_with = "compile_bytecode")]
-    no_compile_bytecode: bool,
+    #[command(flatten)]
+    function: FunctionArgs,
     /// The zip to write [default: <PROJECT_DIR>/.ocilambda/package.zip]; with --layer, the
     /// directory for both zips [default: <PROJECT_DIR>/.ocilambda/].
     #[arg(long)]
@@ -234,17 +235,8 @@ struct ZipArgs {
     /// Write layer_content.zip (dependencies, for a Lambda layer) and app.zip (app code).
     #[arg(long)]
     layer: bool,
-    /// Zip the Lambda of this workspace member.
-    #[arg(long)]
-    package: Option<String>,
-    /// Include an optional dependency group of the project; repeatable.
-    #[arg(long)]
-    extra: Vec<String>,
-    #[arg(long)]
-    all_extras: bool,
-    /// Include a dependency group; repeatable.
-    #[arg(long)]
-    group: Vec<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     /// Never touch the network (packages must be in uv's cache).
     #[arg(long)]
     offline: bool,
@@ -408,10 +400,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 image: a.image,
                 project_dir: a.project_dir.unwrap_or_else(|| PathBuf::from(".")),
                 cli: a.settings.settings(),
-                package: a.package,
-                extras: a.extra,
-                all_extras: a.all_extras,
-                groups: a.group,
+                package: a.select.package,
+                extras: a.select.extra,
+                all_extras: a.select.all_extras,
+                groups: a.select.group,
                 insecure_registries: a.audit.insecure_registry,
                 json: a.audit.json,
             })
@@ -458,30 +450,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Zip(args) => {
             output::set_quiet(args.quiet);
-            let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
             let request = package::ZipRequest {
                 project_dir: args.project_dir.unwrap_or_else(|| PathBuf::from(".")),
-                cli: Settings {
-                    python_version: args.python_version,
-                    handler: args.handler,
-                    arch: args.arch,
-                    include: non_empty(args.include),
-                    exclude: non_empty(args.exclude),
-                    compile_bytecode: if args.compile_bytecode {
-                        Some(true)
-                    } else if args.no_compile_bytecode {
-                        Some(false)
-                    } else {
-                        None
-                    },
-                    ..Default::default()
-                },
+                cli: args.function.settings(),
                 output: args.output,
                 layer: args.layer,
-                package: args.package,
-                extras: args.extra,
-                all_extras: args.all_extras,
-                groups: args.group,
+                package: args.select.package,
+                extras: args.select.extra,
+                all_extras: args.select.all_extras,
+                groups: args.select.group,
                 offline: args.offline,
             };
             let summary = package::zip(request)?;
@@ -503,10 +480,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..args.settings.settings()
                 },
                 output: args.output,
-                package: args.package,
-                extras: args.extra,
-                all_extras: args.all_extras,
-                groups: args.group,
+                package: args.select.package,
+                extras: args.select.extra,
+                all_extras: args.select.all_extras,
+                groups: args.select.group,
                 complete: args.complete,
                 pull: args.pull,
                 offline: args.offline,

@@ -9,16 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn base() -> String {
-    format!("{}/lambda/python:3.11", shared_registry().addr)
-}
-
 fn cmd(cache: &Path, args: &[&str]) -> Output {
     ocilambda(cache).args(args).output().expect("run ocilambda")
 }
 
 fn build(cache: &Path, project: &Path, layout: &Path, extra: &[&str]) -> String {
-    let base = base();
+    let base = stand_in_base("3.11");
     let mut args = vec![
         "build",
         project.to_str().unwrap(),
@@ -28,27 +24,7 @@ fn build(cache: &Path, project: &Path, layout: &Path, extra: &[&str]) -> String 
         layout.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = cmd(cache, &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}\n{}",
-            text(out),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    assert_ok(&cmd(cache, &args))
 }
 
 struct Fixture {
@@ -86,8 +62,8 @@ fn independent_builds_diff_as_identical() {
         &f.cache,
         &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).starts_with("identical sha256:"));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout_raw(&out));
+    assert!(stdout_raw(&out).starts_with("identical sha256:"));
 }
 
 #[test]
@@ -108,7 +84,7 @@ fn app_edit_diff_names_exactly_that_file() {
         &["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"],
     );
     assert_eq!(out.status.code(), Some(1));
-    let v = json(&out);
+    let v = stdout_json(&out);
     assert_eq!(v["identical"], false);
     let files: Vec<(String, String)> = v["differences"]
         .as_array()
@@ -135,9 +111,9 @@ fn app_edit_diff_names_exactly_that_file() {
         &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
     );
     assert!(
-        text(&out).contains("var/task/pkgapp/handler.py"),
+        stdout_raw(&out).contains("var/task/pkgapp/handler.py"),
         "{}",
-        text(&out)
+        stdout_raw(&out)
     );
 }
 
@@ -156,7 +132,7 @@ fn changed_file_mode_is_reported_as_a_mode_change() {
         &["diff", a.to_str().unwrap(), b.to_str().unwrap(), "--json"],
     );
     assert_eq!(out.status.code(), Some(1));
-    let v = json(&out);
+    let v = stdout_json(&out);
     let mode = v["differences"]
         .as_array()
         .unwrap()
@@ -176,16 +152,12 @@ fn inspect_shows_platform_handler_base_and_layers() {
         &f.cache,
         &["inspect", layout.to_str().unwrap(), "--json", "--files"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = json(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stdout_json(&out);
     assert_eq!(v["digest"], digest.as_str());
     assert_eq!(v["platform"], "linux/amd64");
     assert_eq!(v["handler"], "pkgapp.handler.handler");
-    assert_eq!(v["base_name"], base().as_str());
+    assert_eq!(v["base_name"], stand_in_base("3.11").as_str());
     let layers = v["layers"].as_array().unwrap();
     let app = layers.last().unwrap();
     assert!(app["created_by"].as_str().unwrap().contains("app sources"));
@@ -207,9 +179,9 @@ fn inspect_shows_platform_handler_base_and_layers() {
     );
     let out = cmd(&f.cache, &["inspect", &format!("oci:{}", layout.display())]);
     assert!(
-        text(&out).contains("Handler    pkgapp.handler.handler"),
+        stdout_raw(&out).contains("Handler    pkgapp.handler.handler"),
         "{}",
-        text(&out)
+        stdout_raw(&out)
     );
 }
 
@@ -219,16 +191,16 @@ fn lint_passes_on_our_images() {
     let layout = f.layout("img");
     build(&f.cache, &f.project("p"), &layout, &[]);
     let out = cmd(&f.cache, &["lint", layout.to_str().unwrap(), "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(json(&out)["findings"], serde_json::json!([]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout_raw(&out));
+    assert_eq!(stdout_json(&out)["findings"], serde_json::json!([]));
 }
 
 #[test]
 fn lint_flags_an_index() {
     let f = fixture();
-    let out = cmd(&f.cache, &["lint", &base(), "--json"]);
+    let out = cmd(&f.cache, &["lint", &stand_in_base("3.11"), "--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let v = json(&out);
+    let v = stdout_json(&out);
     assert_eq!(v["findings"][0]["check"], "single-platform");
     assert!(v["findings"][0]["fix"].as_str().unwrap().len() > 10);
 }
@@ -299,8 +271,8 @@ fn tar_with(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
 
 fn lint_checks(f: &Fixture, layout: &Path) -> Vec<String> {
     let out = cmd(&f.cache, &["lint", layout.to_str().unwrap(), "--json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    json(&out)["findings"]
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_raw(&out));
+    stdout_json(&out)["findings"]
         .as_array()
         .unwrap()
         .iter()
@@ -341,9 +313,9 @@ fn lint_flags_a_file_lambda_cannot_read() {
     let out = cmd(&f.cache, &["lint", layout.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out).contains("/var/task/secret.json (0600)"),
+        stdout_raw(&out).contains("/var/task/secret.json (0600)"),
         "{}",
-        text(&out)
+        stdout_raw(&out)
     );
     assert_eq!(lint_checks(&f, &layout), ["permissions"]);
 }
@@ -401,10 +373,13 @@ fn audit_commands_report_bad_input_with_exit_2() {
     let f = fixture();
     let out = cmd(&f.cache, &["inspect", "/nonexistent/layout"]);
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("hint: "), "{err}");
-    let out = cmd(&f.cache, &["diff", &base(), &base()]);
+    let out = cmd(
+        &f.cache,
+        &["diff", &stand_in_base("3.11"), &stand_in_base("3.11")],
+    );
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -437,10 +412,10 @@ fn verify_reproduces_a_build_and_names_a_tampered_file() {
         out.status.code(),
         Some(0),
         "{}\n{}",
-        text(&out),
-        String::from_utf8_lossy(&out.stderr)
+        stdout_raw(&out),
+        stderr(&out)
     );
-    assert_eq!(text(&out).trim(), format!("reproducible {digest}"));
+    assert_eq!(stdout(&out), format!("reproducible {digest}"));
 
     let handler = p.join("src/pkgapp/handler.py");
     let mut file = std::fs::OpenOptions::new()
@@ -452,11 +427,11 @@ fn verify_reproduces_a_build_and_names_a_tampered_file() {
         &f.cache,
         &["verify", layout.to_str().unwrap(), p.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_raw(&out));
     assert!(
-        text(&out).contains("var/task/pkgapp/handler.py"),
+        stdout_raw(&out).contains("var/task/pkgapp/handler.py"),
         "{}",
-        text(&out)
+        stdout_raw(&out)
     );
 }
 
@@ -478,7 +453,7 @@ fn verify_refuses_an_image_without_provenance() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("records no"));
+    assert!(stderr(&out).contains("records no"));
 }
 
 #[test]
@@ -610,12 +585,8 @@ fn pushed_image_verifies_and_its_sbom_is_a_referrer_behind_the_fallback_tag() {
             p.to_str().unwrap(),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(text(&out).trim(), format!("{repo}@{digest}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{repo}@{digest}"));
 
     // The tag still names the single-platform image manifest, not an index.
     let raw = skopeo(&[
@@ -657,8 +628,8 @@ fn pushed_image_verifies_and_its_sbom_is_a_referrer_behind_the_fallback_tag() {
         out.status.code(),
         Some(0),
         "{}\n{}",
-        text(&out),
-        String::from_utf8_lossy(&out.stderr)
+        stdout_raw(&out),
+        stderr(&out)
     );
-    assert_eq!(text(&out).trim(), format!("reproducible {digest}"));
+    assert_eq!(stdout(&out), format!("reproducible {digest}"));
 }

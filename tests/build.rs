@@ -10,57 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::OnceLock;
 
-const API_GATEWAY_EVENT: &str =
-    r#"{"httpMethod": "GET", "path": "/", "requestContext": {}, "version": "1.0"}"#;
-
-fn base(tag: &str) -> String {
-    format!("{}/lambda/python:{tag}", shared_registry().addr)
-}
-
-fn run(mut cmd: std::process::Command) -> Output {
-    cmd.output().expect("run ocilambda")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn assert_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "ocilambda failed ({}):\n{}",
-        out.status,
-        stderr(out)
-    );
-    stdout(out)
-}
-
-/// Exit 2, a one-line `error:` naming `needle`, and a `hint:` line.
-fn assert_user_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit 2, got {}:\n{err}",
-        out.status
-    );
-    assert!(out.stdout.is_empty(), "stdout must be empty on error");
-    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(error_lines.len(), 1, "exactly one error line:\n{err}");
-    assert!(
-        error_lines[0].contains(needle),
-        "error should mention {needle:?}:\n{err}"
-    );
-    assert!(
-        err.lines().any(|l| l.starts_with("hint: ")),
-        "a hint line:\n{err}"
-    );
-}
-
 fn build_cmd(cache: &Path, project: &Path, args: &[&str]) -> std::process::Command {
     let mut cmd = ocilambda(cache);
     cmd.arg("build").arg(project).args(args);
@@ -151,7 +100,7 @@ fn fastapi_build() -> &'static Built {
             &project,
             &[
                 "--base",
-                &base("3.11"),
+                &stand_in_base("3.11"),
                 "--complete",
                 "--output",
                 layout.to_str().unwrap(),
@@ -229,7 +178,7 @@ fn fastapi_example_config_keeps_the_base_and_adds_two_layers() {
         "--tls-verify=false",
         "--override-arch",
         "amd64",
-        &format!("docker://{}", base("3.11")),
+        &format!("docker://{}", stand_in_base("3.11")),
     ]);
     let base_index: Value = serde_json::from_slice(&base_raw.stdout).unwrap();
     let amd64 = base_index["manifests"]
@@ -285,7 +234,7 @@ fn fastapi_example_config_keeps_the_base_and_adds_two_layers() {
     let m = manifest(&b.layout);
     assert_eq!(
         m["annotations"]["org.opencontainers.image.base.name"],
-        base("3.11").as_str()
+        stand_in_base("3.11").as_str()
     );
     assert_eq!(
         m["annotations"]["org.opencontainers.image.base.digest"],
@@ -459,7 +408,12 @@ fn builds_are_reproducible_across_paths_mtimes_umask_and_caches() {
         .arg("umask 077; exec \"$@\"")
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_ocilambda"))
-        .args(["build", project.to_str().unwrap(), "--base", &base("3.11")])
+        .args([
+            "build",
+            project.to_str().unwrap(),
+            "--base",
+            &stand_in_base("3.11"),
+        ])
         .env("OCILAMBDA_CACHE_DIR", tmp.path().join("other-cache"))
         .env("NO_COLOR", "1");
     let digest = assert_ok(&run(cmd));
@@ -482,7 +436,7 @@ fn app_only_edit_changes_only_the_app_layer() {
     let first = assert_ok(&run(build_cmd(
         &cache,
         &project,
-        &["--base", &base("3.11")],
+        &["--base", &stand_in_base("3.11")],
     )));
     let layout = project.join(".ocilambda/image");
     let before = layer_digests(&layout);
@@ -491,7 +445,11 @@ fn app_only_edit_changes_only_the_app_layer() {
         .unwrap()
         .replace("Hello, world!", "Hello, edit!");
     std::fs::write(&main, text).unwrap();
-    let out = run(build_cmd(&cache, &project, &["--base", &base("3.11")]));
+    let out = run(build_cmd(
+        &cache,
+        &project,
+        &["--base", &stand_in_base("3.11")],
+    ));
     let second = assert_ok(&out);
     assert_ne!(first, second);
     let after = layer_digests(&layout);
@@ -513,7 +471,7 @@ fn app_only_edit_changes_only_the_app_layer() {
         assert_ok(&run(build_cmd(
             &cache,
             &project,
-            &["--base", &base("3.11")]
+            &["--base", &stand_in_base("3.11")]
         ))),
         second
     );
@@ -530,7 +488,7 @@ fn workspace_member_gets_its_own_layer() {
         &project,
         &[
             "--base",
-            &base("3.11"),
+            &stand_in_base("3.11"),
             "--complete",
             "--output",
             layout.to_str().unwrap(),
@@ -581,7 +539,7 @@ fn src_layout_packaged_project_is_copied_as_app_code() {
         &project,
         &[
             "--base",
-            &base("3.11"),
+            &stand_in_base("3.11"),
             "--complete",
             "--output",
             layout.to_str().unwrap(),
@@ -603,7 +561,13 @@ fn arm64_build_picks_the_arm64_base_and_aarch64_wheels() {
     let out = run(build_cmd(
         &tmp.path().join("cache"),
         &project,
-        &["--base", &base("3.11"), "--arch", "arm64", "--json"],
+        &[
+            "--base",
+            &stand_in_base("3.11"),
+            "--arch",
+            "arm64",
+            "--json",
+        ],
     ));
     assert_ok(&out);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -614,7 +578,7 @@ fn arm64_build_picks_the_arm64_base_and_aarch64_wheels() {
         "inspect",
         "--raw",
         "--tls-verify=false",
-        &format!("docker://{}", base("3.11")),
+        &format!("docker://{}", stand_in_base("3.11")),
     ]);
     let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
     let arm = index["manifests"]
@@ -678,18 +642,18 @@ fn offline_build_uses_the_cache_and_fails_clearly_without_it() {
     let online = assert_ok(&run(build_cmd(
         &cache,
         &project,
-        &["--base", &base("3.11")],
+        &["--base", &stand_in_base("3.11")],
     )));
     let offline = assert_ok(&run(build_cmd(
         &cache,
         &project,
-        &["--base", &base("3.11"), "--offline"],
+        &["--base", &stand_in_base("3.11"), "--offline"],
     )));
     assert_eq!(online, offline);
     let out = run(build_cmd(
         &tmp.path().join("empty-cache"),
         &project,
-        &["--base", &base("3.11"), "--offline"],
+        &["--base", &stand_in_base("3.11"), "--offline"],
     ));
     assert_user_error(&out, "never been resolved");
 }
@@ -703,7 +667,7 @@ fn two_builds_sharing_a_cache_at_once_agree() {
         let project = tmp.path().join(format!("p{i}"));
         copy_project("src-layout", &project);
         children.push(
-            build_cmd(&cache, &project, &["--base", &base("3.11")])
+            build_cmd(&cache, &project, &["--base", &stand_in_base("3.11")])
                 .spawn()
                 .unwrap(),
         );
@@ -723,7 +687,7 @@ fn json_summary_lists_digest_layers_base_and_timings() {
     let out = run(build_cmd(
         &tmp.path().join("cache"),
         &project,
-        &["--base", &base("3.11"), "--json"],
+        &["--base", &stand_in_base("3.11"), "--json"],
     ));
     assert_ok(&out);
     let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
@@ -735,7 +699,7 @@ fn json_summary_lists_digest_layers_base_and_timings() {
     );
     assert_eq!(s["python"], "3.11");
     assert_eq!(s["arch"], "x86_64");
-    assert_eq!(s["base"]["name"], base("3.11").as_str());
+    assert_eq!(s["base"]["name"], stand_in_base("3.11").as_str());
     for l in s["layers"].as_array().unwrap() {
         assert!(l["digest"].as_str().unwrap().starts_with("sha256:"));
         assert!(l["size"].as_u64().unwrap() > 0);
@@ -787,7 +751,7 @@ fn missing_pyproject_is_an_error() {
 fn missing_lock_is_an_error() {
     let (_t, p) = project_copy("src-layout");
     std::fs::remove_file(p.join("uv.lock")).unwrap();
-    let out = failing_build(&p, &["--base", &base("3.11")], "no uv.lock");
+    let out = failing_build(&p, &["--base", &stand_in_base("3.11")], "no uv.lock");
     assert!(stderr(&out).contains("uv lock"));
 }
 
@@ -803,7 +767,7 @@ fn stale_lock_is_an_error_that_says_to_relock() {
         ),
     )
     .unwrap();
-    let out = failing_build(&p, &["--base", &base("3.11")], "out of date");
+    let out = failing_build(&p, &["--base", &stand_in_base("3.11")], "out of date");
     assert!(stderr(&out).contains("uv lock"));
 }
 
@@ -816,12 +780,16 @@ fn missing_handler_and_missing_module_are_errors() {
         py.replace("handler = \"pkgapp.handler.handler\"\n", ""),
     )
     .unwrap();
-    failing_build(&p, &["--base", &base("3.11")], "no handler configured");
+    failing_build(
+        &p,
+        &["--base", &stand_in_base("3.11")],
+        "no handler configured",
+    );
     failing_build(
         &p,
         &[
             "--base",
-            &base("3.11"),
+            &stand_in_base("3.11"),
             "--handler",
             "pkgapp.nothere.handler",
         ],
@@ -829,7 +797,12 @@ fn missing_handler_and_missing_module_are_errors() {
     );
     failing_build(
         &p,
-        &["--base", &base("3.11"), "--handler", "missing.handler"],
+        &[
+            "--base",
+            &stand_in_base("3.11"),
+            "--handler",
+            "missing.handler",
+        ],
         "`missing`",
     );
 }
@@ -839,7 +812,7 @@ fn target_outside_requires_python_names_both() {
     let (_t, p) = project_copy("src-layout");
     let out = failing_build(
         &p,
-        &["--base", &base("3.11"), "--python-version", "3.10"],
+        &["--base", &stand_in_base("3.11"), "--python-version", "3.10"],
         "3.10",
     );
     assert!(stderr(&out).contains(">=3.11"));
@@ -854,7 +827,7 @@ fn unknown_config_key_suggests_the_right_one() {
         py.replace("python-version =", "pyhton-version ="),
     )
     .unwrap();
-    let out = failing_build(&p, &["--base", &base("3.11")], "pyhton-version");
+    let out = failing_build(&p, &["--base", &stand_in_base("3.11")], "pyhton-version");
     assert!(
         stderr(&out).contains("did you mean `python-version`"),
         "{}",
@@ -888,7 +861,11 @@ fn no_wheel_for_the_runtime_glibc_names_package_glibc_and_fix() {
     // numpy 2.4 publishes only manylinux_2_27+ aarch64 wheels for cp311; Lambda
     // python3.11 (Amazon Linux 2, glibc 2.26) cannot load them.
     let (_t, p) = project_copy("numpy-arm64");
-    let out = failing_build(&p, &["--base", &base("3.11")], "no wheel of `numpy`");
+    let out = failing_build(
+        &p,
+        &["--base", &stand_in_base("3.11")],
+        "no wheel of `numpy`",
+    );
     let err = stderr(&out);
     assert!(err.contains("glibc 2.26"), "{err}");
     assert!(err.contains("Python 3.12+"), "{err}");
@@ -899,7 +876,7 @@ fn native_source_build_is_refused_naming_the_package() {
     let (_t, p) = project_copy("native-member");
     let out = failing_build(
         &p,
-        &["--base", &base("3.11")],
+        &["--base", &stand_in_base("3.11")],
         "`cext-0.1.0` was built from source",
     );
     assert!(stderr(&out).contains("linux_x86_64"));
@@ -909,7 +886,7 @@ fn native_source_build_is_refused_naming_the_package() {
 fn symlink_escaping_the_project_is_refused() {
     let (_t, p) = project_copy("src-layout");
     std::os::unix::fs::symlink("/etc/passwd", p.join("src/pkgapp/passwd")).unwrap();
-    failing_build(&p, &["--base", &base("3.11")], "points outside");
+    failing_build(&p, &["--base", &stand_in_base("3.11")], "points outside");
 }
 
 #[test]
@@ -918,7 +895,7 @@ fn missing_uv_is_an_error() {
     let mut cmd = build_cmd(
         &p.parent().unwrap().join("cache"),
         &p,
-        &["--base", &base("3.11")],
+        &["--base", &stand_in_base("3.11")],
     );
     cmd.env("PATH", "/nonexistent");
     let out = run(cmd);
@@ -929,11 +906,20 @@ fn missing_uv_is_an_error() {
 fn failed_rebuild_keeps_the_previous_layout() {
     let (_t, p) = project_copy("src-layout");
     let cache = p.parent().unwrap().join("cache");
-    let digest = assert_ok(&run(build_cmd(&cache, &p, &["--base", &base("3.11")])));
+    let digest = assert_ok(&run(build_cmd(
+        &cache,
+        &p,
+        &["--base", &stand_in_base("3.11")],
+    )));
     let out = run(build_cmd(
         &cache,
         &p,
-        &["--base", &base("3.11"), "--handler", "pkgapp.gone.handler"],
+        &[
+            "--base",
+            &stand_in_base("3.11"),
+            "--handler",
+            "pkgapp.gone.handler",
+        ],
     ));
     assert_user_error(&out, "pkgapp.gone");
     assert_eq!(layer_manifest_digest(&p.join(".ocilambda/image")), digest);
@@ -952,7 +938,7 @@ fn usage_errors_exit_2() {
     let (_t, p) = project_copy("src-layout");
     failing_build(
         &p,
-        &["--base", &base("3.11"), "--arch", "sparc"],
+        &["--base", &stand_in_base("3.11"), "--arch", "sparc"],
         "unknown architecture `sparc`",
     );
 }

@@ -14,39 +14,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const API_GATEWAY_EVENT: &str =
-    r#"{"httpMethod": "GET", "path": "/", "requestContext": {}, "version": "1.0"}"#;
-
-/// Scratch space for this test binary, removed at exit: built projects and the
-/// ocilambda cache they share (so each image is unpacked once for all tests).
-struct Scratch {
-    dir: PathBuf,
-}
-
-fn scratch() -> &'static Scratch {
-    static SCRATCH: OnceLock<Scratch> = OnceLock::new();
-    SCRATCH.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("invoke-tests-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        extern "C" fn at_exit() {
-            if let Some(s) = SCRATCH.get() {
-                // Unpacked images keep their directory modes: remove_tree copes.
-                let _ = ocilambda::invoke::rootfs::remove_tree(&s.dir);
-            }
-        }
-        // SAFETY: registering a plain extern "C" fn.
-        unsafe {
-            libc::atexit(at_exit);
-        }
-        Scratch { dir }
-    })
-}
-
+/// The ocilambda cache the built projects share (so each image is unpacked once for all
+/// tests).
 fn shared_cache() -> PathBuf {
-    scratch().dir.join("cache")
+    scratch_dir().join("cache")
 }
 
 /// The runnable base, pushed to the shared registry once per test binary; its OCI
@@ -56,20 +27,12 @@ fn runtime_base() -> &'static str {
     BASE.get_or_init(|| {
         let registry = shared_registry();
         let layouts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime-base");
-        let out = Command::new("bash")
+        let mut script = Command::new("bash");
+        script
             .arg(testdata().join("runtime-base/make-runtime-base.sh"))
             .arg(&registry.addr)
-            .arg(&layouts)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run testdata/runtime-base/make-runtime-base.sh");
-        assert!(
-            out.status.success(),
-            "make-runtime-base.sh failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(&layouts);
+        run_checked(script);
         format!("{}/runnable/lambda/python:3.11", registry.addr)
     })
 }
@@ -84,7 +47,7 @@ fn built(name: &'static str) -> PathBuf {
     if let Some(dir) = map.get(name) {
         return dir.clone();
     }
-    let dir = scratch().dir.join("projects").join(name);
+    let dir = scratch_dir().join("projects").join(name);
     copy_project(name, &dir);
     let out = ocilambda(&shared_cache())
         .arg("build")
@@ -95,10 +58,6 @@ fn built(name: &'static str) -> PathBuf {
     assert!(out.status.success(), "build {name}: {}", stderr(&out));
     map.insert(name, dir.clone());
     dir
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn invoke(project: &Path, event: &str, args: &[&str]) -> Output {
@@ -452,7 +411,7 @@ fn an_image_for_another_architecture_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     copy_project("invoke-probe", dir.path());
     let cache = tempfile::tempdir().unwrap();
-    let base = format!("{}/lambda/python:3.11", shared_registry().addr);
+    let base = stand_in_base("3.11");
     let build = ocilambda(cache.path())
         .arg("build")
         .arg(dir.path())

@@ -30,42 +30,6 @@ const HTPASSWD: &str = "ocilambda:$2y$10$R2q5qD5h84Z2oHCuOBnkpudGMHKtAUSUgPRVPjV
 // Helpers
 // ---------------------------------------------------------------------------
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn assert_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "ocilambda failed ({}):\n{}",
-        out.status,
-        stderr(out)
-    );
-    stdout(out)
-}
-
-/// Exit 2, nothing on stdout, one `error:` line mentioning `needle`, and a `hint:`.
-fn assert_user_error(out: &Output, needle: &str) -> String {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(2), "expected exit 2:\n{err}");
-    assert!(out.stdout.is_empty(), "stdout must be empty on error");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line:\n{err}");
-    assert!(
-        errors[0].contains(needle),
-        "the error should mention {needle:?}:\n{err}"
-    );
-    assert!(
-        err.lines().any(|l| l.starts_with("hint: ")),
-        "a hint line:\n{err}"
-    );
-    err
-}
-
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("ocilambda-push-")
@@ -116,7 +80,7 @@ impl Home {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.ocilambda(args).output().expect("run ocilambda")
+        run(self.ocilambda(args))
     }
 
     /// `ocilambda push --project <the built example> ARGS`.
@@ -185,29 +149,7 @@ impl Built {
 
 /// Shared by every build here: uv and layer caching make builds after the first quick.
 fn build_cache() -> PathBuf {
-    work_dir().join("build-cache")
-}
-
-/// A directory for this test binary's shared files, removed at exit.
-fn work_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("push-tests-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        extern "C" fn remove() {
-            if let Some(d) = DIR.get() {
-                let _ = std::fs::remove_dir_all(d);
-            }
-        }
-        // SAFETY: registering a plain extern "C" fn.
-        unsafe {
-            libc::atexit(remove);
-        }
-        dir
-    })
+    scratch_dir().join("build-cache")
 }
 
 /// Copy the example to `project` and build it on `base`; the manifest digest.
@@ -215,21 +157,16 @@ fn build_example(project: &Path, base: &str) -> String {
     if !project.exists() {
         copy_project("fastapi-app", project);
     }
-    let out = ocilambda(&build_cache())
-        .args(["build", project.to_str().unwrap(), "--base", base])
-        .output()
-        .unwrap();
-    assert_ok(&out)
+    let mut cmd = ocilambda(&build_cache());
+    cmd.args(["build", project.to_str().unwrap(), "--base", base]);
+    assert_ok(&run(cmd))
 }
 
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let project = work_dir().join("fastapi-app");
-        let digest = build_example(
-            &project,
-            &format!("{}/lambda/python:3.11", shared_registry().addr),
-        );
+        let project = scratch_dir().join("fastapi-app");
+        let digest = build_example(&project, &stand_in_base("3.11"));
         let layout = project.join(".ocilambda/image");
         let manifest: Value =
             serde_json::from_slice(&std::fs::read(blob_path(&layout, &digest)).unwrap()).unwrap();
@@ -334,17 +271,9 @@ fn copy_dir(from: &Path, to: &Path) {
 // ---------------------------------------------------------------------------
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("openssl");
+    cmd.args(args).current_dir(dir);
+    run_checked(cmd);
 }
 
 /// A throwaway CA and a server certificate for 127.0.0.1 signed by it.

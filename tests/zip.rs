@@ -9,49 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-const API_GATEWAY_EVENT: &str =
-    r#"{"httpMethod": "GET", "path": "/", "requestContext": {}, "version": "1.0"}"#;
-
-fn run(mut cmd: Command) -> Output {
-    cmd.output().expect("run ocilambda")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "ocilambda failed ({}):\n{}",
-        out.status,
-        stderr(out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Exit 2, nothing on stdout, one `error:` line naming `needle`, and a `hint:` line.
-fn assert_user_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "expected exit 2, got {}:\n{err}",
-        out.status
-    );
-    assert!(out.stdout.is_empty(), "stdout must be empty on error");
-    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(error_lines.len(), 1, "exactly one error line:\n{err}");
-    assert!(
-        error_lines[0].contains(needle),
-        "error should mention {needle:?}:\n{err}"
-    );
-    assert!(
-        err.lines().any(|l| l.starts_with("hint: ")),
-        "a hint line:\n{err}"
-    );
-}
-
 fn zip_cmd(cache: &Path, project: &Path, args: &[&str]) -> Command {
     let mut cmd = ocilambda(cache);
     cmd.arg("zip").arg(project).args(args);
@@ -153,16 +110,18 @@ fn fastapi_zips() -> &'static Zipped {
         let project = dir.path().join("fastapi-app");
         copy_project("fastapi-app", &project);
         let cache = dir.path().join("cache");
-        let stdout = assert_ok(&run(zip_cmd(&cache, &project, &[])));
+        let out = run(zip_cmd(&cache, &project, &[]));
+        assert_ok(&out);
         let package = project.join(".ocilambda/package.zip");
-        assert_eq!(stdout, format!("{}\n", package.display()));
-        let stdout = assert_ok(&run(zip_cmd(&cache, &project, &["--layer"])));
+        assert_eq!(stdout_raw(&out), format!("{}\n", package.display()));
+        let out = run(zip_cmd(&cache, &project, &["--layer"]));
+        assert_ok(&out);
         let layer = (
             project.join(".ocilambda/layer_content.zip"),
             project.join(".ocilambda/app.zip"),
         );
         assert_eq!(
-            stdout,
+            stdout_raw(&out),
             format!("{}\n{}\n", layer.0.display(), layer.1.display()),
             "one path per line"
         );
@@ -558,30 +517,16 @@ python-version = "3.11"
     )
     .unwrap();
     let wheel = project.join("wheels/bigdata-1.0-py3-none-any.whl");
-    let made = Command::new(host_python())
-        .args(["-c", BIG_WHEEL])
-        .arg(&wheel)
-        .arg("251")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let mut make = Command::new(host_python());
+    make.args(["-c", BIG_WHEEL]).arg(&wheel).arg("251");
+    run_checked(make);
     // A private uv cache: uv unpacks the 251 MiB wheel there, and it goes with the tempdir.
     let uv_cache = tmp.path().join("uv-cache");
-    let locked = Command::new("uv")
-        .args(["lock", "--offline", "--quiet"])
+    let mut lock = Command::new("uv");
+    lock.args(["lock", "--offline", "--quiet"])
         .current_dir(&project)
-        .env("UV_CACHE_DIR", &uv_cache)
-        .output()
-        .unwrap();
-    assert!(
-        locked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&locked.stderr)
-    );
+        .env("UV_CACHE_DIR", &uv_cache);
+    run_checked(lock);
     let cache = tmp.path().join("cache");
     let mut cmd = zip_cmd(&cache, &project, &["--layer"]);
     cmd.env("UV_CACHE_DIR", &uv_cache);

@@ -3,9 +3,8 @@
 //! position) are streamed and compared per path.
 
 use super::files::{self, FileInfo, Kind};
-use super::source::Image;
 use crate::cache::Cache;
-use crate::registry::Client;
+use crate::source::{Image, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
@@ -220,7 +219,7 @@ pub fn files(
 }
 
 /// Everything that differs between `a` and `b`; empty when they are the same image.
-pub async fn diff(a: &Image, b: &Image, client: &Client, cache: &Cache) -> Result<Vec<Difference>> {
+pub async fn diff(a: &Image, b: &Image, remote: &Remote, cache: &Cache) -> Result<Vec<Difference>> {
     if a.manifest_digest == b.manifest_digest {
         return Ok(Vec::new());
     }
@@ -231,8 +230,8 @@ pub async fn diff(a: &Image, b: &Image, client: &Client, cache: &Cache) -> Resul
         match (la.get(i), lb.get(i)) {
             (Some(x), Some(y)) if x.1 == y.1 => {}
             (Some(x), Some(y)) => {
-                let pa = a.blob(&x.1, client, cache).await?;
-                let pb = b.blob(&y.1, client, cache).await?;
+                let pa = a.blob(&x.1, remote, cache).await?.path;
+                let pb = b.blob(&y.1, remote, cache).await?.path;
                 let ea = files::read_layer(&pa, &x.0)?.entries;
                 let eb = files::read_layer(&pb, &y.0)?.entries;
                 let found = files(&location, &ea, &eb);

@@ -3,9 +3,8 @@
 //! paths.
 
 use super::files;
-use super::source::Image;
 use crate::cache::Cache;
-use crate::registry::Client;
+use crate::source::{Image, Remote};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -39,7 +38,7 @@ pub struct Inspection {
 pub async fn inspect(
     image: &Image,
     with_files: bool,
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
 ) -> Result<Inspection> {
     let c = &image.config;
@@ -60,8 +59,8 @@ pub async fn inspect(
     let mut layers = Vec::new();
     for (i, (media_type, digest, size)) in image.layers().into_iter().enumerate() {
         let (uncompressed_size, files) = if with_files {
-            let path = image.blob(&digest, client, cache).await?;
-            let read = files::read_layer(&path, &media_type)?;
+            let blob = image.blob(&digest, remote, cache).await?;
+            let read = files::read_layer(&blob.path, &media_type)?;
             (
                 Some(read.size),
                 Some(read.entries.into_iter().map(|(p, _)| p).collect()),

@@ -3,9 +3,9 @@
 //! when needed) into a merged view of the filesystem, honouring whiteouts.
 
 use super::files::{self, FileInfo, Kind};
-use super::source::{Image, Opened};
 use crate::cache::Cache;
-use crate::registry::{self, Client};
+use crate::registry;
+use crate::source::{Image, Index, Opened, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -70,9 +70,9 @@ fn python_minor(view: &BTreeMap<String, FileInfo>) -> Option<u32> {
     })
 }
 
-pub async fn lint(opened: Opened, client: &Client, cache: &Cache) -> Result<Vec<Finding>> {
+pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<Finding>> {
     let image: Image = match opened {
-        Opened::Index { label, .. } => {
+        Opened::Index(Index { label, .. }) => {
             return Ok(vec![finding(
                 Severity::Error,
                 "single-platform",
@@ -175,8 +175,8 @@ pub async fn lint(opened: Opened, client: &Client, cache: &Cache) -> Result<Vec<
             out.push(finding(Severity::Error, "compression", format!("layer {i} ({digest}) has media type `{media_type}`; Lambda supports only gzip layers"), "recompress the layer with gzip (ocilambda writes gzip layers)"));
             continue;
         }
-        let path = image.blob(digest, client, cache).await?;
-        let read = files::read_layer(&path, media_type)?;
+        let blob = image.blob(digest, remote, cache).await?;
+        let read = files::read_layer(&blob.path, media_type)?;
         if let Some(want) = diff_ids.get(i).and_then(|d| d.as_str())
             && want != read.diff_id
         {

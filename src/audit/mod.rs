@@ -1,16 +1,16 @@
 //! Audits of built images: `inspect`, `diff`, `lint` (and `verify`, which rebuilds and
-//! diffs). They read images through [`source`] (an OCI layout or a registry reference) and
-//! layer contents through [`files`], streaming the tars without unpacking them to disk.
+//! diffs). They read images through [`crate::source`] (an OCI layout or a registry
+//! reference) and layer contents through [`files`], streaming the tars without unpacking
+//! them to disk.
 
 use crate::cache::Cache;
-use crate::registry::Client;
+use crate::source::{self, Remote};
 use anyhow::Result;
 
 pub mod diff;
 pub mod files;
 pub mod inspect;
 pub mod lint;
-pub mod source;
 pub mod verify;
 
 /// What an audit command prints on stdout, and whether its verdict is positive (exit 0)
@@ -20,8 +20,8 @@ pub struct Report {
     pub ok: bool,
 }
 
-fn session(insecure: &[String]) -> Result<(Client, Cache)> {
-    Ok((Client::new(insecure, None)?, Cache::open()?))
+fn session(insecure: &[String]) -> Result<(Remote, Cache)> {
+    Ok((Remote::new(insecure), Cache::open()?))
 }
 
 pub async fn inspect_command(
@@ -30,9 +30,9 @@ pub async fn inspect_command(
     json: bool,
     insecure: &[String],
 ) -> Result<Report> {
-    let (client, cache) = session(insecure)?;
-    let opened = source::open(image, &client, &cache).await?.image()?;
-    let inspection = inspect::inspect(&opened, with_files, &client, &cache).await?;
+    let (remote, cache) = session(insecure)?;
+    let opened = source::open(image, &remote, &cache).await?.image()?;
+    let inspection = inspect::inspect(&opened, with_files, &remote, &cache).await?;
     let stdout = if json {
         serde_json::to_string(&inspection)? + "\n"
     } else {
@@ -42,10 +42,10 @@ pub async fn inspect_command(
 }
 
 pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> Result<Report> {
-    let (client, cache) = session(insecure)?;
-    let ia = source::open(a, &client, &cache).await?.image()?;
-    let ib = source::open(b, &client, &cache).await?.image()?;
-    let diffs = diff::diff(&ia, &ib, &client, &cache).await?;
+    let (remote, cache) = session(insecure)?;
+    let ia = source::open(a, &remote, &cache).await?.image()?;
+    let ib = source::open(b, &remote, &cache).await?.image()?;
+    let diffs = diff::diff(&ia, &ib, &remote, &cache).await?;
     let stdout = if json {
         serde_json::to_string(&serde_json::json!({
             "identical": diffs.is_empty(),
@@ -65,9 +65,9 @@ pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> 
 }
 
 pub async fn lint_command(image: &str, json: bool, insecure: &[String]) -> Result<Report> {
-    let (client, cache) = session(insecure)?;
-    let opened = source::open(image, &client, &cache).await?;
-    let findings = lint::lint(opened, &client, &cache).await?;
+    let (remote, cache) = session(insecure)?;
+    let opened = source::open(image, &remote, &cache).await?;
+    let findings = lint::lint(opened, &remote, &cache).await?;
     let errors = findings.iter().any(|f| f.severity == lint::Severity::Error);
     let stdout = if json {
         serde_json::to_string(

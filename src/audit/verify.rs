@@ -2,13 +2,12 @@
 //! digest, SOURCE_DATE_EPOCH, handler, target, bytecode) and compare digests. A mismatch
 //! is explained by the provenance that differs and by the file-level diff.
 
-use super::source::{self, Image};
 use super::{Report, diff};
 use crate::build::{self, BuildRequest, provenance};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
-use crate::registry::Client;
+use crate::source::{self, Image, Remote};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -48,9 +47,9 @@ const EXPLAINING: &[(&str, &str)] = &[
 ];
 
 pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
-    let client = Client::new(&req.insecure_registries, None)?;
+    let remote = Remote::new(&req.insecure_registries);
     let cache = Cache::open()?;
-    let image = source::open(&req.image, &client, &cache).await?.image()?;
+    let image = source::open(&req.image, &remote, &cache).await?.image()?;
     let base_name = required(&image, provenance::BASE_NAME)?.to_string();
     let base_digest = required(&image, provenance::BASE_DIGEST)?.to_string();
     let created = required(&image, provenance::CREATED)?;
@@ -100,7 +99,7 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
         };
         return Ok(Report { stdout, ok: true });
     }
-    let rebuilt = source::open(&format!("oci:{}", output.display()), &client, &cache)
+    let rebuilt = source::open(&format!("oci:{}", output.display()), &remote, &cache)
         .await?
         .image()?;
     let explained: Vec<String> = EXPLAINING
@@ -114,7 +113,7 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
             )
         })
         .collect();
-    let diffs = diff::diff(&image, &rebuilt, &client, &cache).await?;
+    let diffs = diff::diff(&image, &rebuilt, &remote, &cache).await?;
     let stdout = if req.json {
         serde_json::to_string(&serde_json::json!({
             "reproducible": false,

@@ -15,7 +15,7 @@ pub mod sandbox;
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::output;
-use crate::registry::Client;
+use crate::source::Remote;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use image::RunConfig;
@@ -245,17 +245,10 @@ impl Function {
         let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
         let user_env = parse_env(&opts.env)?;
         let cache = Cache::open()?;
-        let insecure = opts.insecure_registries.clone();
-        let make_client = move || Client::new(&insecure, None);
-        let (image, mut client) = image::open(
-            opts.image.as_deref(),
-            &opts.project_dir,
-            &make_client,
-            &cache,
-        )
-        .await?;
-        image.check_arch()?;
-        let run = RunConfig::of(&image.config, &image.name)?;
+        let remote = Remote::new(&opts.insecure_registries);
+        let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
+        image::check_arch(&image)?;
+        let run = RunConfig::of(&image.config, &image.label)?;
         let short = output::short_digest(&image.manifest_digest);
         let rootfs = match rootfs::cached(cache.root(), &image.manifest_digest)? {
             Some(dir) => {
@@ -264,8 +257,7 @@ impl Function {
             }
             None => {
                 let fetching = Instant::now();
-                let (blobs, count, bytes) =
-                    image.layer_blobs(&mut client, &make_client, &cache).await?;
+                let (blobs, count, bytes) = image::layer_blobs(&image, &remote, &cache).await?;
                 if count > 0 {
                     output::status(&format!(
                         "Fetched {count} layer{} ({}) in {}",
@@ -280,7 +272,7 @@ impl Function {
                     tokio::task::spawn_blocking(move || rootfs::unpack(&root, &digest, &blobs))
                         .await
                         .context("the unpacking thread panicked")?
-                        .with_context(|| format!("unpacking {}", image.name))?;
+                        .with_context(|| format!("unpacking {}", image.label))?;
                 output::status(&format!(
                     "Unpacked image {short} ({} layers, {} files, {}) in {}",
                     stats.layers,

@@ -143,6 +143,33 @@ struct Request<'a> {
     upload: Option<Arc<body::Watch>>,
 }
 
+impl<'a> Request<'a> {
+    /// `method` on `/v2/<repo>/<path>`: no body, transient failures retried.
+    fn api(
+        method: Method,
+        registry: &'a str,
+        repo: &'a str,
+        path: &'a str,
+        scope: &'a str,
+    ) -> Request<'a> {
+        Request {
+            method,
+            registry,
+            endpoint: Endpoint::Api { repo, path },
+            headers: Vec::new(),
+            body: None,
+            scope,
+            retry: true,
+            upload: None,
+        }
+    }
+
+    fn header(mut self, name: HeaderName, value: impl Into<String>) -> Request<'a> {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
 pub struct Client {
     /// One client, one connection pool: loading the system's CA roots and setting up
     /// TLS happen once per command. It has no read timeout of its own (see
@@ -574,19 +601,16 @@ impl Client {
         let what = format!("fetching manifest {}", reference.whole());
         let path = format!("manifests/{target}");
         let response = self
-            .send(Request {
-                method: Method::GET,
-                registry: reference.registry(),
-                endpoint: Endpoint::Api {
-                    repo: reference.repository(),
-                    path: &path,
-                },
-                headers: vec![(ACCEPT, MANIFEST_ACCEPT.into())],
-                body: None,
-                scope: &scope,
-                retry: true,
-                upload: None,
-            })
+            .send(
+                Request::api(
+                    Method::GET,
+                    reference.registry(),
+                    reference.repository(),
+                    &path,
+                    &scope,
+                )
+                .header(ACCEPT, MANIFEST_ACCEPT),
+            )
             .await
             .with_context(|| what.clone())?;
         if !response.status().is_success() {
@@ -641,16 +665,7 @@ impl Client {
         let path = format!("blobs/{digest}");
         let scope = format!("repository:{repo}:pull");
         let response = self
-            .send(Request {
-                method: Method::GET,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: Vec::new(),
-                body: None,
-                scope: &scope,
-                retry: true,
-                upload: None,
-            })
+            .send(Request::api(Method::GET, registry, repo, &path, &scope))
             .await
             .with_context(|| what.to_string())?;
         if !response.status().is_success() {
@@ -724,16 +739,7 @@ impl Client {
         let path = format!("blobs/{digest}");
         let what = format!("checking for blob {digest} in {registry}/{repo}");
         let response = self
-            .send(Request {
-                method: Method::HEAD,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: Vec::new(),
-                body: None,
-                scope,
-                retry: true,
-                upload: None,
-            })
+            .send(Request::api(Method::HEAD, registry, repo, &path, scope))
             .await
             .with_context(|| what.clone())?;
         match response.status() {
@@ -754,16 +760,10 @@ impl Client {
         let scope = push_scope(repo);
         let what = format!("checking for manifest {registry}/{repo}:{reference}");
         let response = self
-            .send(Request {
-                method: Method::HEAD,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: vec![(ACCEPT, MANIFEST_ACCEPT.into())],
-                body: None,
-                scope: &scope,
-                retry: true,
-                upload: None,
-            })
+            .send(
+                Request::api(Method::HEAD, registry, repo, &path, &scope)
+                    .header(ACCEPT, MANIFEST_ACCEPT),
+            )
             .await
             .with_context(|| what.clone())?;
         match response.status() {
@@ -784,16 +784,10 @@ impl Client {
         let scope = push_scope(repo);
         let what = format!("asking {registry}/{repo} for the referrers of {digest}");
         let response = self
-            .send(Request {
-                method: Method::GET,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: vec![(ACCEPT, MEDIA_OCI_INDEX.into())],
-                body: None,
-                scope: &scope,
-                retry: true,
-                upload: None,
-            })
+            .send(
+                Request::api(Method::GET, registry, repo, &path, &scope)
+                    .header(ACCEPT, MEDIA_OCI_INDEX),
+            )
             .await
             .with_context(|| what.clone())?;
         let is_index = response
@@ -833,16 +827,10 @@ impl Client {
             None => "blobs/uploads/".to_string(),
         };
         let response = self
-            .send(Request {
-                method: Method::POST,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: vec![(CONTENT_LENGTH, "0".into())],
-                body: None,
-                scope,
-                retry: true,
-                upload: None,
-            })
+            .send(
+                Request::api(Method::POST, registry, repo, &path, scope)
+                    .header(CONTENT_LENGTH, "0"),
+            )
             .await
             .with_context(|| what.to_string())?;
         match response.status() {
@@ -1055,14 +1043,9 @@ impl Client {
         };
         let response = self
             .send(Request {
-                method: Method::PUT,
-                registry,
-                endpoint: Endpoint::Api { repo, path: &path },
-                headers: vec![(CONTENT_TYPE, media_type.to_string())],
                 body: Some(&make_body),
-                scope: &scope,
-                retry: true,
-                upload: None,
+                ..Request::api(Method::PUT, registry, repo, &path, &scope)
+                    .header(CONTENT_TYPE, media_type)
             })
             .await
             .with_context(|| what.clone())?;

@@ -8,7 +8,7 @@
 use crate::cache::Cache;
 use crate::image::Image;
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const REF_NAME: &str = "latest";
 
@@ -47,16 +47,7 @@ pub fn write(
     with_blobs: &[String],
     referrers: &[Referrer],
 ) -> Result<()> {
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = dest
-        .file_name()
-        .context("the output path has no file name")?
-        .to_string_lossy()
-        .into_owned();
+    let (parent, name) = super::staging(dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)

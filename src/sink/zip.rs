@@ -232,16 +232,7 @@ impl Entries {
     /// Write the zip to a temporary file next to `dest`; [`Pending::persist`] puts it in
     /// place. Several zips that belong together are all written before any is renamed.
     pub fn write_pending(mut self, dest: &Path) -> Result<Pending> {
-        let dir = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let name = dest
-            .file_name()
-            .context("the output path has no file name")?
-            .to_string_lossy()
-            .into_owned();
+        let (dir, name) = super::staging(dest)?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.tmp-"))
             .tempfile_in(&dir)

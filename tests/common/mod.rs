@@ -305,6 +305,15 @@ pub fn shared_registry() -> &'static Registry {
     })
 }
 
+/// The stand-in `lambda/python:TAG` base (an index: amd64 and arm64) in the shared registry.
+pub fn stand_in_base(tag: &str) -> String {
+    format!("{}/lambda/python:{tag}", shared_registry().addr)
+}
+
+/// A minimal API Gateway (REST, payload 1.0) event.
+pub const API_GATEWAY_EVENT: &str =
+    r#"{"httpMethod": "GET", "path": "/", "requestContext": {}, "version": "1.0"}"#;
+
 // ---------------------------------------------------------------------------
 // The binary under test, projects
 // ---------------------------------------------------------------------------
@@ -322,6 +331,85 @@ pub fn ocilambda(cache: &Path) -> Command {
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     cmd
+}
+
+/// Runs `cmd` (an `ocilambda` command) to completion, capturing its output.
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("run ocilambda")
+}
+
+/// What `out` printed on stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What `out` printed on stdout, trimmed.
+pub fn stdout(out: &Output) -> String {
+    stdout_raw(out).trim().to_string()
+}
+
+/// What `out` printed on stdout, exactly.
+pub fn stdout_raw(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Success (else a panic showing the status and stderr); stdout, trimmed.
+pub fn assert_ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "ocilambda failed ({}):\n{}",
+        out.status,
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// Exit 2, nothing on stdout, exactly one `error:` line, mentioning `needle`, and a
+/// `hint:` line; stderr.
+pub fn assert_user_error(out: &Output, needle: &str) -> String {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, got {}:\n{err}",
+        out.status
+    );
+    assert!(out.stdout.is_empty(), "stdout must be empty on error");
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(error_lines.len(), 1, "exactly one error line:\n{err}");
+    assert!(
+        error_lines[0].contains(needle),
+        "the error should mention {needle:?}:\n{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.starts_with("hint: ")),
+        "a hint line:\n{err}"
+    );
+    err
+}
+
+/// A directory for this test binary's shared files (builds, caches), under
+/// `CARGO_TARGET_TMPDIR` and removed at exit.
+pub fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-tests-", env!("CARGO_CRATE_NAME")))
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap()
+            .keep();
+        extern "C" fn remove() {
+            if let Some(d) = DIR.get() {
+                // Unpacked images keep their directory modes: remove_tree copes.
+                let _ = ocilambda::invoke::rootfs::remove_tree(d);
+            }
+        }
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe {
+            libc::atexit(remove);
+        }
+        dir
+    })
 }
 
 /// Copies `examples/<name>` or else `testdata/projects/<name>` into `dest`
@@ -577,7 +665,9 @@ fn read_verified_blob(layout: &Path, desc: &Value, referrer: &str) -> Vec<u8> {
 // External tools
 // ---------------------------------------------------------------------------
 
-fn run_checked(mut cmd: Command) -> Output {
+/// Runs `cmd` with no stdin, asserting success (else a panic showing the command, its
+/// status, stdout and stderr).
+pub fn run_checked(mut cmd: Command) -> Output {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -613,8 +703,9 @@ pub fn umoci(args: &[&str]) -> Output {
 pub fn stdout_json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
-            "stdout is not JSON: {e}\n{}",
-            String::from_utf8_lossy(&output.stdout)
+            "stdout is not JSON: {e}\n{}\nstderr:\n{}",
+            stdout_raw(output),
+            stderr(output)
         )
     })
 }
@@ -672,27 +763,7 @@ with open(out_path, "w") as f:
 /// installed there. Runs with the host's python3.11 (or python3), so native
 /// wheels in `task_root` must be for this machine.
 pub fn python_handler_response(task_root: &Path, handler: &str, event_json: &str) -> Value {
-    let out_dir = tempfile::tempdir().expect("tempdir");
-    let out_path = out_dir.path().join("result.json");
-    let mut cmd = Command::new(host_python());
-    cmd.current_dir(task_root)
-        .env_remove("PYTHONHOME")
-        .env_remove("PYTHONSTARTUP")
-        .env_remove("VIRTUAL_ENV")
-        .env("PYTHONPATH", task_root)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONNOUSERSITE", "1")
-        .env("LAMBDA_TASK_ROOT", task_root)
-        .args(["-S", "-c", HANDLER_RUNNER, handler, event_json])
-        .arg(&out_path);
-    let out = run_checked(cmd);
-    let text = fs::read(&out_path).unwrap_or_else(|e| {
-        panic!(
-            "handler {handler} wrote no result ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    serde_json::from_slice(&text).expect("handler result JSON")
+    python_handler_response_on_path(&[task_root.to_path_buf()], handler, event_json)
 }
 
 /// Like [`python_handler_response`], but with several import roots, in order,
