@@ -307,6 +307,19 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log once it holds `reports` REPORT lines: the server writes an invocation's
+    /// REPORT after answering it, so reading right after a response can be too early.
+    fn stderr_after_reports(&self, reports: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.matches("REPORT RequestId: ").count() >= reports || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Ctrl-C, as a user stops it; the exit status.
     fn interrupt(&mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
@@ -372,7 +385,7 @@ fn serve_starts_a_fresh_environment_after_a_timeout() {
     // The timed-out sandbox was killed: a new process, after a second cold start.
     let (_, _, body) = server.post(r#"{"action": "count"}"#);
     assert_eq!(body["calls"], 1, "{body}");
-    let log = server.stderr();
+    let log = server.stderr_after_reports(3);
     assert_eq!(log.matches("Init Duration: ").count(), 2, "{log}");
 }
 
