@@ -766,23 +766,30 @@ fn known_uv_version(plan: &Plan, cache: &Cache) -> Result<String> {
 }
 
 /// `git` facts about the project, when it is in a repository: HEAD and the origin URL
-/// with any `user:password@` removed (CI remotes often carry tokens).
+/// with any `user:password@` removed (CI remotes often carry tokens). Outside a
+/// repository no git process is started; inside, both queries run at once.
 fn git_facts(dir: &Path) -> (Option<String>, Option<String>) {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("git")
+    if !dir.ancestors().any(|d| d.join(".git").exists()) {
+        return (None, None);
+    }
+    let spawn = |args: &[&str]| {
+        std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
             .args(args)
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
+            .spawn()
+            .ok()
+    };
+    let finish = |child: Option<std::process::Child>| -> Option<String> {
+        let out = child?.wait_with_output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !text.is_empty()).then_some(text)
     };
-    (
-        git(&["rev-parse", "HEAD"]),
-        git(&["remote", "get-url", "origin"]).map(|u| strip_credentials(&u)),
-    )
+    let head = spawn(&["rev-parse", "HEAD"]);
+    let origin = spawn(&["remote", "get-url", "origin"]);
+    (finish(head), finish(origin).map(|u| strip_credentials(&u)))
 }
 
 /// `https://user:token@host/x` → `https://host/x`.
@@ -867,4 +874,26 @@ fn created_by(kind: &str, plan: &Plan) -> String {
 /// A cache key from JSON inputs: the SHA-256 of their canonical form.
 pub fn json_key(value: &serde_json::Value) -> String {
     sha_hex(&image::canonical_json(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped_from_source_urls() {
+        assert_eq!(
+            strip_credentials("https://x-access-token:ghs_secret@github.com/org/repo.git"),
+            "https://github.com/org/repo.git"
+        );
+        assert_eq!(
+            strip_credentials("https://github.com/org/repo"),
+            "https://github.com/org/repo"
+        );
+        assert_eq!(
+            strip_credentials("git@github.com:org/repo.git"),
+            "git@github.com:org/repo.git"
+        );
+        assert_eq!(strip_credentials("https://user@host"), "https://host");
+    }
 }

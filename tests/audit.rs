@@ -633,3 +633,55 @@ fn pushed_image_verifies_and_its_sbom_is_a_referrer_behind_the_fallback_tag() {
     );
     assert_eq!(stdout(&out), format!("reproducible {digest}"));
 }
+
+#[test]
+fn git_revision_and_source_are_recorded_without_credentials() {
+    let f = fixture();
+    let p = f.project("p");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-C"])
+            .arg(&p)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "init"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://ci-bot:s3cr3t-token@git.example.com/team/fn.git",
+    ]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let layout = f.layout("img");
+    build(&f.cache, &p, &layout, &[]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = std::fs::read(blob_path(
+        &layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let m: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.revision"],
+        head.as_str()
+    );
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.source"],
+        "https://git.example.com/team/fn.git"
+    );
+    assert!(
+        !String::from_utf8_lossy(&manifest).contains("s3cr3t"),
+        "no credentials in the manifest"
+    );
+}
