@@ -1368,3 +1368,40 @@ fn push_to_an_unreachable_registry_fails_with_a_hint() {
     let out = home.push(&[&format!("127.0.0.1:{port}/app")]);
     assert_user_error(&out, "cannot reach registry");
 }
+
+#[test]
+fn build_with_a_base_that_needs_credentials_says_not_authorised_until_login() {
+    let (registry, tls) = basic_auth_registry();
+    let creds = format!("{USER}:{PASSWORD}");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &format!("docker://{}", stand_in_base("3.11")),
+        &format!("docker://{}/lambda/python:3.11", registry.addr),
+    ]);
+    let home = Home::new();
+    let project = home.dir.path().join("p");
+    copy_project("src-layout", &project);
+    let base = format!("{}/lambda/python:3.11", registry.addr);
+    let build = || {
+        let mut cmd = home.ocilambda(&["build", project.to_str().unwrap(), "--base", &base]);
+        cmd.env("SSL_CERT_FILE", tls.ca());
+        run(cmd)
+    };
+    let err = assert_user_error(&build(), "not authorised");
+    assert!(err.contains("credentials tried: none"), "{err}");
+    assert!(
+        !project.join(".ocilambda/image").exists(),
+        "no partial output"
+    );
+    assert_ok(&home.login(
+        &registry.addr,
+        PASSWORD,
+        &["--ca-cert", tls.ca().to_str().unwrap()],
+    ));
+    assert_ok(&build());
+}
