@@ -15,6 +15,9 @@ actual = "%d.%d" % sys.version_info[:2]
 if actual != expected:
     sys.stderr.write("interpreter is Python %s, expected %s\n" % (actual, expected))
     sys.exit(3)
+if sys.flags.hash_randomization:
+    sys.stderr.write("string hashing is randomised: PYTHONHASHSEED=0 did not reach the compiler\n")
+    sys.exit(4)
 print("%d.%d.%d" % sys.version_info[:3])
 sys.stdout.flush()
 

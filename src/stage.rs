@@ -507,13 +507,22 @@ pub fn compile(
     dest_root: &str,
     files: &[(String, PathBuf)],
 ) -> Result<String> {
-    let mut child = Command::new(python)
-        .args(["-E", "-s", "-c", COMPILE_SCRIPT])
+    let mut cmd = Command::new(python);
+    // No `-E`: it would also drop PYTHONHASHSEED. The user's PYTHON* variables are
+    // removed instead, so PYTHONPATH or PYTHONSTARTUP cannot change what is compiled.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PYTHON") {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .args(["-s", "-c", COMPILE_SCRIPT])
         .arg(target.python.to_string())
         .arg(out_root)
         .arg(dest_root)
-        // String hashing is randomised per process; frozensets in constants would be
-        // marshalled in a different order on every run without a fixed seed.
+        // String hashing is randomised per process, and Python 3.10 marshals frozenset
+        // constants (`x in {"a", "b"}`) in hash order: without a fixed seed its .pyc
+        // differ from run to run (3.11+ happen to sort them).
         .env("PYTHONHASHSEED", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -717,6 +726,71 @@ mod tests {
         std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-linux_x86_64\n").unwrap();
         let err = check_pure(dir.path(), false).unwrap_err();
         assert!(err.to_string().contains("`thing-1.0`"), "{err}");
+    }
+
+    /// The compiler runs with a fixed hash seed whatever the caller's environment says
+    /// (the script refuses to run otherwise), and gives the same bytes twice.
+    #[test]
+    fn bytecode_is_compiled_with_a_fixed_hash_seed() {
+        let python = std::path::PathBuf::from(
+            String::from_utf8(
+                Command::new("python3")
+                    .args(["-c", "import sys; print(sys.executable)"])
+                    .output()
+                    .expect("python3 on PATH")
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        let version = String::from_utf8(
+            Command::new(&python)
+                .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let target = Target {
+            python: version.trim().parse().unwrap(),
+            arch: crate::target::Arch::X86_64,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("m.py");
+        std::fs::write(
+            &src,
+            "def f(x):\n    return x in {'alpha', 'beta', 'gamma', 'delta'}\n",
+        )
+        .unwrap();
+        let mut outputs = Vec::new();
+        for (i, seed) in ["random", "123"].iter().enumerate() {
+            let out = dir.path().join(format!("out{i}"));
+            // SAFETY: tests in this module do not read PYTHONHASHSEED concurrently.
+            unsafe { std::env::set_var("PYTHONHASHSEED", seed) };
+            let got = compile(
+                &python,
+                &target,
+                &out,
+                "/var/task",
+                &[("m.py".into(), src.clone())],
+            )
+            .unwrap();
+            assert!(got.starts_with(&version.trim().to_string()), "{got}");
+            let pyc = std::fs::read_dir(out.join("__pycache__"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            outputs.push(std::fs::read(pyc).unwrap());
+        }
+        unsafe { std::env::remove_var("PYTHONHASHSEED") };
+        assert_eq!(outputs[0], outputs[1]);
+        assert_eq!(
+            u32::from_le_bytes(outputs[0][4..8].try_into().unwrap()),
+            1,
+            "unchecked-hash"
+        );
     }
 
     #[test]

@@ -984,3 +984,39 @@ fn cached_tag_resolution_is_reused_until_pull_or_ttl() {
         "a zero TTL always re-resolves"
     );
 }
+
+#[test]
+fn output_that_is_not_a_layout_is_never_replaced() {
+    let (_t, p) = project_copy("src-layout");
+    let keep = p.parent().unwrap().join("dist");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::write(keep.join("important.txt"), b"keep me").unwrap();
+    let out = run(build_cmd(
+        &p.parent().unwrap().join("cache"),
+        &p,
+        &[
+            "--base",
+            &stand_in_base("3.11"),
+            "--output",
+            keep.to_str().unwrap(),
+        ],
+    ));
+    assert_user_error(&out, "is not an OCI image layout");
+    assert_eq!(
+        std::fs::read(keep.join("important.txt")).unwrap(),
+        b"keep me"
+    );
+    // The project directory itself, as --output, is refused too.
+    let out = run(build_cmd(
+        &p.parent().unwrap().join("cache"),
+        &p,
+        &[
+            "--base",
+            &stand_in_base("3.11"),
+            "--output",
+            p.to_str().unwrap(),
+        ],
+    ));
+    assert_user_error(&out, "is not an OCI image layout");
+    assert!(p.join("pyproject.toml").is_file());
+}

@@ -1,6 +1,6 @@
-//! The OCI image-layout sink. The layout is written next to its final place and renamed
-//! in, so readers see the previous layout or the new one, never a half-written mix, and
-//! a failed build leaves the old layout untouched.
+//! The OCI image-layout sink. The layout is written next to its final place and swapped
+//! in with one atomic exchange, so readers see the previous layout or the new one, never
+//! a half-written mix or nothing, and a failed build leaves the old layout untouched.
 //!
 //! Base layer blobs are written only with `--complete`: the image-layout spec allows a
 //! manifest to reference blobs the layout does not hold, and pushing fetches them lazily.
@@ -47,6 +47,7 @@ pub fn write(
     with_blobs: &[String],
     referrers: &[Referrer],
 ) -> Result<()> {
+    refuse_to_replace_non_layout(dest)?;
     let (parent, name) = super::staging(dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
@@ -98,25 +99,73 @@ pub fn write(
         crate::image::canonical_json(&index),
     )?;
 
-    // Swap: move any old layout aside, move the new one in, then drop the old one.
     let staged = tmp.keep();
-    let backup = parent.join(format!(".{name}.old-{}", std::process::id()));
-    let had_old = dest.exists();
-    if had_old {
-        std::fs::rename(dest, &backup)
-            .with_context(|| format!("moving the previous layout at {} aside", dest.display()))?;
-    }
-    if let Err(e) = std::fs::rename(&staged, dest) {
-        if had_old {
-            let _ = std::fs::rename(&backup, dest);
-        }
+    let swapped = if dest.exists() {
+        // One atomic exchange: `dest` is the old layout until the instant it is the new
+        // one, and the old one ends up where the new one was staged.
+        exchange(&staged, dest)
+    } else {
+        std::fs::rename(&staged, dest)
+    };
+    if let Err(e) = swapped {
         let _ = std::fs::remove_dir_all(&staged);
         return Err(e).with_context(|| format!("moving the new layout to {}", dest.display()));
     }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&backup);
-    }
+    let _ = std::fs::remove_dir_all(&staged);
     Ok(())
+}
+
+/// `--output` must name a layout (or nothing, or an empty directory): replacing any other
+/// directory would delete whatever it holds.
+fn refuse_to_replace_non_layout(dest: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    let empty_dir = meta.is_dir() && std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none());
+    if empty_dir || (meta.is_dir() && dest.join("oci-layout").is_file()) {
+        return Ok(());
+    }
+    anyhow::bail!(crate::error::hint(
+        format!(
+            "{} exists and is not an OCI image layout; refusing to replace it",
+            dest.display()
+        ),
+        "choose another --output (the default is <PROJECT_DIR>/.ocilambda/image), or remove it yourself"
+    ))
+}
+
+/// Swap two directories atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: two valid NUL-terminated paths; renameat2 does not keep the pointers.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(err);
+    }
+    // A filesystem without RENAME_EXCHANGE: two renames, with a short window in which `b`
+    // does not exist; on failure the old layout is put back.
+    let aside = a.with_extension("old");
+    std::fs::rename(b, &aside)?;
+    if let Err(e) = std::fs::rename(a, b) {
+        let _ = std::fs::rename(&aside, b);
+        return Err(e);
+    }
+    std::fs::rename(&aside, a)
 }
 
 /// The image manifest digest the layout's `index.json` names (its first entry; referrers
