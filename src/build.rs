@@ -536,6 +536,11 @@ fn stage_and_write(
         let members = s.spawn(|| -> Result<Option<LayerSummary>> {
             match (&keys.members, members_cached.clone()) {
                 (Some(_), Some(Some(l))) => Ok(Some(reused("workspace", l))),
+                // The lock's graph can over-count (a member behind an unselected extra):
+                // when the export lists none, there is no workspace layer.
+                (Some(_), _) if exported.as_ref().is_some_and(|(_, e)| e.members.is_empty()) => {
+                    Ok(None)
+                }
                 (Some(key), _) => build_staged("workspace", key, true).map(Some),
                 (None, _) => Ok(None),
             }
@@ -586,7 +591,9 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
     let output_dir = req
         .output
         .clone()
-        .unwrap_or_else(|| plan.project.dir.join(".ocilambda").join("image"));
+        // <PROJECT_DIR>/.ocilambda/image as given (the workspace root with --package),
+        // where push and invoke look by default.
+        .unwrap_or_else(|| plan.project.root.join(".ocilambda").join("image"));
 
     // The same key layout as before the staging inputs were shared with `zip`, so caches
     // written by earlier builds stay valid.

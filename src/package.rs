@@ -272,7 +272,9 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
         },
         &cache,
     )?;
-    let outputs = output_paths(&req, &plan.project.dir)?;
+    // <PROJECT_DIR>/.ocilambda as given (the workspace root with --package), where the
+    // other commands look by default.
+    let outputs = output_paths(&req, &plan.project.root)?;
     let layout = DepsLayout::new(req.layer, plan.target.python);
     let (deps_key, members_key) = part_keys(&plan, &layout)?;
 

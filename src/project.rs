@@ -94,6 +94,50 @@ fn lock_local_packages(lock: &toml::Table) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every package `root` depends on in uv.lock, transitively, counting optional and
+/// dependency-group edges too (an over-approximation: the export decides what is
+/// installed; this only decides what keys the workspace layer's cache).
+fn reachable_from(lock: &toml::Table, root: &str) -> std::collections::HashSet<String> {
+    let mut edges: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for p in lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let Some(name) = p.get("name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let mut deps = Vec::new();
+        let mut collect = |list: Option<&toml::Value>| {
+            for d in list.and_then(|l| l.as_array()).into_iter().flatten() {
+                if let Some(n) = d.get("name").and_then(|n| n.as_str()) {
+                    deps.push(normalize_name(n));
+                }
+            }
+        };
+        collect(p.get("dependencies"));
+        for key in ["optional-dependencies", "dev-dependencies"] {
+            if let Some(groups) = p.get(key).and_then(|g| g.as_table()) {
+                for list in groups.values() {
+                    collect(Some(list));
+                }
+            }
+        }
+        edges.entry(normalize_name(name)).or_default().extend(deps);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![root.to_string()];
+    while let Some(n) = stack.pop() {
+        for d in edges.get(&n).into_iter().flatten() {
+            if seen.insert(d.clone()) {
+                stack.push(d.clone());
+            }
+        }
+    }
+    seen
+}
+
 /// PEP 503 normalisation, so `My_Lib` and `my-lib` name the same package.
 pub fn normalize_name(name: &str) -> String {
     let mut out = String::new();
@@ -166,9 +210,12 @@ impl Project {
             .and_then(|p| p.get("requires-python"))
             .and_then(|r| r.as_str())
             .map(str::to_string);
+        // Only the local packages the built project depends on (through the lock's graph):
+        // with --package, the workspace root and sibling Lambdas are not part of it.
+        let needed = reachable_from(&lock_table, &name);
         let members = locals
             .into_iter()
-            .filter(|(n, _)| *n != name)
+            .filter(|(n, _)| *n != name && needed.contains(n))
             .map(|(name, rel)| Member {
                 name,
                 dir: root.join(rel),

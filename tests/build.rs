@@ -1020,3 +1020,55 @@ fn output_that_is_not_a_layout_is_never_replaced() {
     assert_user_error(&out, "is not an OCI image layout");
     assert!(p.join("pyproject.toml").is_file());
 }
+
+#[test]
+fn package_builds_a_workspace_members_lambda_into_the_project_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("ws");
+    copy_project("workspace", &project);
+    let cache = tmp.path().join("cache");
+    let args = [
+        "--base",
+        &stand_in_base("3.11"),
+        "--package",
+        "library",
+        "--handler",
+        "library.hello",
+        "--json",
+    ];
+    let out = run(build_cmd(&cache, &project, &args));
+    assert_ok(&out);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = summary["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    // library depends on no other member (the workspace root is not its dependency).
+    assert_eq!(kinds, ["deps", "app"]);
+    // Written where push and invoke look: <PROJECT_DIR>/.ocilambda/image.
+    let layout = project.join(".ocilambda/image");
+    assert_eq!(
+        layer_manifest_digest(&layout),
+        summary["digest"].as_str().unwrap()
+    );
+    assert!(!project.join("library/.ocilambda").exists());
+    let layers = layer_digests(&layout);
+    let app = layer_entries(&layout, layers.last().unwrap());
+    assert!(
+        app.iter().any(|e| e.0 == "var/task/library/__init__.py"),
+        "member sources from its src/"
+    );
+    assert!(
+        !app.iter().any(|e| e.0.starts_with("var/task/app/")),
+        "not the root's app"
+    );
+    // An app-only edit of the member starts no uv process.
+    let init = project.join("library/src/library/__init__.py");
+    let text = std::fs::read_to_string(&init).unwrap() + "\n# edited\n";
+    std::fs::write(&init, text).unwrap();
+    let out = run(build_cmd(&cache, &project, &args));
+    assert_ok(&out);
+    assert!(!stderr(&out).contains("Using uv"), "{}", stderr(&out));
+}
