@@ -129,10 +129,12 @@ fn tree_hash(dir: &Path) -> Result<String> {
         .into_iter()
         .filter_entry(|e| {
             let n = e.file_name().to_string_lossy();
-            !matches!(
-                n.as_ref(),
-                ".git" | ".venv" | ".ocilambda" | "__pycache__" | "build" | "dist"
-            ) && !n.ends_with(".egg-info")
+            // Build outputs only at the member's top level: a subpackage may be called
+            // `build` or `dist`, and its edits must invalidate the layer.
+            let top_level_output = e.depth() == 1
+                && (matches!(n.as_ref(), "build" | "dist") || n.ends_with(".egg-info"));
+            !matches!(n.as_ref(), ".git" | ".venv" | ".ocilambda" | "__pycache__")
+                && !top_level_output
         });
     for entry in walker {
         let entry = entry?;
@@ -426,6 +428,7 @@ fn bytecode_interpreter(
     let key = format!("interpreter:{uv_identity}:{}", target.python);
     if let Some(found) = cache.record_get::<Interpreter>(&key)
         && found.path.is_file()
+        && found.stamp == stage::interpreter_stamp(&found.path)
     {
         return Ok(Some(found));
     }
@@ -448,7 +451,12 @@ fn bytecode_interpreter(
     if !version.starts_with(&format!("{}.", target.python)) {
         return Ok(None);
     }
-    let found = Interpreter { path, version };
+    let stamp = stage::interpreter_stamp(&path);
+    let found = Interpreter {
+        path,
+        version,
+        stamp,
+    };
     cache.record_put(&key, &found)?;
     Ok(Some(found))
 }
@@ -799,19 +807,33 @@ fn git_facts(dir: &Path) -> (Option<String>, Option<String>) {
     (finish(head), finish(origin).map(|u| strip_credentials(&u)))
 }
 
-/// `https://user:token@host/x` → `https://host/x`.
+/// The origin URL in one form whatever the clone used, without credentials or user:
+/// `https://user:token@host/x.git`, `ssh://git@host/x` and `git@host:x.git` all become
+/// `https://host/x`, so CI (https with a token) and a developer (ssh) record the same.
 pub fn strip_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let url = url.trim();
+    let (host, path) = match url.split_once("://") {
+        Some((_, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
             let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-            if path.is_empty() && !rest.contains('/') {
-                format!("{scheme}://{host}")
-            } else {
-                format!("{scheme}://{host}/{path}")
-            }
+            (host.to_string(), path.to_string())
         }
-        None => url.to_string(),
+        // scp-like `user@host:path`
+        None => match url.split_once(':') {
+            Some((authority, path)) if !authority.contains('/') => {
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                (host.to_string(), path.to_string())
+            }
+            _ => return url.to_string(),
+        },
+    };
+    // An ssh port (`host:22`) means nothing for https.
+    let host = host.split(':').next().unwrap_or(&host).to_string();
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    if path.is_empty() {
+        format!("https://{host}")
+    } else {
+        format!("https://{host}/{path}")
     }
 }
 
@@ -889,18 +911,18 @@ mod tests {
 
     #[test]
     fn credentials_are_stripped_from_source_urls() {
-        assert_eq!(
-            strip_credentials("https://x-access-token:ghs_secret@github.com/org/repo.git"),
-            "https://github.com/org/repo.git"
-        );
-        assert_eq!(
-            strip_credentials("https://github.com/org/repo"),
-            "https://github.com/org/repo"
-        );
-        assert_eq!(
-            strip_credentials("git@github.com:org/repo.git"),
-            "git@github.com:org/repo.git"
-        );
+        for url in [
+            "https://x-access-token:ghs_secret@github.com/org/repo.git",
+            "https://github.com/org/repo",
+            "git@github.com:org/repo.git",
+            "ssh://git@github.com:22/org/repo.git",
+        ] {
+            assert_eq!(
+                strip_credentials(url),
+                "https://github.com/org/repo",
+                "{url}"
+            );
+        }
         assert_eq!(strip_credentials("https://user@host"), "https://host");
     }
 }

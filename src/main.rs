@@ -91,7 +91,7 @@ struct LintArgs {
 
 /// Print an audit report; its verdict picks the exit code.
 fn report(r: ocilambda::audit::Report) -> ExitCode {
-    print!("{}", r.stdout);
+    emit(&r.stdout);
     if r.ok {
         ExitCode::SUCCESS
     } else {
@@ -426,9 +426,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = push::push(request).await?;
             if args.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                emit(&format!("{}\n", serde_json::to_string(&summary)?));
             } else {
-                println!("{}", summary.reference);
+                emit(&format!("{}\n", summary.reference));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -463,10 +463,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = package::zip(request)?;
             if args.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                emit(&format!("{}\n", serde_json::to_string(&summary)?));
             } else {
                 for z in &summary.zips {
-                    println!("{}", z.path.display());
+                    emit(&format!("{}\n", z.path.display()));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -493,13 +493,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = build::build(request).await?;
             if args.json {
-                println!("{}", serde_json::to_string(&summary)?);
+                emit(&format!("{}\n", serde_json::to_string(&summary)?));
             } else {
-                println!("{}", summary.digest);
+                emit(&format!("{}\n", summary.digest));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Write a result to stdout. A reader that went away (`ocilambda inspect --files | head`)
+/// is not an error of ours: Rust ignores SIGPIPE, and `print!` would panic on EPIPE.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn main() -> ExitCode {

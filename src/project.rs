@@ -14,7 +14,7 @@ use std::str::FromStr;
 const PRUNED_DIRS: &[&str] = &[".git", ".venv", ".ocilambda", "__pycache__", "node_modules"];
 
 /// Names left out of the app layer unless an `include` glob names them explicitly: they
-/// are secrets (`.env`) or development-only (`tests`).
+/// are secrets (`.env`, and `.env.*` like `.env.production`) or development-only (`tests`).
 const SKIPPED_UNLESS_INCLUDED: &[&str] = &[".env", "tests"];
 
 /// A local package the project depends on: a workspace member or another local
@@ -333,9 +333,9 @@ impl Project {
                 continue;
             }
             if !explicit
-                && rel
-                    .split('/')
-                    .any(|part| SKIPPED_UNLESS_INCLUDED.contains(&part))
+                && rel.split('/').any(|part| {
+                    SKIPPED_UNLESS_INCLUDED.contains(&part) || part.starts_with(".env.")
+                })
             {
                 continue;
             }
@@ -532,6 +532,7 @@ mod tests {
             "app/main.py",
             "app/tests/test_x.py",
             "app/.env",
+            "app/.env.production",
             "app/data.json",
             "other.py",
         ] {

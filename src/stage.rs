@@ -316,6 +316,7 @@ pub fn install(
     // Third-party packages: wheels only at first, so a package without a wheel for the
     // runtime fails fast here instead of being compiled for the wrong machine.
     let out = run(!opts.members)?;
+    let mut built_from_source: Vec<String> = Vec::new();
     if !out.status.success() && opts.members {
         bail!(
             "`uv pip install` of workspace members failed: {}",
@@ -347,6 +348,7 @@ pub fn install(
             bail!("`uv pip install` failed: {}", last_error_line(&stderr));
         }
         // Only source distributions: let uv build them, then insist the result is pure.
+        built_from_source = missing.clone();
         let out = run(false)?;
         if !out.status.success() {
             bail!(
@@ -359,14 +361,15 @@ pub fn install(
     let _ = std::fs::remove_file(&req_file);
     // uv's lock file for the target directory is not part of what we ship.
     let _ = std::fs::remove_file(dest.join(".lock"));
-    check_pure(dest, opts.members)?;
+    check_pure(dest, opts.members, &built_from_source)?;
     Ok(())
 }
 
-/// Packages built from source on this machine carry a `linux_<arch>` wheel tag (wheels
-/// from an index carry manylinux/musllinux tags); such a build targets the build host,
-/// not Lambda, so it is refused.
-pub fn check_pure(dir: &Path, members: bool) -> Result<()> {
+/// What was built on this machine (workspace members, and `built_from_source`) must be
+/// pure: every wheel tag's platform `any`, since a host build targets the host, not
+/// Lambda. Anything else is refused when it carries a `linux_<arch>` tag, which only a
+/// host build produces (wheels from an index carry manylinux/musllinux tags).
+pub fn check_pure(dir: &Path, members: bool, built_from_source: &[String]) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -376,9 +379,11 @@ pub fn check_pure(dir: &Path, members: bool) -> Result<()> {
         let Ok(wheel) = std::fs::read_to_string(entry.path().join("WHEEL")) else {
             continue;
         };
+        let name = crate::project::normalize_name(dist.split('-').next().unwrap_or(dist));
+        let host_built = members || built_from_source.contains(&name);
         for tag in wheel.lines().filter_map(|l| l.strip_prefix("Tag:")) {
             let platform = tag.trim().rsplit('-').next().unwrap_or("");
-            if platform.starts_with("linux_") {
+            if platform.starts_with("linux_") || (host_built && platform != "any") {
                 bail!(hint(
                     format!(
                         "`{dist}` was built from source on this machine into a platform-specific wheel ({}) that cannot run on Lambda",
@@ -478,8 +483,21 @@ fn replace_file(path: &Path, content: &[u8]) -> Result<()> {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Interpreter {
     pub path: PathBuf,
+    /// Size and mtime of the binary behind `path`: a patch upgrade in place changes it,
+    /// and with it the recorded version (part of cache keys and provenance).
+    #[serde(default)]
+    pub stamp: String,
     /// Full version, e.g. 3.11.7 (recorded; .pyc can differ across patch releases).
     pub version: String,
+}
+
+/// The stamp of the interpreter binary `path` resolves to.
+pub fn interpreter_stamp(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::canonicalize(path)
+        .and_then(std::fs::metadata)
+        .map(|m| format!("{}:{}", m.size(), m.mtime()))
+        .unwrap_or_default()
 }
 
 /// `uv python find X.Y`, outside any project so a local .venv does not answer.
@@ -720,11 +738,14 @@ mod tests {
         let di = dir.path().join("thing-1.0.dist-info");
         std::fs::create_dir(&di).unwrap();
         std::fs::write(di.join("WHEEL"), "Tag: py3-none-any\n").unwrap();
-        check_pure(dir.path(), false).unwrap();
+        check_pure(dir.path(), false, &[]).unwrap();
         std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-manylinux_2_17_x86_64\n").unwrap();
-        check_pure(dir.path(), false).unwrap();
+        check_pure(dir.path(), false, &[]).unwrap();
+        // The same tag on something this machine built is refused: only `any` is pure.
+        assert!(check_pure(dir.path(), true, &[]).is_err());
+        assert!(check_pure(dir.path(), false, &["thing".into()]).is_err());
         std::fs::write(di.join("WHEEL"), "Tag: cp311-cp311-linux_x86_64\n").unwrap();
-        let err = check_pure(dir.path(), false).unwrap_err();
+        let err = check_pure(dir.path(), false, &[]).unwrap_err();
         assert!(err.to_string().contains("`thing-1.0`"), "{err}");
     }
 

@@ -194,6 +194,37 @@ pub fn relative_slash_path(path: &Path) -> Result<String> {
     Ok(parts.join("/"))
 }
 
+/// Where a relative symlink at tree path `link` points, as a tree path (None if it climbs
+/// above the root).
+fn resolve_link(link: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+impl Tree {
+    /// The first symlink whose target is not in this tree: shipped as is, it would dangle
+    /// at run time (the zip writer refuses the same links when it follows them).
+    pub fn dangling_link(&self) -> Option<(&str, &str)> {
+        self.entries.iter().find_map(|(path, node)| match node {
+            Node::Symlink { target } => {
+                let resolved = resolve_link(path, target)?;
+                (!self.entries.contains_key(&resolved)).then_some((path.as_str(), target.as_str()))
+            }
+            _ => None,
+        })
+    }
+}
+
 /// Does a symlink at tree path `link` with `target` resolve inside the tree? Absolute
 /// targets are judged against the layer's own absolute location only by callers that
 /// know it; here they count as escaping, so the check is conservative.
@@ -254,6 +285,22 @@ mod tests {
         );
         assert_eq!(tree.file_count(), 2);
         assert_eq!(tree.content_size(), 2);
+    }
+
+    #[test]
+    fn dangling_links_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/a.py"), b"").unwrap();
+        std::os::unix::fs::symlink("a.py", dir.path().join("app/ok.py")).unwrap();
+        let mut tree = Tree::new();
+        tree.add_dir_all(dir.path(), "").unwrap();
+        assert_eq!(tree.dangling_link(), None);
+        assert_eq!(tree.prefixed("var/task").dangling_link(), None);
+        std::os::unix::fs::symlink("../shared/y.py", dir.path().join("app/bad.py")).unwrap();
+        let mut tree = Tree::new();
+        tree.add_dir_all(dir.path(), "").unwrap();
+        assert_eq!(tree.dangling_link(), Some(("app/bad.py", "../shared/y.py")));
     }
 
     #[test]

@@ -678,7 +678,7 @@ fn git_revision_and_source_are_recorded_without_credentials() {
     );
     assert_eq!(
         m["annotations"]["org.opencontainers.image.source"],
-        "https://git.example.com/team/fn.git"
+        "https://git.example.com/team/fn"
     );
     assert!(
         !String::from_utf8_lossy(&manifest).contains("s3cr3t"),

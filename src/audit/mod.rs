@@ -70,9 +70,7 @@ pub async fn lint_command(image: &str, json: bool, insecure: &[String]) -> Resul
     let findings = lint::lint(opened, &remote, &cache).await?;
     let errors = findings.iter().any(|f| f.severity == lint::Severity::Error);
     let stdout = if json {
-        serde_json::to_string(
-            &serde_json::json!({"ok": findings.is_empty(), "findings": findings}),
-        )? + "\n"
+        serde_json::to_string(&serde_json::json!({"ok": !errors, "findings": findings}))? + "\n"
     } else if findings.is_empty() {
         "ok: no findings\n".to_string()
     } else {

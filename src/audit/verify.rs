@@ -36,6 +36,7 @@ fn required<'a>(image: &'a Image, key: &str) -> Result<&'a str> {
 /// Provenance fields whose difference explains a digest mismatch by itself.
 const EXPLAINING: &[(&str, &str)] = &[
     (provenance::REVISION, "VCS revision"),
+    (provenance::SOURCE, "VCS source URL"),
     (provenance::LOCK, "uv.lock"),
     (
         provenance::SETTINGS,

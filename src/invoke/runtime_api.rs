@@ -123,6 +123,8 @@ where
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // A persistent accept error (EMFILE) must not spin a core.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);
