@@ -194,9 +194,13 @@ pub fn relative_slash_path(path: &Path) -> Result<String> {
     Ok(parts.join("/"))
 }
 
-/// Where a relative symlink at tree path `link` points, as a tree path (None if it climbs
-/// above the root).
-fn resolve_link(link: &str, target: &str) -> Option<String> {
+/// Where a symlink at tree path `link` with `target` points, as a tree path; None when
+/// it leaves the tree (climbs above the root, or is absolute: where an absolute target
+/// lands depends on where the tree is unpacked, so it counts as leaving).
+pub fn resolve_link(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
     let mut parts: Vec<&str> = link.split('/').collect();
     parts.pop();
     for part in target.split('/') {
@@ -225,27 +229,9 @@ impl Tree {
     }
 }
 
-/// Does a symlink at tree path `link` with `target` resolve inside the tree? Absolute
-/// targets are judged against the layer's own absolute location only by callers that
-/// know it; here they count as escaping, so the check is conservative.
+/// Does a symlink at tree path `link` with `target` resolve inside the tree?
 fn link_stays_inside(link: &str, target: &str) -> bool {
-    if target.starts_with('/') {
-        return false;
-    }
-    let mut depth: Vec<&str> = link.split('/').collect();
-    depth.pop(); // the link's own name
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if depth.pop().is_none() {
-                    return false;
-                }
-            }
-            p => depth.push(p),
-        }
-    }
-    true
+    resolve_link(link, target).is_some()
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ impl Entries {
                 if depth >= MAX_LINK_DEPTH {
                     bail!("symlink `{source_path}` is part of a cycle of links");
                 }
-                let found = resolve_link(source_path, target)
+                let found = crate::tree::resolve_link(source_path, target)
                     .and_then(|r| tree.get(&r).cloned().map(|n| (r, n)));
                 let Some((resolved, target_node)) = found else {
                     bail!(crate::error::hint(
@@ -410,25 +410,6 @@ impl Pending {
         crate::cache::persist_readable(self.tmp, &self.dest)?;
         Ok(self.written)
     }
-}
-
-/// The tree path a link at `link` with `target` points to, if it stays inside the tree.
-fn resolve_link(link: &str, target: &str) -> Option<String> {
-    if target.starts_with('/') {
-        return None;
-    }
-    let mut parts: Vec<&str> = link.split('/').collect();
-    parts.pop();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
 }
 
 #[cfg(test)]
