@@ -518,8 +518,23 @@ fn stage_and_write(
 
     let app_build = || -> Result<LayerSummary> {
         let started = Instant::now();
+        // Unchanged app sources reuse their layer without starting the bytecode compiler.
+        let key = format!(
+            "app:{}",
+            json_key(&serde_json::json!({
+                "format": layers::FORMAT_VERSION,
+                "sources": plan.app.content_key()?,
+                "bytecode": plan.interpreter.as_ref().map(|i| &i.version),
+                "python": plan.target.python.to_string(),
+                "epoch": keys.epoch,
+            }))
+        );
+        if let Some(layer) = cache.layer_get(&key) {
+            return Ok(reused("app", layer));
+        }
         let tree = app_with_bytecode(plan, &staging.path().join("app-pyc"), &task_root)?;
         let layer = layers::write(&tree.prefixed(TASK_ROOT), keys.epoch, &cache.blob_dir())?;
+        cache.layer_put(&key, &layer)?;
         output::status(&format!(
             "Built app layer ({}, {} files) in {}",
             output::size(layer.size),

@@ -216,6 +216,33 @@ pub fn resolve_link(link: &str, target: &str) -> Option<String> {
 }
 
 impl Tree {
+    /// A digest of everything a writer takes from this tree (paths, kinds, the execute
+    /// bit, contents, link targets): equal keys give equal layers and zips.
+    pub fn content_key(&self) -> Result<String> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (path, node) in &self.entries {
+            h.update(path.as_bytes());
+            match node {
+                Node::Dir => h.update(b"\0d\0"),
+                Node::Symlink { target } => {
+                    h.update(b"\0l\0");
+                    h.update(target.as_bytes());
+                }
+                Node::File {
+                    source, executable, ..
+                } => {
+                    h.update(if *executable { b"\0x\0" } else { b"\0f\0" });
+                    let content = std::fs::read(source)
+                        .with_context(|| format!("reading {}", source.display()))?;
+                    h.update(sha2::Sha256::digest(&content));
+                }
+            }
+            h.update(b"\n");
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
     /// The first symlink whose target is not in this tree: shipped as is, it would dangle
     /// at run time (the zip writer refuses the same links when it follows them).
     pub fn dangling_link(&self) -> Option<(&str, &str)> {
