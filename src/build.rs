@@ -618,8 +618,8 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         // where push and invoke look by default.
         .unwrap_or_else(|| plan.project.root.join(".ocilambda").join("image"));
 
-    // The same key layout as before the staging inputs were shared with `zip`, so caches
-    // written by earlier builds stay valid.
+    // The deps layer's key: what shapes the staged install, plus the layer format and the
+    // timestamps written into it.
     let mut deps_inputs = serde_json::Map::new();
     deps_inputs.insert("format".into(), layers::FORMAT_VERSION.into());
     deps_inputs.extend(plan.staging_inputs()?);

@@ -465,8 +465,9 @@ fn write_outputs(
         let entries = Entries::from_parts(&sources)?;
         pending.push((*kind, entries.write_pending(path)?));
     }
-    // All zips are written before any is renamed into place: a failure leaves the previous
-    // pair, never a new layer next to an old app.
+    // All zips are written before any is renamed into place, so a failure while writing
+    // leaves the previous pair; only a failing rename (rare: same directory) could leave a
+    // new layer zip next to an old app zip.
     let mut zips = Vec::new();
     for (kind, p) in pending {
         let path = p.dest().to_path_buf();
