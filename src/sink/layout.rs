@@ -159,7 +159,9 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     }
     // A filesystem without RENAME_EXCHANGE: two renames, with a short window in which `b`
     // does not exist; on failure the old layout is put back.
-    let aside = a.with_extension("old");
+    let mut aside = a.as_os_str().to_owned();
+    aside.push(".old");
+    let aside = std::path::PathBuf::from(aside);
     std::fs::rename(b, &aside)?;
     if let Err(e) = std::fs::rename(a, b) {
         let _ = std::fs::rename(&aside, b);
