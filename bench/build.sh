@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/ensure-tools.sh
+. bench/lib.sh
 . scripts/local-registry.sh
 big_mb=${1:-1024}
 
@@ -21,14 +22,6 @@ base="$REGISTRY/lambda/python:3.11"
 cp -r examples/fastapi-app "$work/app"
 export OCILAMBDA_CACHE_DIR="$work/cache"
 
-timed() { # prints wall milliseconds of "$@" (output discarded)
-	local t0 t1
-	t0=$(date +%s%N)
-	"$@" >/dev/null 2>&1
-	t1=$(date +%s%N)
-	echo $(((t1 - t0) / 1000000))
-}
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "uv: $(uv --version) at $(command -v uv)"
 if head -c2 "$(command -v uv)" | grep -q '#!'; then

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/ensure-tools.sh
+. bench/lib.sh
 . scripts/local-registry.sh
 warm_n=${1:-50}
 
@@ -40,7 +41,6 @@ ms_of() { # wall milliseconds of "$@", its stderr kept in $work/last.err
 	t1=$(date +%s%N)
 	echo $(((t1 - t0) / 1000000))
 }
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 init_ms() { sed -n 's/.*Init Duration: \([0-9.]*\) ms.*/\1/p' "$work/last.err" | head -1; }
 unpack_ms() { sed -n 's/^Unpacked image .* in \(.*\)$/\1/p' "$work/last.err"; }
 

@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/ensure-tools.sh
+. bench/lib.sh
 . scripts/local-registry.sh
 command -v /usr/bin/time >/dev/null 2>&1 || apt_install time
 runs=${1:-5}
@@ -48,14 +49,6 @@ new_target() { # sets TARGET=127.0.0.1:PORT, an empty registry
 	return 1
 }
 
-timed() { # wall milliseconds of "$@" (output discarded)
-	local t0 t1
-	t0=$(date +%s%N)
-	"$@" >/dev/null 2>&1
-	t1=$(date +%s%N)
-	echo $(((t1 - t0) / 1000000))
-}
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 cp -r examples/fastapi-app "$work/app"
 export OCILAMBDA_CACHE_DIR="$work/cache"

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/ensure-tools.sh
+. bench/lib.sh
 if ! command -v zip >/dev/null 2>&1; then
 	apt_install zip
 fi
@@ -21,14 +22,6 @@ cp -r examples/fastapi-app "$work/app"
 cp -r examples/fastapi-app "$work/manual"
 export OCILAMBDA_CACHE_DIR="$work/cache"
 
-timed() { # prints wall milliseconds of "$@" (output discarded)
-	local t0 t1
-	t0=$(date +%s%N)
-	"$@" >/dev/null 2>&1
-	t1=$(date +%s%N)
-	echo $(((t1 - t0) / 1000000))
-}
-median() { tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 series() { # LABEL CMD...: median of $runs runs of CMD
 	local label=$1 times=()
 	shift
