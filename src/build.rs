@@ -190,6 +190,8 @@ pub struct Plan {
     pub target: Target,
     pub handler_text: String,
     pub app: Tree,
+    /// The rule that picked `app`: outputs must stay out of what it selects.
+    pub app_sources: crate::project::AppSources,
     pub uv_path: PathBuf,
     /// Keys caches without starting uv (see [`Uv::locate`]).
     pub uv_identity: String,
@@ -274,11 +276,12 @@ pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
     let python =
         project.target_python(settings.python_version.as_deref(), settings.base.as_deref())?;
     let target = Target { python, arch };
-    let app = project.app_tree(
-        &handler,
+    let (include, exclude) = (
         settings.include.as_deref().unwrap_or_default(),
         settings.exclude.as_deref().unwrap_or_default(),
-    )?;
+    );
+    let app = project.app_tree(&handler, include, exclude)?;
+    let app_sources = project.app_sources(&handler, include, exclude)?;
 
     let (uv_path, uv_identity, uv_known) = Uv::locate()?;
     let compile = settings.compile_bytecode;
@@ -311,6 +314,7 @@ pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
         target,
         handler_text,
         app,
+        app_sources,
         uv_path,
         uv_identity,
         uv_known,

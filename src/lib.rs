@@ -13,6 +13,7 @@ pub mod base;
 pub mod build;
 pub mod cache;
 pub mod config;
+pub mod diagnostics;
 pub mod digest;
 pub mod error;
 pub mod image;

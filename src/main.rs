@@ -537,8 +537,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             output::error(&error::one_line(&err));
-            if let Some(h) = error::find_hint(&err) {
-                output::hint(h);
+            if let Some(h) = ocilambda::diagnostics::hint(&err) {
+                output::hint(&h);
             }
             ExitCode::from(2)
         }

@@ -275,6 +275,12 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
     // <PROJECT_DIR>/.ocilambda as given (the workspace root with --package), where the
     // other commands look by default.
     let outputs = output_paths(&req, &plan.project.root)?;
+    for (_, path) in &outputs {
+        if plan.app_sources.would_ship(path) {
+            return Err(zipsink::OutputError::InAppSources(path.clone()).into());
+        }
+        zipsink::check_replaceable(path)?;
+    }
     let layout = DepsLayout::new(req.layer, plan.target.python);
     let (deps_key, members_key) = part_keys(&plan, &layout)?;
 

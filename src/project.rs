@@ -274,15 +274,15 @@ impl Project {
         Ok(version)
     }
 
-    /// The app sources for `handler` as a tree relative to the task root.
-    pub fn app_tree(
+    /// The rule that picks the app sources for `handler` (see [`AppSources`]).
+    pub fn app_sources(
         &self,
         handler: &Handler,
         include: &[String],
         exclude: &[String],
-    ) -> Result<Tree> {
+    ) -> Result<AppSources> {
         let top = handler.top_level();
-        let app_root = [self.dir.clone(), self.dir.join("src")]
+        let root = [self.dir.clone(), self.dir.join("src")]
             .into_iter()
             .find(|d| d.join(top).is_dir() || d.join(format!("{top}.py")).is_file())
             .ok_or_else(|| {
@@ -295,51 +295,49 @@ impl Project {
                     "check `handler` (MODULE.FUNCTION, e.g. app.main.handler) in [tool.ocilambda] or --handler",
                 )
             })?;
-        let include_set = globs(include, "include")?;
-        let exclude_set = globs(exclude, "exclude")?;
-        let default_prefix = if app_root.join(top).is_dir() {
+        let default_prefix = if root.join(top).is_dir() {
             format!("{top}/")
         } else {
             format!("{top}.py")
         };
+        Ok(AppSources {
+            default_prefix,
+            include: globs(include, "include")?,
+            exclude: globs(exclude, "exclude")?,
+            walk_all: !include.is_empty(),
+            root,
+        })
+    }
+
+    /// The app sources for `handler` as a tree relative to the task root.
+    pub fn app_tree(
+        &self,
+        handler: &Handler,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Tree> {
+        let sources = self.app_sources(handler, include, exclude)?;
+        let app_root = &sources.root;
         // Walk only the handler's package unless globs ask for more.
-        let walk_root = if include.is_empty() {
-            app_root.join(default_prefix.trim_end_matches('/'))
-        } else {
+        let walk_root = if sources.walk_all {
             app_root.clone()
+        } else {
+            app_root.join(sources.default_prefix.trim_end_matches('/'))
         };
         let mut tree = Tree::new();
         let walker = walkdir::WalkDir::new(&walk_root)
             .follow_links(false)
             .into_iter()
-            .filter_entry(|e| {
-                !(e.file_type().is_dir()
-                    && PRUNED_DIRS
-                        .iter()
-                        .any(|d| e.file_name() == std::ffi::OsStr::new(d)))
-            });
+            .filter_entry(|e| !(e.file_type().is_dir() && is_pruned(e.file_name())));
         for entry in walker {
             let entry = entry.with_context(|| format!("walking {}", walk_root.display()))?;
             if entry.file_type().is_dir() {
                 continue;
             }
-            let rel = crate::tree::relative_slash_path(entry.path().strip_prefix(&app_root)?)?;
-            let explicit = matches_self_or_parent(&include_set, &rel);
-            let default = rel == default_prefix || rel.starts_with(&default_prefix);
-            if !(explicit || default)
-                || rel.ends_with(".pyc")
-                || matches_self_or_parent(&exclude_set, &rel)
-            {
-                continue;
+            let rel = crate::tree::relative_slash_path(entry.path().strip_prefix(app_root)?)?;
+            if sources.selects(&rel) {
+                tree.add_path(entry.path(), &rel)?;
             }
-            if !explicit
-                && rel.split('/').any(|part| {
-                    SKIPPED_UNLESS_INCLUDED.contains(&part) || part.starts_with(".env.")
-                })
-            {
-                continue;
-            }
-            tree.add_path(entry.path(), &rel)?;
         }
         let module_rel = handler.module.replace('.', "/");
         let found = [
@@ -359,6 +357,75 @@ impl Project {
             ));
         }
         Ok(tree)
+    }
+}
+
+/// Which files are app sources: the handler's top-level package or module under the app
+/// root (the project or its `src/`), plus `include`, minus `exclude` and the files that
+/// stay out unless a glob names them. One rule for walking the sources and for keeping
+/// outputs out of them.
+#[derive(Debug, Clone)]
+pub struct AppSources {
+    /// The directory holding the handler's package.
+    pub root: PathBuf,
+    default_prefix: String,
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+    walk_all: bool,
+}
+
+impl AppSources {
+    /// Whether the file at `rel` (slash-separated, relative to [`Self::root`]) is shipped.
+    pub fn selects(&self, rel: &str) -> bool {
+        let explicit = matches_self_or_parent(&self.include, rel);
+        let default = rel.starts_with(&self.default_prefix);
+        if !(explicit || default)
+            || rel.ends_with(".pyc")
+            || matches_self_or_parent(&self.exclude, rel)
+        {
+            return false;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        if parts[..parts.len() - 1]
+            .iter()
+            .any(|d| is_pruned(std::ffi::OsStr::new(d)))
+        {
+            return false;
+        }
+        explicit
+            || !parts
+                .iter()
+                .any(|part| SKIPPED_UNLESS_INCLUDED.contains(part) || part.starts_with(".env."))
+    }
+
+    /// Whether a file at `path` (existing or not) would be shipped as an app source: an
+    /// output written there would end up in the next build.
+    pub fn would_ship(&self, path: &Path) -> bool {
+        let (Some(path), Ok(root)) = (resolve_lexically(path), self.root.canonicalize()) else {
+            return false;
+        };
+        path.strip_prefix(&root)
+            .ok()
+            .and_then(|rel| crate::tree::relative_slash_path(rel).ok())
+            .is_some_and(|rel| self.selects(&rel))
+    }
+}
+
+fn is_pruned(name: &std::ffi::OsStr) -> bool {
+    PRUNED_DIRS.iter().any(|d| name == std::ffi::OsStr::new(d))
+}
+
+/// `path` made absolute, with its deepest existing ancestor canonicalised (symlinks and
+/// `..` resolved) and the rest appended: where a file written there would land.
+fn resolve_lexically(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut cur = std::path::absolute(path).ok()?;
+    loop {
+        if let Ok(real) = cur.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        rest.push(cur.file_name()?.to_os_string());
+        cur = cur.parent()?.to_path_buf();
     }
 }
 

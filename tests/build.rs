@@ -1072,3 +1072,84 @@ fn package_builds_a_workspace_members_lambda_into_the_project_dir() {
     assert_ok(&out);
     assert!(!stderr(&out).contains("Using uv"), "{}", stderr(&out));
 }
+
+/// Every blob file in a layout.
+fn blob_names(layout: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn build_into_a_shared_layout_keeps_other_images_and_files() {
+    let reg = &shared_registry().addr;
+    let (_t, p) = project_copy("src-layout");
+    let cache = p.parent().unwrap().join("cache");
+    let dir = p.parent().unwrap().join("shared-layout");
+    let dir_s = dir.to_str().unwrap();
+    for (from, tag) in [("3.11", "base311"), ("3.12", "myapp-v1")] {
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{reg}/lambda/python:{from}"),
+            &format!("oci:{dir_s}:{tag}"),
+        ]);
+    }
+    std::fs::write(dir.join("NOTES.txt"), b"mine").unwrap();
+    let theirs = blob_names(&dir);
+    let build = |handler_edit: &str| {
+        std::fs::write(p.join("src/pkgapp/edit.py"), handler_edit).unwrap();
+        assert_ok(&run(build_cmd(
+            &cache,
+            &p,
+            &["--base", &stand_in_base("3.11"), "--output", dir_s],
+        )))
+    };
+    let first = build("A = 1\n");
+    let after_first = blob_names(&dir);
+    assert!(
+        after_first.is_superset(&theirs),
+        "no blob of theirs removed"
+    );
+    let second = build("A = 2\n");
+    assert_ne!(first, second);
+    let after_second = blob_names(&dir);
+    assert!(
+        after_second.is_superset(&theirs),
+        "no blob of theirs removed"
+    );
+    // The first build's own blobs (its manifest, config, app layer) are gone with it.
+    assert!(!after_second.contains(first.trim().trim_start_matches("sha256:")));
+    assert_eq!(std::fs::read(dir.join("NOTES.txt")).unwrap(), b"mine");
+    for tag in ["base311", "myapp-v1", "latest"] {
+        skopeo(&["inspect", &format!("oci:{dir_s}:{tag}")]);
+    }
+    let inspected = skopeo(&["inspect", "--raw", &format!("oci:{dir_s}:latest")]);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(&inspected.stdout)),
+        second.trim()
+    );
+    validate_layout(&dir);
+
+    // A `latest` that another tool put there is not ocilambda's to replace.
+    let foreign = p.parent().unwrap().join("foreign-latest");
+    let foreign_s = foreign.to_str().unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reg}/lambda/python:3.11"),
+        &format!("oci:{foreign_s}:latest"),
+    ]);
+    let index_before = std::fs::read(foreign.join("index.json")).unwrap();
+    let out = run(build_cmd(
+        &cache,
+        &p,
+        &["--base", &stand_in_base("3.11"), "--output", foreign_s],
+    ));
+    assert_user_error(&out, "that ocilambda did not build");
+    assert_eq!(
+        std::fs::read(foreign.join("index.json")).unwrap(),
+        index_before
+    );
+}

@@ -624,3 +624,91 @@ fn src_layout_zip_runs_its_packaged_handler() {
     let response = python_handler_response(&task, "pkgapp.handler.handler", "{}");
     assert_eq!(response, serde_json::json!({"ok": true, "six": "1.17.0"}));
 }
+
+#[test]
+fn zip_never_replaces_what_it_did_not_write_nor_writes_into_the_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    copy_project("src-layout", &project);
+    let cache = tmp.path().join("cache");
+    for name in ["pyproject.toml", "uv.lock"] {
+        let file = project.join(name);
+        let before = std::fs::read(&file).unwrap();
+        let out = run(zip_cmd(
+            &cache,
+            &project,
+            &["--output", file.to_str().unwrap()],
+        ));
+        assert_user_error(&out, "is not a zip ocilambda wrote");
+        assert_eq!(std::fs::read(&file).unwrap(), before, "{name} untouched");
+    }
+    // A zip someone else made (real timestamps) is not ours to replace either.
+    let theirs = tmp.path().join("theirs.zip");
+    let made = Command::new(host_python())
+        .args([
+            "-c",
+            "import sys, zipfile; zipfile.ZipFile(sys.argv[1], 'w').writestr('a.txt', 'mine')",
+        ])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let before = std::fs::read(&theirs).unwrap();
+    let out = run(zip_cmd(
+        &cache,
+        &project,
+        &["--output", theirs.to_str().unwrap()],
+    ));
+    assert_user_error(&out, "is not a zip ocilambda wrote");
+    assert_eq!(std::fs::read(&theirs).unwrap(), before);
+    // A link is not replaced (nor followed).
+    let link = tmp.path().join("link.zip");
+    std::os::unix::fs::symlink(&theirs, &link).unwrap();
+    let out = run(zip_cmd(
+        &cache,
+        &project,
+        &["--output", link.to_str().unwrap()],
+    ));
+    assert_user_error(&out, "is not a zip ocilambda wrote");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Into the handler's package, the zips would ship in the next build.
+    let app = project.join("src/pkgapp");
+    let out = run(zip_cmd(
+        &cache,
+        &project,
+        &["--layer", "--output", app.to_str().unwrap()],
+    ));
+    assert_user_error(&out, "inside the app sources");
+    assert!(!app.join("app.zip").exists() && !app.join("layer_content.zip").exists());
+    // ... and so would a zip that an --include glob selects, even before it exists.
+    let out = run(zip_cmd(
+        &cache,
+        &project,
+        &[
+            "--include",
+            "*.zip",
+            "--output",
+            project.join("src/fn.zip").to_str().unwrap(),
+        ],
+    ));
+    assert_user_error(&out, "inside the app sources");
+
+    // A zip ocilambda wrote is replaced on the next run.
+    let ours = tmp.path().join("dist/fn.zip");
+    assert_ok(&run(zip_cmd(
+        &cache,
+        &project,
+        &["--output", ours.to_str().unwrap()],
+    )));
+    assert_ok(&run(zip_cmd(
+        &cache,
+        &project,
+        &["--output", ours.to_str().unwrap()],
+    )));
+}

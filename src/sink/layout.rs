@@ -1,6 +1,8 @@
-//! The OCI image-layout sink. The layout is written next to its final place and swapped
-//! in with one atomic exchange, so readers see the previous layout or the new one, never
-//! a half-written mix or nothing, and a failed build leaves the old layout untouched.
+//! The OCI image-layout sink. A new layout is staged next to its final place and renamed
+//! in; an existing one (ours, or one skopeo or umoci also write to) gets ocilambda's tag
+//! added or replaced in place, its `index.json` swapped atomically, so readers see the
+//! previous image or the new one, never a half-written mix, and nothing ocilambda did not
+//! write is ever removed.
 //!
 //! Base layer blobs are written only with `--complete`: the image-layout spec allows a
 //! manifest to reference blobs the layout does not hold, and pushing fetches them lazily.
@@ -8,23 +10,56 @@
 use crate::cache::Cache;
 use crate::image::Image;
 use anyhow::{Context, Result};
-use std::path::Path;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 pub const REF_NAME: &str = "latest";
 
-/// Put a cache blob into the layout: a hard link when the cache shares the filesystem
-/// (instant, no extra space), a copy otherwise.
+/// The annotation every image ocilambda builds carries; an image tagged [`REF_NAME`]
+/// without it belongs to someone else and is never replaced.
+const OWN_IMAGE_MARK: &str = crate::build::provenance::VERSION;
+
+/// The artifact type of the referrers ocilambda attaches (the SBOM): when the image they
+/// refer to is replaced, they go with it.
+const OWN_REFERRER_TYPE: &str = crate::sbom::MEDIA_TYPE;
+
+/// Put a cache blob into the layout as a file of its own: a reflink where the file system
+/// offers one (instant, no extra space until either side changes), a copy otherwise. Never
+/// a hard link: a layout that shares an inode with the cache would change when the cache
+/// entry is damaged, and the other way round.
 fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
     let from = cache.blob_path(digest)?;
     let to = blobs.join(crate::digest::hex_part(digest)?);
     if to.exists() {
         return Ok(());
     }
-    if std::fs::hard_link(&from, &to).is_err() {
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("copying blob {digest} into the layout"))?;
+    let tmp = blobs.join(format!(
+        ".{}.tmp-{}",
+        crate::digest::hex_part(digest)?,
+        std::process::id()
+    ));
+    let copied = reflink_copy::reflink_or_copy(&from, &tmp)
+        .with_context(|| format!("copying blob {digest} into the layout"))
+        .and_then(|_| std::fs::rename(&tmp, &to).context("renaming a layout blob into place"));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    Ok(())
+    copied
+}
+
+/// Write bytes as a layout blob (temporary file, then rename: a reader never sees half).
+fn put_bytes(blobs: &Path, bytes: &[u8]) -> Result<()> {
+    let digest = crate::digest::of_bytes(bytes);
+    let to = blobs.join(crate::digest::hex_part(&digest)?);
+    if to.exists() {
+        return Ok(());
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".blob.tmp-")
+        .tempfile_in(blobs)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    crate::cache::persist_readable(tmp, &to)
 }
 
 /// An artifact that refers to the image (OCI 1.1 `subject`), e.g. its SBOM: listed in
@@ -37,9 +72,14 @@ pub struct Referrer {
     pub blobs: Vec<Vec<u8>>,
 }
 
-/// Write `image` as the only image (ref name `latest`) of the layout at `dest`, plus its
+/// Write `image` under the ref name `latest` in the layout at `dest`, plus its
 /// `referrers`. `with_blobs` lists the layer digests whose blobs go in (all new layers,
 /// plus the base's with `--complete`); each must be in the cache.
+///
+/// A new layout is written next to `dest` and renamed into place. An existing layout may
+/// hold images of other tools (skopeo and umoci add to layouts): there only ocilambda's own
+/// tag is added or replaced, as those tools do, and only blobs of the image it replaces
+/// that nothing else references are removed.
 pub fn write(
     dest: &Path,
     image: &Image,
@@ -47,29 +87,61 @@ pub fn write(
     with_blobs: &[String],
     referrers: &[Referrer],
 ) -> Result<()> {
-    refuse_to_replace_non_layout(dest)?;
-    let (parent, name) = super::staging(dest)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    let blobs = tmp.path().join("blobs/sha256");
-    std::fs::create_dir_all(&blobs)?;
-    std::fs::write(
-        tmp.path().join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    let small = [
-        (&image.manifest_digest, &image.manifest),
-        (&image.config_digest, &image.config),
-    ];
-    for (digest, bytes) in small {
-        std::fs::write(blobs.join(crate::digest::hex_part(digest)?), bytes)?;
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_new(dest, image, cache, with_blobs, referrers)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", dest.display())),
+        Ok(meta) if meta.is_dir() && dest.join("oci-layout").is_file() => {
+            merge(dest, image, cache, with_blobs, referrers)
+        }
+        Ok(meta) if meta.is_dir() && is_empty_dir(dest) => {
+            write_new(dest, image, cache, with_blobs, referrers)
+        }
+        Ok(_) => Err(LayoutError::NotALayout(dest.to_path_buf()).into()),
     }
-    for digest in with_blobs {
-        place_blob(cache, digest, &blobs)?;
+}
+
+/// Why a layout cannot be written; the command layer words the advice.
+#[derive(Debug)]
+pub enum LayoutError {
+    /// The output exists and is not an OCI image layout (nor an empty directory).
+    NotALayout(PathBuf),
+    /// The layout's `latest` tag names an image ocilambda did not build.
+    ForeignTag(PathBuf),
+    /// A blob in the layout does not match its name.
+    CorruptBlob(PathBuf),
+}
+
+impl std::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayoutError::NotALayout(p) => write!(
+                f,
+                "{} exists and is not an OCI image layout; refusing to replace it",
+                p.display()
+            ),
+            LayoutError::ForeignTag(p) => write!(
+                f,
+                "the layout at {} already tags an image `{REF_NAME}` that ocilambda did not build; refusing to replace it",
+                p.display()
+            ),
+            LayoutError::CorruptBlob(p) => {
+                write!(f, "{} does not match its digest", p.display())
+            }
+        }
     }
-    let config: serde_json::Value = serde_json::from_slice(&image.config)?;
+}
+
+impl std::error::Error for LayoutError {}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// The `index.json` entries for the image and its referrers.
+fn own_entries(image: &Image, referrers: &[Referrer]) -> Result<Vec<Value>> {
+    let config: Value = serde_json::from_slice(&image.config)?;
     let mut manifests = vec![serde_json::json!({
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "digest": image.manifest_digest,
@@ -78,10 +150,6 @@ pub fn write(
         "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
     })];
     for r in referrers {
-        for blob in r.blobs.iter().chain(std::iter::once(&r.manifest)) {
-            let digest = crate::digest::of_bytes(blob);
-            std::fs::write(blobs.join(crate::digest::hex_part(&digest)?), blob)?;
-        }
         manifests.push(serde_json::json!({
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": crate::digest::of_bytes(&r.manifest),
@@ -89,96 +157,251 @@ pub fn write(
             "artifactType": r.artifact_type,
         }));
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    std::fs::write(
-        tmp.path().join("index.json"),
-        crate::image::canonical_json(&index),
-    )?;
+    Ok(manifests)
+}
 
-    let staged = tmp.keep();
-    let swapped = if dest.exists() {
-        // One atomic exchange: `dest` is the old layout until the instant it is the new
-        // one, and the old one ends up where the new one was staged.
-        exchange(&staged, dest)
-    } else {
-        std::fs::rename(&staged, dest)
-    };
-    if let Err(e) = swapped {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(e).with_context(|| format!("moving the new layout to {}", dest.display()));
+/// Every blob of the image and referrers into `blobs`.
+fn put_blobs(
+    blobs: &Path,
+    image: &Image,
+    cache: &Cache,
+    with_blobs: &[String],
+    referrers: &[Referrer],
+) -> Result<()> {
+    put_bytes(blobs, &image.manifest)?;
+    put_bytes(blobs, &image.config)?;
+    for digest in with_blobs {
+        place_blob(cache, digest, blobs)?;
     }
-    let _ = std::fs::remove_dir_all(&staged);
+    for r in referrers {
+        for blob in r.blobs.iter().chain(std::iter::once(&r.manifest)) {
+            put_bytes(blobs, blob)?;
+        }
+    }
     Ok(())
 }
 
-/// `--output` must name a layout (or nothing, or an empty directory): replacing any other
-/// directory would delete whatever it holds.
-fn refuse_to_replace_non_layout(dest: &Path) -> Result<()> {
-    let Ok(meta) = std::fs::symlink_metadata(dest) else {
-        return Ok(());
-    };
-    let empty_dir = meta.is_dir() && std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none());
-    if empty_dir || (meta.is_dir() && dest.join("oci-layout").is_file()) {
-        return Ok(());
-    }
-    anyhow::bail!(crate::error::hint(
-        format!(
-            "{} exists and is not an OCI image layout; refusing to replace it",
-            dest.display()
-        ),
-        "choose another --output (the default is <PROJECT_DIR>/.ocilambda/image), or remove it yourself"
-    ))
+fn index_json(manifests: Vec<Value>) -> Vec<u8> {
+    crate::image::canonical_json(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
 }
 
-/// Swap two directories atomically (Linux `renameat2(RENAME_EXCHANGE)`).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let ca = CString::new(a.as_os_str().as_bytes())?;
-    let cb = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: two valid NUL-terminated paths; renameat2 does not keep the pointers.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-        return Err(err);
-    }
-    // A filesystem without RENAME_EXCHANGE: two renames, with a short window in which `b`
-    // does not exist; on failure the old layout is put back.
-    let mut aside = a.as_os_str().to_owned();
-    aside.push(".old");
-    let aside = std::path::PathBuf::from(aside);
-    std::fs::rename(b, &aside)?;
-    if let Err(e) = std::fs::rename(a, b) {
-        let _ = std::fs::rename(&aside, b);
-        return Err(e);
-    }
-    std::fs::rename(&aside, a)
-}
-
-/// The image manifest digest the layout's `index.json` names (its first entry; referrers
-/// such as the SBOM follow it).
-pub fn read_manifest_digest(dir: &Path) -> Result<String> {
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("index.json"))
-            .with_context(|| format!("reading {}/index.json", dir.display()))?,
+/// A layout where there was none (or an empty directory): staged next to `dest`, renamed
+/// into place, so a failed build leaves nothing behind.
+fn write_new(
+    dest: &Path,
+    image: &Image,
+    cache: &Cache,
+    with_blobs: &[String],
+    referrers: &[Referrer],
+) -> Result<()> {
+    let (parent, name) = super::staging(dest)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let blobs = tmp.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    std::fs::write(tmp.path().join("oci-layout"), LAYOUT_MARKER)?;
+    put_blobs(&blobs, image, cache, with_blobs, referrers)?;
+    std::fs::write(
+        tmp.path().join("index.json"),
+        index_json(own_entries(image, referrers)?),
     )?;
-    index["manifests"][0]["digest"]
+    let staged = tmp.keep();
+    // rename(2) replaces an empty directory atomically, and fails on a non-empty one: a
+    // directory that filled up since it was checked is never replaced.
+    if let Err(e) = std::fs::rename(&staged, dest) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e).with_context(|| format!("moving the new layout to {}", dest.display()));
+    }
+    Ok(())
+}
+
+const LAYOUT_MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Add or replace ocilambda's tag in an existing layout, keeping every other manifest, its
+/// blobs and any file ocilambda does not know. New blobs go in first and `index.json` is
+/// replaced atomically, so a reader (or a kill at any point) sees the old index or the new
+/// one with all its blobs; blobs only the replaced image used are removed last.
+fn merge(
+    dest: &Path,
+    image: &Image,
+    cache: &Cache,
+    with_blobs: &[String],
+    referrers: &[Referrer],
+) -> Result<()> {
+    // One writer at a time: two builds into one layout must not remove each other's blobs.
+    let _lock = lock_dir(dest)?;
+    let blobs = dest.join("blobs/sha256");
+    let old = read_index(dest)?;
+    let old_entries = old["manifests"].as_array().cloned().unwrap_or_default();
+    let mut replaced = Vec::new();
+    for entry in &old_entries {
+        if ref_name(entry) == Some(REF_NAME) {
+            let manifest = read_json_blob(dest, entry_digest(entry)?)?;
+            if manifest["annotations"][OWN_IMAGE_MARK].as_str().is_none() {
+                return Err(LayoutError::ForeignTag(dest.to_path_buf()).into());
+            }
+            replaced.push(entry_digest(entry)?.to_string());
+        }
+    }
+    let mut kept = Vec::new();
+    for entry in old_entries {
+        let digest = entry_digest(&entry)?.to_string();
+        if replaced.contains(&digest) || is_own_referrer_of(dest, &entry, &replaced) {
+            replaced.push(digest);
+            continue;
+        }
+        kept.push(entry);
+    }
+    std::fs::create_dir_all(&blobs)?;
+    put_blobs(&blobs, image, cache, with_blobs, referrers)?;
+    let mut manifests = own_entries(image, referrers)?;
+    manifests.extend(kept);
+    let mut index = old;
+    index["manifests"] = Value::Array(manifests);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".index.json.tmp-")
+        .tempfile_in(dest)?;
+    std::io::Write::write_all(&mut tmp, &crate::image::canonical_json(&index))?;
+    crate::cache::persist_readable(tmp, &dest.join("index.json"))?;
+    remove_unreferenced(dest, &index, &replaced);
+    Ok(())
+}
+
+fn read_index(dest: &Path) -> Result<Value> {
+    let path = dest.join("index.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not JSON", path.display())),
+        // A layout cut short before its index was written holds no image yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [],
+        })),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn ref_name(entry: &Value) -> Option<&str> {
+    entry["annotations"]["org.opencontainers.image.ref.name"].as_str()
+}
+
+fn entry_digest(entry: &Value) -> Result<&str> {
+    entry["digest"]
         .as_str()
-        .map(str::to_string)
-        .context("index.json lists no manifest")
+        .context("an index.json entry has no digest")
+}
+
+/// A blob of the layout parsed as JSON, after checking its bytes against its name.
+fn read_json_blob(dest: &Path, digest: &str) -> Result<Value> {
+    let path = dest
+        .join("blobs/sha256")
+        .join(crate::digest::hex_part(digest)?);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    if crate::digest::of_bytes(&bytes) != digest {
+        return Err(LayoutError::CorruptBlob(path).into());
+    }
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// An SBOM ocilambda attached to one of the images it is replacing.
+fn is_own_referrer_of(dest: &Path, entry: &Value, replaced: &[String]) -> bool {
+    if entry["artifactType"].as_str() != Some(OWN_REFERRER_TYPE) || ref_name(entry).is_some() {
+        return false;
+    }
+    entry_digest(entry)
+        .and_then(|d| read_json_blob(dest, d))
+        .is_ok_and(|m| {
+            m["subject"]["digest"]
+                .as_str()
+                .is_some_and(|s| replaced.iter().any(|r| r == s))
+        })
+}
+
+/// The digests a manifest or index blob references, itself included, recursively.
+fn referenced(dest: &Path, digest: &str, into: &mut HashSet<String>) -> Result<()> {
+    if !into.insert(digest.to_string()) {
+        return Ok(());
+    }
+    let value = read_json_blob(dest, digest)?;
+    for d in value["config"]["digest"].as_str().into_iter().chain(
+        value["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["digest"].as_str()),
+    ) {
+        into.insert(d.to_string());
+    }
+    for m in value["manifests"].as_array().into_iter().flatten() {
+        referenced(dest, entry_digest(m)?, into)?;
+    }
+    Ok(())
+}
+
+/// Remove the blobs of the `replaced` manifests that the new `index` no longer reaches.
+/// Best effort and conservative: if any manifest of the index cannot be read, nothing is
+/// removed (a leftover blob costs space; a removed one would break someone's image).
+fn remove_unreferenced(dest: &Path, index: &Value, replaced: &[String]) {
+    let mut live = HashSet::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let Ok(digest) = entry_digest(entry) else {
+            return;
+        };
+        if referenced(dest, digest, &mut live).is_err() {
+            return;
+        }
+    }
+    let mut old = HashSet::new();
+    for digest in replaced {
+        if referenced(dest, digest, &mut old).is_err() {
+            return;
+        }
+    }
+    for digest in old.difference(&live) {
+        if let Ok(hex) = crate::digest::hex_part(digest) {
+            let _ = std::fs::remove_file(dest.join("blobs/sha256").join(hex));
+        }
+    }
+}
+
+/// An exclusive `flock` on the layout directory, released when the file is dropped.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: a valid open descriptor; flock keeps no pointer.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", dir.display()));
+    }
+    Ok(file)
+}
+
+/// The image manifest digest the layout's `index.json` tags `latest` (ocilambda's tag), or
+/// its only image manifest when nothing is tagged `latest` (a layout another tool wrote).
+pub fn read_manifest_digest(dir: &Path) -> Result<String> {
+    let index = read_index(dir)?;
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    if let Some(e) = entries.iter().find(|e| ref_name(e) == Some(REF_NAME)) {
+        return Ok(entry_digest(e)?.to_string());
+    }
+    let images: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["artifactType"].is_null())
+        .collect();
+    match images.as_slice() {
+        [one] => Ok(entry_digest(one)?.to_string()),
+        [] => anyhow::bail!("{}/index.json lists no image", dir.display()),
+        _ => anyhow::bail!(
+            "{}/index.json lists {} images and none is tagged `{REF_NAME}`",
+            dir.display(),
+            images.len()
+        ),
+    }
 }

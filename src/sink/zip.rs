@@ -393,6 +393,64 @@ fn compress_batch(
     done.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Why a zip cannot be written where it was asked to go; the command layer words the advice.
+#[derive(Debug)]
+pub enum OutputError {
+    /// Something is there that ocilambda did not write (a user's file, a link, another zip).
+    NotOurs(PathBuf),
+    /// The zip would land among the app sources and ship in the next build.
+    InAppSources(PathBuf),
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OutputError::NotOurs(p) => write!(
+                f,
+                "{} exists and is not a zip ocilambda wrote; refusing to replace it",
+                p.display()
+            ),
+            OutputError::InAppSources(p) => write!(
+                f,
+                "{} is inside the app sources: the zip would ship in the next build",
+                p.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+/// Refuse to write a zip over anything but a zip ocilambda wrote (or nothing).
+pub fn check_replaceable(dest: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dest.display())),
+        Ok(meta) if meta.is_file() && is_own_zip(dest) => Ok(()),
+        Ok(_) => Err(OutputError::NotOurs(dest.to_path_buf()).into()),
+    }
+}
+
+/// Whether `path` is a zip as this module writes them: every entry made on Unix, dated
+/// 1980-01-01 00:00 and without extra fields. `zip -r`, Python's zipfile and other
+/// archivers record real timestamps (and usually extra fields), so a zip a user made is
+/// never taken for ours.
+fn is_own_zip(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let Ok(mut archive) = zip::ZipArchive::new(std::io::BufReader::new(file)) else {
+        return false;
+    };
+    (0..archive.len()).all(|i| {
+        archive.by_index_raw(i).is_ok_and(|f| {
+            f.last_modified() == Some(DateTime::default())
+                && f.system() == System::Unix
+                && f.extra_data_fields().next().is_none()
+        })
+    })
+}
+
 /// A zip written to a temporary file, waiting to be renamed into place.
 pub struct Pending {
     tmp: tempfile::NamedTempFile,
