@@ -5,31 +5,13 @@
 
 use crate::cache::Cache;
 use crate::error::hint;
-use crate::registry::{self, Client, Reference};
+use crate::registry::{Client, Reference};
 use crate::source;
 use crate::target::Arch;
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
-}
-
-impl Descriptor {
-    /// A manifest's `{mediaType, digest, size}`, checked, with the OCI media type.
-    pub fn from_json(v: &serde_json::Value) -> Result<Descriptor> {
-        let digest = v["digest"].as_str().context("descriptor without digest")?;
-        crate::digest::hex_part(digest)?;
-        Ok(Descriptor {
-            media_type: oci_media_type(v["mediaType"].as_str().unwrap_or_default()),
-            digest: digest.to_string(),
-            size: v["size"].as_u64().context("descriptor without size")?,
-        })
-    }
-}
+pub use crate::oci::Descriptor;
 
 #[derive(Debug, Clone)]
 pub struct BaseImage {
@@ -50,25 +32,6 @@ pub struct Fetch {
     pub pull: bool,
     pub offline: bool,
     pub tag_ttl: Duration,
-}
-
-/// Docker media types become their OCI equivalents: the bytes and digests stay the same,
-/// but skopeo and umoci refuse Docker types inside an OCI layout.
-pub fn oci_media_type(media_type: &str) -> String {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        }
-        "application/vnd.docker.container.image.v1+json" => {
-            "application/vnd.oci.image.config.v1+json"
-        }
-        other => other,
-    }
-    .to_string()
 }
 
 pub fn parse_reference(text: &str) -> Result<Reference> {
@@ -122,13 +85,6 @@ async fn manifest_by_digest(
     Ok((manifest.bytes, false))
 }
 
-fn is_index(value: &serde_json::Value) -> bool {
-    match value.get("mediaType").and_then(|m| m.as_str()) {
-        Some(m) => m == registry::MEDIA_OCI_INDEX || m == registry::MEDIA_DOCKER_LIST,
-        None => value.get("manifests").is_some(),
-    }
-}
-
 /// Resolve `text` for `arch`.
 pub async fn resolve(
     client: &Client,
@@ -174,7 +130,7 @@ pub async fn resolve(
     let top_value: serde_json::Value = serde_json::from_slice(&top)
         .with_context(|| format!("base {name}: manifest is not JSON"))?;
 
-    let (manifest_digest, manifest) = if is_index(&top_value) {
+    let (manifest_digest, manifest) = if crate::oci::media::json_is_index(&top_value) {
         let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
             hint(
                 format!(
@@ -197,8 +153,8 @@ pub async fn resolve(
     let media_type = manifest
         .get("mediaType")
         .and_then(|m| m.as_str())
-        .unwrap_or(registry::MEDIA_OCI_MANIFEST);
-    if media_type != registry::MEDIA_OCI_MANIFEST && media_type != registry::MEDIA_DOCKER_MANIFEST {
+        .unwrap_or(crate::oci::media::OCI_MANIFEST);
+    if !crate::oci::media::is_image_manifest(media_type) {
         bail!(hint(
             format!("base {name} has an unsupported manifest type `{media_type}`"),
             "use an OCI or Docker v2 schema 2 image"

@@ -56,22 +56,8 @@ pub struct BuildRequest {
     pub base_digest: Option<String>,
 }
 
-/// Manifest annotations that record how an image was built, so `verify` can rebuild it
-/// and explain a mismatch. Nothing machine-specific goes here (no paths, hosts, users).
-pub mod provenance {
-    pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
-    pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-    pub const CREATED: &str = "org.opencontainers.image.created";
-    pub const REVISION: &str = "org.opencontainers.image.revision";
-    pub const SOURCE: &str = "org.opencontainers.image.source";
-    pub const VERSION: &str = "dev.ocilambda.version";
-    pub const LOCK: &str = "dev.ocilambda.uv-lock.sha256";
-    pub const HANDLER: &str = "dev.ocilambda.handler";
-    pub const PYTHON: &str = "dev.ocilambda.python";
-    pub const UV: &str = "dev.ocilambda.uv";
-    pub const BYTECODE: &str = "dev.ocilambda.bytecode";
-    pub const SETTINGS: &str = "dev.ocilambda.settings.sha256";
-}
+/// The provenance annotation keys (see [`crate::oci::annotation`]).
+pub use crate::oci::annotation as provenance;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSummary {

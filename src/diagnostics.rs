@@ -11,6 +11,14 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<LayoutError>() {
             return Some(layout_hint(e).to_string());
         }
+        if cause
+            .downcast_ref::<crate::oci::platform::UnknownArch>()
+            .is_some()
+        {
+            return Some(
+                "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)".into(),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<OutputError>() {
             return Some(zip_output_hint(e).to_string());
         }

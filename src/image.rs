@@ -33,18 +33,7 @@ pub struct Image {
     pub layers: Vec<Descriptor>,
 }
 
-/// JSON with object keys sorted and no whitespace: the same value always gives the
-/// same bytes (serde_json's default map is a BTreeMap; a test guards that).
-pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("serialising a JSON value cannot fail")
-}
-
-/// RFC 3339 timestamp for an epoch in seconds.
-pub fn rfc3339(epoch: u64) -> Result<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp(epoch as i64)
-        .with_context(|| format!("SOURCE_DATE_EPOCH {epoch} is out of range"))?;
-    Ok(t.format(&time::format_description::well_known::Rfc3339)?)
-}
+pub use crate::oci::{canonical_json, rfc3339};
 
 pub fn assemble(
     base: &BaseImage,

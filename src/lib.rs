@@ -20,6 +20,7 @@ pub mod image;
 pub mod invoke;
 pub mod layers;
 pub mod login;
+pub mod oci;
 pub mod output;
 pub mod package;
 pub mod project;

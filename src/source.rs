@@ -15,7 +15,7 @@ use crate::base::{Descriptor, parse_reference};
 use crate::build::provenance;
 use crate::cache::Cache;
 use crate::error::hint;
-use crate::registry::{self, Client, Reference};
+use crate::registry::{Client, Reference};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -177,13 +177,6 @@ pub async fn fetch_small_blob(
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn is_index(manifest: &Value) -> bool {
-    matches!(
-        manifest.get("mediaType").and_then(|m| m.as_str()),
-        Some(registry::MEDIA_OCI_INDEX) | Some(registry::MEDIA_DOCKER_LIST)
-    ) || (manifest.get("manifests").is_some() && manifest.get("layers").is_none())
-}
-
 /// The digest of `index`'s `linux/{arch}` entry (`arch` as OCI names it); when there is
 /// none, the error `missing` makes from the platforms the index does have (`os/arch`).
 pub fn select_platform(
@@ -245,7 +238,7 @@ pub async fn open(spec: &str, remote: &Remote, cache: &Cache) -> Result<Opened> 
         }
     };
     let manifest = parse_json(&bytes, "manifest", spec)?;
-    if is_index(&manifest) {
+    if crate::oci::media::json_is_index(&manifest) {
         return Ok(Opened::Index(Index {
             label: spec.into(),
             digest,

@@ -4,6 +4,8 @@
 use anyhow::{Result, bail};
 use std::fmt;
 
+pub use crate::oci::Arch;
+
 /// Python versions AWS Lambda offers as `public.ecr.aws/lambda/python:X.Y`.
 pub const LAMBDA_PYTHONS: &[(u32, u32)] = &[(3, 10), (3, 11), (3, 12), (3, 13), (3, 14)];
 
@@ -35,52 +37,6 @@ impl std::str::FromStr for PyVersion {
                 format!("`{s}` is not a Python version"),
                 "give MAJOR.MINOR, e.g. `--python-version 3.13`"
             )),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    X86_64,
-    Arm64,
-}
-
-impl std::str::FromStr for Arch {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "x86_64" | "amd64" => Ok(Arch::X86_64),
-            "arm64" | "aarch64" => Ok(Arch::Arm64),
-            _ => bail!(crate::error::hint(
-                format!("unknown architecture `{s}`"),
-                "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)"
-            )),
-        }
-    }
-}
-
-impl Arch {
-    /// Lambda's name for the architecture.
-    pub fn lambda_name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// The OCI/Go name used in image configs and index platforms.
-    pub fn oci_name(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::Arm64 => "arm64",
-        }
-    }
-
-    /// The name in wheel tags and ELF terms.
-    pub fn machine(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Arm64 => "aarch64",
         }
     }
 }

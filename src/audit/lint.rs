@@ -4,7 +4,7 @@
 
 use super::files::{self, FileInfo, Kind};
 use crate::cache::Cache;
-use crate::registry;
+
 use crate::source::{Image, Index, Opened, Remote};
 use anyhow::Result;
 use serde::Serialize;
@@ -86,7 +86,7 @@ pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<
     };
     let mut out = Vec::new();
     let mt = image.manifest["mediaType"].as_str().unwrap_or("");
-    if mt != registry::MEDIA_OCI_MANIFEST && mt != registry::MEDIA_DOCKER_MANIFEST {
+    if !crate::oci::media::is_image_manifest(mt) {
         out.push(finding(
             Severity::Error,
             "media-types",

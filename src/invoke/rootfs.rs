@@ -187,7 +187,7 @@ fn apply_blob(applier: &mut Applier, layer: &LayerBlob) -> Result<()> {
         },
     );
     let mt = layer.media_type.as_str();
-    // Docker's media types arrive mapped to OCI's (`base::oci_media_type`).
+    // Docker's media types arrive mapped to OCI's (`oci::media::to_oci`).
     let mut reader: Box<dyn Read> = if mt.ends_with("+gzip") {
         Box::new(flate2::bufread::MultiGzDecoder::new(hashing))
     } else if mt.ends_with(".tar") {

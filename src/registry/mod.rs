@@ -37,12 +37,9 @@ use std::time::Duration;
 
 pub use oci_spec::distribution::Reference;
 
-pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+use crate::oci::media::{
+    MANIFEST_ACCEPT, OCI_INDEX as MEDIA_OCI_INDEX, OCI_MANIFEST as MEDIA_OCI_MANIFEST,
+};
 
 /// Attempts per request for transient failures (connection errors, 408, 429, 5xx).
 const ATTEMPTS: u32 = 5;

@@ -100,11 +100,9 @@ pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
     let media_type = value
         .get("mediaType")
         .and_then(|m| m.as_str())
-        .unwrap_or(crate::registry::MEDIA_OCI_MANIFEST)
+        .unwrap_or(crate::oci::media::OCI_MANIFEST)
         .to_string();
-    if media_type != crate::registry::MEDIA_OCI_MANIFEST
-        && media_type != crate::registry::MEDIA_DOCKER_MANIFEST
-    {
+    if !crate::oci::media::is_image_manifest(&media_type) {
         bail!(
             "the layout at {} holds a {media_type}, not a single-platform image manifest",
             dir.display()
@@ -450,12 +448,12 @@ pub async fn push_referrers(
                 repo,
                 digest,
                 &bytes,
-                crate::registry::MEDIA_OCI_MANIFEST,
+                crate::oci::media::OCI_MANIFEST,
                 digest,
             )
             .await?;
         descriptors.push(serde_json::json!({
-            "mediaType": crate::registry::MEDIA_OCI_MANIFEST,
+            "mediaType": crate::oci::media::OCI_MANIFEST,
             "digest": digest,
             "size": bytes.len(),
             "artifactType": artifact_type,
@@ -487,7 +485,7 @@ pub async fn push_referrers(
     }
     let fallback = crate::image::canonical_json(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": crate::registry::MEDIA_OCI_INDEX,
+        "mediaType": crate::oci::media::OCI_INDEX,
         "manifests": manifests,
     }));
     let digest = crate::digest::of_bytes(&fallback);
@@ -497,7 +495,7 @@ pub async fn push_referrers(
             repo,
             &tag,
             &fallback,
-            crate::registry::MEDIA_OCI_INDEX,
+            crate::oci::media::OCI_INDEX,
             &digest,
         )
         .await?;
