@@ -240,6 +240,8 @@ pub async fn fetch_layers(
                 &path,
             )
             .await?;
+        // get_blob_to hashed the bytes on their way in.
+        cache.mark_verified(&layer.digest);
     }
     Ok(fetched)
 }

@@ -477,6 +477,7 @@ fn stage_and_write(
         let mut tree = Tree::new();
         tree.add_dir_all(&dir, "")?;
         let layer = layers::write(&tree.prefixed(TASK_ROOT), keys.epoch, &cache.blob_dir())?;
+        cache.mark_verified(&layer.digest);
         cache.layer_put(key, &layer)?;
         let millis = started.elapsed().as_millis() as u64;
         output::status(&format!(
@@ -524,6 +525,7 @@ fn stage_and_write(
         }
         let tree = app_with_bytecode(plan, &staging.path().join("app-pyc"), &task_root)?;
         let layer = layers::write(&tree.prefixed(TASK_ROOT), keys.epoch, &cache.blob_dir())?;
+        cache.mark_verified(&layer.digest);
         cache.layer_put(&key, &layer)?;
         output::status(&format!(
             "Built app layer ({}, {} files) in {}",

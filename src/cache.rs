@@ -46,7 +46,7 @@ impl Cache {
     }
 
     pub fn at(root: PathBuf) -> Result<Cache> {
-        for sub in ["blobs/sha256", "tags", "layers", "tmp"] {
+        for sub in ["blobs/sha256", "blobs/verified", "tags", "layers", "tmp"] {
             std::fs::create_dir_all(root.join(sub)).with_context(|| {
                 format!("creating cache directory {}", root.join(sub).display())
             })?;
@@ -66,23 +66,86 @@ impl Cache {
         Ok(self.blob_dir().join(crate::digest::hex_part(digest)?))
     }
 
+    /// Whether the cache holds the blob with bytes that match its digest (see
+    /// [`Cache::verified_blob`]).
     pub fn has_blob(&self, digest: &str) -> bool {
-        self.blob_path(digest).is_ok_and(|p| p.is_file())
+        self.verified_blob(digest).is_some()
+    }
+
+    /// The path of the cached blob, only if its bytes match its digest. A full re-hash on
+    /// every use would cost a second read of every reused layer, so the check is a
+    /// fingerprint of the file (device, inode, size, mtime, ctime) recorded the last time
+    /// its bytes were hashed: any write to the file changes its ctime, which no user can
+    /// set back, so a changed fingerprint means the bytes are hashed again. A blob that
+    /// does not match is removed with a warning, so it is fetched or rebuilt, never used.
+    pub fn verified_blob(&self, digest: &str) -> Option<PathBuf> {
+        let path = self.blob_path(digest).ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        let mark = self.fingerprint_path(digest)?;
+        let print = fingerprint(&meta);
+        if std::fs::read_to_string(&mark).is_ok_and(|m| m == print) {
+            return Some(path);
+        }
+        match crate::digest::of_file(&path) {
+            Ok(actual) if actual == digest => {
+                // Best effort: without the mark the next use hashes again.
+                let _ = self.write_atomic(&mark, print.as_bytes());
+                Some(path)
+            }
+            Ok(_) => {
+                self.drop_corrupt(digest, &path);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Record that the blob at `digest` was just written from bytes hashed on the way (a
+    /// layer or zip writer, a verified download), so its first use need not hash it again.
+    pub fn mark_verified(&self, digest: &str) {
+        let (Ok(path), Some(mark)) = (self.blob_path(digest), self.fingerprint_path(digest)) else {
+            return;
+        };
+        if let Ok(meta) = std::fs::metadata(path) {
+            let _ = self.write_atomic(&mark, fingerprint(&meta).as_bytes());
+        }
+    }
+
+    fn fingerprint_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = crate::digest::hex_part(digest).ok()?;
+        Some(self.root.join("blobs/verified").join(hex))
+    }
+
+    fn drop_corrupt(&self, digest: &str, path: &Path) {
+        crate::output::warning(&format!(
+            "the cached blob {digest} does not match its digest; removed it, it will be fetched or rebuilt"
+        ));
+        let _ = std::fs::remove_file(path);
+        if let Some(mark) = self.fingerprint_path(digest) {
+            let _ = std::fs::remove_file(mark);
+        }
     }
 
     /// A small blob (manifest, config), checked against its digest on the way out: a
-    /// corrupted cache entry is treated as missing rather than trusted.
+    /// corrupted cache entry is removed and treated as missing rather than trusted.
     pub fn read_blob(&self, digest: &str) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.blob_path(digest).ok()?).ok()?;
-        (crate::digest::of_bytes(&bytes) == digest).then_some(bytes)
+        let path = self.blob_path(digest).ok()?;
+        let bytes = std::fs::read(&path).ok()?;
+        if crate::digest::of_bytes(&bytes) != digest {
+            self.drop_corrupt(digest, &path);
+            return None;
+        }
+        Some(bytes)
     }
 
     /// Store bytes under their own digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<String> {
         let digest = crate::digest::of_bytes(bytes);
         let path = self.blob_path(&digest)?;
-        if !path.is_file() {
+        // A file already there is kept only if it is intact: a damaged entry is replaced.
+        if self.verified_blob(&digest).is_none() {
             self.write_atomic(&path, bytes)?;
+            self.mark_verified(&digest);
         }
         Ok(digest)
     }
@@ -132,7 +195,7 @@ impl Cache {
         )
     }
 
-    /// A cached layer for `key`, only if its blob is still there.
+    /// A cached layer for `key`, only if its blob is still there and intact.
     pub fn layer_get(&self, key: &str) -> Option<Layer> {
         let bytes = std::fs::read(self.key_path("layers", key)).ok()?;
         let layer: Layer = serde_json::from_slice(&bytes).ok()?;
@@ -164,6 +227,21 @@ pub fn persist_readable(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()>
     Ok(())
 }
 
+/// What identifies one version of a file's bytes without reading them.
+fn fingerprint(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{} {} {} {}.{} {}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    )
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -182,6 +260,38 @@ mod tests {
         assert_eq!(cache.read_blob(&d).unwrap(), b"{}");
         std::fs::write(cache.blob_path(&d).unwrap(), b"{ }").unwrap();
         assert!(cache.read_blob(&d).is_none());
+    }
+
+    #[test]
+    fn a_blob_changed_in_place_is_found_and_removed_even_with_its_mtime_restored() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        let d = cache.write_blob(&[7u8; 4096]).unwrap();
+        let path = cache.blob_path(&d).unwrap();
+        assert!(cache.has_blob(&d), "intact");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.seek(SeekFrom::Start(100)).unwrap();
+        f.write_all(b"CORRUPT").unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        assert!(!cache.has_blob(&d), "same size, same mtime, other bytes");
+        assert!(!path.exists(), "a damaged entry is dropped, not kept");
+        // Storing the bytes again repairs it.
+        assert_eq!(cache.write_blob(&[7u8; 4096]).unwrap(), d);
+        assert!(cache.has_blob(&d));
+    }
+
+    #[test]
+    fn a_damaged_small_blob_is_replaced_when_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        let d = cache.write_blob(br#"{"schemaVersion":2}"#).unwrap();
+        std::fs::write(cache.blob_path(&d).unwrap(), br#"{"garbage":1}"#).unwrap();
+        // Written again (as a fresh download would be) without reading it first.
+        cache.write_blob(br#"{"schemaVersion":2}"#).unwrap();
+        assert_eq!(cache.read_blob(&d).unwrap(), br#"{"schemaVersion":2}"#);
     }
 
     #[test]

@@ -437,6 +437,7 @@ fn store(cache: &Cache, kind: &str, staged: Staged, key: &str) -> Result<Written
         } => {
             let started = Instant::now();
             let written = entries.write_to_blobs(&cache.blob_dir())?;
+            cache.mark_verified(&written.digest);
             let record = CachedZip {
                 written: written.clone(),
                 distributions,

@@ -45,6 +45,8 @@ pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> 
     let (remote, cache) = session(insecure)?;
     let ia = source::open(a, &remote, &cache).await?.image()?;
     let ib = source::open(b, &remote, &cache).await?.image()?;
+    ia.check_layout_blobs()?;
+    ib.check_layout_blobs()?;
     let diffs = diff::diff(&ia, &ib, &remote, &cache).await?;
     let stdout = if json {
         serde_json::to_string(&serde_json::json!({

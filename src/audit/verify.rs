@@ -51,6 +51,7 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
     let remote = Remote::new(&req.insecure_registries);
     let cache = Cache::open()?;
     let image = source::open(&req.image, &remote, &cache).await?.image()?;
+    image.check_layout_blobs()?;
     let base_name = required(&image, provenance::BASE_NAME)?.to_string();
     let base_digest = required(&image, provenance::BASE_DIGEST)?.to_string();
     let created = required(&image, provenance::CREATED)?;

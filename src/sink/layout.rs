@@ -29,11 +29,14 @@ const OWN_REFERRER_TYPE: &str = crate::sbom::MEDIA_TYPE;
 /// a hard link: a layout that shares an inode with the cache would change when the cache
 /// entry is damaged, and the other way round.
 fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
-    let from = cache.blob_path(digest)?;
     let to = blobs.join(crate::digest::hex_part(digest)?);
     if to.exists() {
         return Ok(());
     }
+    // Only bytes that match their digest go in: a damaged cache entry is never copied.
+    let from = cache
+        .verified_blob(digest)
+        .with_context(|| format!("blob {digest} is missing from the cache or damaged"))?;
     let tmp = blobs.join(format!(
         ".{}.tmp-{}",
         crate::digest::hex_part(digest)?,

@@ -308,10 +308,12 @@ async fn push_one(
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
     let in_layout = image.blob_path(&blob.digest)?;
     let in_cache = cache.blob_path(&blob.digest)?;
+    // Bytes from the layout or the cache are hashed again as they stream (body::from_file),
+    // and a damaged cache entry is dropped here so it is fetched again, not sent.
     let source = if in_layout.is_file() {
         BlobSource::File(in_layout)
-    } else if in_cache.is_file() {
-        BlobSource::File(in_cache)
+    } else if let Some(path) = cache.verified_blob(&blob.digest) {
+        BlobSource::File(path)
     } else if let Some(base) = &image.base {
         BlobSource::Remote {
             registry: base.registry.clone(),
