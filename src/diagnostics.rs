@@ -19,6 +19,11 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
                 "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)".into(),
             );
         }
+        if cause.downcast_ref::<crate::source::MissingBlob>().is_some() {
+            return Some(
+                "build again with --complete to put every blob in the layout, or give the image's registry reference".into(),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<OutputError>() {
             return Some(zip_output_hint(e).to_string());
         }

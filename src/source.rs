@@ -104,6 +104,37 @@ pub struct LocalBlob {
     pub fetched: Option<u64>,
 }
 
+/// Where a blob's bytes are (see [`Image::locate`]).
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A file of the image's layout (not yet hashed).
+    Layout(PathBuf),
+    /// A cache file whose bytes match the digest.
+    Cache(PathBuf),
+    /// In a registry repository; a verified copy goes to `keep_at` in the cache.
+    Remote { from: Reference, keep_at: PathBuf },
+}
+
+/// A blob neither the layout nor the cache holds, of an image that names no base to fetch
+/// it from.
+#[derive(Debug)]
+pub struct MissingBlob {
+    pub digest: String,
+    pub image: String,
+}
+
+impl std::fmt::Display for MissingBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "blob {} is neither in {} nor in the cache, and its manifest names no base image to fetch it from",
+            self.digest, self.image
+        )
+    }
+}
+
+impl std::error::Error for MissingBlob {}
+
 /// Does `dir` hold an OCI image layout?
 pub fn is_layout(dir: &Path) -> bool {
     dir.join("oci-layout").is_file() || dir.join("index.json").is_file()
@@ -209,25 +240,56 @@ pub fn select_platform(
     Ok(digest.to_string())
 }
 
+/// The manifest a layout tags (see [`crate::sink::layout::read_manifest_digest`]):
+/// its digest and exact bytes, checked against each other.
+fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
+    if !dir.join("index.json").is_file() {
+        bail!(hint(
+            format!(
+                "{} is not an OCI image layout (no index.json)",
+                dir.display()
+            ),
+            "build one with `ocilambda build`, or give a registry reference"
+        ));
+    }
+    let digest = crate::sink::layout::read_manifest_digest(dir)?;
+    let bytes = read_layout_blob(dir, &digest).context("reading its manifest")?;
+    Ok((digest, bytes))
+}
+
+/// The single-platform image a layout tags, read without any network: the one layout
+/// reader behind `open` and the push sink.
+pub fn open_layout(dir: &Path) -> Result<Image> {
+    let (digest, bytes) = layout_manifest(dir)?;
+    let label = dir.display().to_string();
+    let manifest = parse_json(&bytes, "manifest", &label)?;
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(crate::oci::media::OCI_MANIFEST);
+    if !crate::oci::media::is_image_manifest(media_type) {
+        bail!("the layout at {label} holds a {media_type}, not a single-platform image manifest");
+    }
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .with_context(|| format!("the manifest of {label} has no config"))?;
+    let config_bytes = read_layout_blob(dir, config_digest)
+        .with_context(|| format!("reading the config of {label}"))?;
+    Ok(Image {
+        config: parse_json(&config_bytes, "config", &label)?,
+        label,
+        origin: Origin::Layout(dir.to_path_buf()),
+        config_bytes,
+        manifest_digest: digest,
+        manifest,
+        manifest_bytes: bytes,
+    })
+}
+
 /// Open what `spec` names (see [`locate`]).
 pub async fn open(spec: &str, remote: &Remote, cache: &Cache) -> Result<Opened> {
     let origin = locate(spec)?;
     let (digest, bytes) = match &origin {
-        Origin::Layout(dir) => {
-            if !dir.join("index.json").is_file() {
-                bail!(hint(
-                    format!(
-                        "{} is not an OCI image layout (no index.json)",
-                        dir.display()
-                    ),
-                    "build one with `ocilambda build`, or give a registry reference"
-                ));
-            }
-            let digest = crate::sink::layout::read_manifest_digest(dir)?;
-            let bytes = read_layout_blob(dir, &digest)
-                .with_context(|| format!("reading the manifest of {spec}"))?;
-            (digest, bytes)
-        }
+        Origin::Layout(dir) => layout_manifest(dir).with_context(|| format!("reading {spec}"))?,
         Origin::Registry(reference) => {
             let fetched = remote.client()?.get_manifest(reference).await?;
             cache.write_blob(&fetched.bytes)?;
@@ -373,60 +435,77 @@ impl Image {
         self.manifest["annotations"][key].as_str()
     }
 
-    /// A local file holding the blob: the layout's, else the cache's, else fetched into
-    /// the cache from the image's registry or, for a layout, its base's.
-    pub async fn blob(&self, digest: &str, remote: &Remote, cache: &Cache) -> Result<LocalBlob> {
+    /// Where the blob's bytes are: the layout's file, else the cache's (verified), else the
+    /// image's registry or, for a layout that left the base layers out, the base its
+    /// annotations name. The one chain every reader and the push sink follow; a layout
+    /// file is not hashed here (see [`Image::blob`]).
+    pub fn locate(&self, digest: &str, cache: &Cache) -> Result<Location> {
         if let Origin::Layout(dir) = &self.origin {
             let path = layout_blob_path(dir, digest)?;
             if path.is_file() {
+                return Ok(Location::Layout(path));
+            }
+        }
+        if let Some(path) = cache.verified_blob(digest) {
+            return Ok(Location::Cache(path));
+        }
+        let from = match &self.origin {
+            Origin::Registry(r) => r.clone(),
+            Origin::Layout(_) => {
+                let Some(base) = self.annotation(provenance::BASE_NAME) else {
+                    return Err(MissingBlob {
+                        digest: digest.to_string(),
+                        image: self.label.clone(),
+                    }
+                    .into());
+                };
+                parse_reference(base).with_context(|| format!("the base of {}", self.label))?
+            }
+        };
+        Ok(Location::Remote {
+            from,
+            keep_at: cache.blob_path(digest)?,
+        })
+    }
+
+    /// A local file holding the blob, its bytes checked against the digest: fetched into
+    /// the cache when it is remote.
+    pub async fn blob(&self, digest: &str, remote: &Remote, cache: &Cache) -> Result<LocalBlob> {
+        match self.locate(digest, cache)? {
+            Location::Layout(path) => {
                 // Audits certify what they read: a layout blob is hashed before any use.
                 let actual = crate::digest::of_file(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 if actual != digest {
                     return Err(crate::sink::layout::LayoutError::CorruptBlob(path).into());
                 }
-                return Ok(LocalBlob {
+                Ok(LocalBlob {
                     path,
                     fetched: None,
-                });
+                })
             }
-        }
-        if let Some(path) = cache.verified_blob(digest) {
-            return Ok(LocalBlob {
+            Location::Cache(path) => Ok(LocalBlob {
                 path,
                 fetched: None,
-            });
-        }
-        let path = cache.blob_path(digest)?;
-        let from = match &self.origin {
-            Origin::Registry(r) => r.clone(),
-            Origin::Layout(_) => {
-                let Some(base) = self.annotation(provenance::BASE_NAME) else {
-                    bail!(hint(
+            }),
+            Location::Remote { from, keep_at } => {
+                let fetched = remote
+                    .client()?
+                    .get_blob_to(from.registry(), from.repository(), digest, &keep_at)
+                    .await
+                    .with_context(|| {
                         format!(
-                            "layer {digest} is missing from {} and the manifest names no base to fetch it from",
-                            self.label
-                        ),
-                        "build with --complete, or give the image's registry reference"
-                    ));
-                };
-                parse_reference(base).with_context(|| format!("the base of {}", self.label))?
+                            "fetching layer {digest} of {} from {}",
+                            self.label,
+                            from.whole()
+                        )
+                    })?;
+                cache.mark_verified(digest);
+                Ok(LocalBlob {
+                    path: keep_at,
+                    fetched: Some(fetched),
+                })
             }
-        };
-        let fetched = remote
-            .client()?
-            .get_blob_to(from.registry(), from.repository(), digest, &path)
-            .await
-            .with_context(|| {
-                format!(
-                    "fetching layer {digest} of {} from {}",
-                    self.label,
-                    from.whole()
-                )
-            })?;
-        Ok(LocalBlob {
-            path,
-            fetched: Some(fetched),
-        })
+        }
     }
 }

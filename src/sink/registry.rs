@@ -8,8 +8,10 @@
 
 use crate::cache::Cache;
 use crate::error::hint;
+use crate::oci::Descriptor;
 use crate::registry::name::{self, Name};
 use crate::registry::{BlobPush, BlobSource, Client, Progress, Pushed};
+use crate::source::{self, Location};
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -17,8 +19,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
-pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+use crate::oci::annotation::{BASE_DIGEST, BASE_NAME};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -45,10 +46,12 @@ pub struct Blob {
     pub kind: Kind,
 }
 
-/// An image read from an OCI layout: the manifest's exact bytes and the blobs it names.
+/// An image read from an OCI layout (through [`source::open_layout`], the one layout
+/// reader): the manifest's exact bytes and the blobs it names, each with its role.
 #[derive(Debug, Clone)]
 pub struct LayoutImage {
     pub dir: PathBuf,
+    pub image: source::Image,
     pub manifest: Vec<u8>,
     pub digest: String,
     pub media_type: String,
@@ -67,7 +70,7 @@ impl LayoutImage {
     }
 }
 
-/// Read the image `build` wrote to `dir` (the first manifest of its index).
+/// Read the image `build` wrote to `dir` (the manifest its index tags `latest`).
 pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
     if !dir.join("index.json").is_file() {
         bail!(hint(
@@ -75,67 +78,17 @@ pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
             "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
         ));
     }
-    let digest = super::layout::read_manifest_digest(dir)?;
-    let path = dir
-        .join("blobs/sha256")
-        .join(crate::digest::hex_part(&digest)?);
-    let manifest = std::fs::read(&path).with_context(|| {
-        format!(
-            "reading the manifest {digest} of the layout at {}",
-            dir.display()
-        )
-    })?;
-    let got = crate::digest::of_bytes(&manifest);
-    if got != digest {
-        bail!(hint(
-            format!(
-                "the manifest blob {} does not match its digest {digest}",
-                path.display()
-            ),
-            "the layout is damaged: run `ocilambda build` again"
-        ));
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(&manifest).context("the layout's manifest is not JSON")?;
-    let media_type = value
-        .get("mediaType")
-        .and_then(|m| m.as_str())
-        .unwrap_or(crate::oci::media::OCI_MANIFEST)
-        .to_string();
-    if !crate::oci::media::is_image_manifest(&media_type) {
-        bail!(
-            "the layout at {} holds a {media_type}, not a single-platform image manifest",
-            dir.display()
-        );
-    }
-    let descriptor = |v: &serde_json::Value, kind: Kind| -> Result<Blob> {
-        let digest = v
-            .get("digest")
-            .and_then(|d| d.as_str())
-            .context("a descriptor in the manifest has no digest")?;
-        crate::digest::hex_part(digest)?;
-        Ok(Blob {
-            digest: digest.to_string(),
-            size: v
-                .get("size")
-                .and_then(|s| s.as_u64())
-                .context("a descriptor in the manifest has no size")?,
-            kind,
-        })
-    };
-    let annotation = |key: &str| {
-        value
-            .pointer(&format!("/annotations/{}", key.replace('/', "~1")))
-            .and_then(|v| v.as_str())
-    };
-    let base = annotation(BASE_NAME)
-        .map(|name| {
-            name::parse(name)
-                .with_context(|| format!("the manifest's {BASE_NAME} `{name}` is not a reference"))
+    let image = source::open_layout(dir)?;
+    let base = image
+        .annotation(BASE_NAME)
+        .map(|n| {
+            name::parse(n)
+                .with_context(|| format!("the manifest's {BASE_NAME} `{n}` is not a reference"))
         })
         .transpose()?;
     // The base's own layers, when its manifest is in the cache (it is after a build here).
-    let base_layers: HashSet<String> = annotation(BASE_DIGEST)
+    let base_layers: HashSet<String> = image
+        .annotation(BASE_DIGEST)
         .and_then(|d| cache.read_blob(d))
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         .and_then(|m| m.get("layers")?.as_array().cloned())
@@ -143,32 +96,41 @@ pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
         .iter()
         .filter_map(|l| l.get("digest")?.as_str().map(str::to_string))
         .collect();
-    let mut blobs = vec![descriptor(
-        value.get("config").context("the manifest has no config")?,
-        Kind::Config,
-    )?];
-    let mut image = LayoutImage {
-        dir: dir.to_path_buf(),
-        manifest: Vec::new(),
-        digest,
-        media_type,
-        blobs: Vec::new(),
-        base,
-    };
-    for layer in value
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .context("the manifest has no layers")?
-    {
-        let mut blob = descriptor(layer, Kind::Layer)?;
-        if base_layers.contains(&blob.digest) || !image.blob_path(&blob.digest)?.is_file() {
-            blob.kind = Kind::BaseLayer;
-        }
-        blobs.push(blob);
+    let config = Descriptor::from_json(&image.manifest["config"])
+        .context("the manifest's config descriptor")?;
+    let mut blobs = vec![Blob {
+        digest: config.digest,
+        size: config.size,
+        kind: Kind::Config,
+    }];
+    for layer in image.descriptors()? {
+        let in_layout = dir
+            .join("blobs/sha256")
+            .join(crate::digest::hex_part(&layer.digest)?)
+            .is_file();
+        let kind = if base_layers.contains(&layer.digest) || !in_layout {
+            Kind::BaseLayer
+        } else {
+            Kind::Layer
+        };
+        blobs.push(Blob {
+            digest: layer.digest,
+            size: layer.size,
+            kind,
+        });
     }
-    image.manifest = manifest;
-    image.blobs = blobs;
-    Ok(image)
+    Ok(LayoutImage {
+        dir: dir.to_path_buf(),
+        manifest: image.manifest_bytes.clone(),
+        digest: image.manifest_digest.clone(),
+        media_type: image.manifest["mediaType"]
+            .as_str()
+            .unwrap_or(crate::oci::media::OCI_MANIFEST)
+            .to_string(),
+        blobs,
+        base,
+        image,
+    })
 }
 
 /// Where to push: one repository, one or more tags.
@@ -306,29 +268,15 @@ async fn push_one(
 ) -> Result<BlobReport> {
     let started = Instant::now();
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
-    let in_layout = image.blob_path(&blob.digest)?;
-    let in_cache = cache.blob_path(&blob.digest)?;
-    // Bytes from the layout or the cache are hashed again as they stream (body::from_file),
-    // and a damaged cache entry is dropped here so it is fetched again, not sent.
-    let source = if in_layout.is_file() {
-        BlobSource::File(in_layout)
-    } else if let Some(path) = cache.verified_blob(&blob.digest) {
-        BlobSource::File(path)
-    } else if let Some(base) = &image.base {
-        BlobSource::Remote {
-            registry: base.registry.clone(),
-            repository: base.repository.clone(),
-            keep_at: in_cache,
-        }
-    } else {
-        bail!(hint(
-            format!(
-                "{} {} is neither in the layout nor in the cache, and the manifest names no base image to fetch it from",
-                blob.kind.label(),
-                blob.digest
-            ),
-            "build again with `ocilambda build --complete` to put every blob in the layout"
-        ));
+    // The one blob chain (layout, cache, base registry); bytes from a file are hashed
+    // again as they stream (body::from_file), remote ones on their way through.
+    let source = match image.image.locate(&blob.digest, cache)? {
+        Location::Layout(path) | Location::Cache(path) => BlobSource::File(path),
+        Location::Remote { from, keep_at } => BlobSource::Remote {
+            registry: from.registry().to_string(),
+            repository: from.repository().to_string(),
+            keep_at,
+        },
     };
     let seen_in: Option<String> = cache.record_get(&seen_key(registry, &blob.digest));
     let mount_from = match &image.base {
