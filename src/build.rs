@@ -267,6 +267,7 @@ pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
         settings.exclude.as_deref().unwrap_or_default(),
     );
     let app = project.app_tree(&handler, include, exclude)?;
+    crate::handler::check(&app, &handler)?;
     let app_sources = project.app_sources(&handler, include, exclude)?;
 
     let (uv_path, uv_identity, uv_known) = Uv::locate()?;

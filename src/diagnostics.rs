@@ -19,6 +19,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
                 "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)".into(),
             );
         }
+        if let Some(e) = cause.downcast_ref::<crate::handler::NotDefined>() {
+            return Some(handler_hint(e));
+        }
         if cause.downcast_ref::<crate::source::MissingBlob>().is_some() {
             return Some(
                 "build again with --complete to put every blob in the layout, or give the image's registry reference".into(),
@@ -54,4 +57,16 @@ fn zip_output_hint(e: &OutputError) -> &'static str {
             "write the zip outside the app sources (the default <PROJECT_DIR>/.ocilambda/ is never shipped)"
         }
     }
+}
+
+fn handler_hint(e: &crate::handler::NotDefined) -> String {
+    const SHOWN: usize = 12;
+    if e.defined.is_empty() {
+        return "define the function in that module, or point --handler (or `handler` in [tool.ocilambda]) at the module that does".into();
+    }
+    let mut names = e.defined[..e.defined.len().min(SHOWN)].join(", ");
+    if e.defined.len() > SHOWN {
+        names.push_str(", …");
+    }
+    format!("it defines: {names}; fix --handler (or `handler` in [tool.ocilambda])")
 }

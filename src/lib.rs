@@ -16,6 +16,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod digest;
 pub mod error;
+pub mod handler;
 pub mod image;
 pub mod invoke;
 pub mod layers;

@@ -156,3 +156,20 @@ fn a_damaged_cached_base_layer_is_fetched_again_for_complete() {
     validate_layout(&layout);
     assert!(blob_path(&layout, base_layer).is_file());
 }
+
+#[test]
+fn a_handler_function_the_module_does_not_define_is_refused_naming_what_it_does_define() {
+    let (_tmp, project, cache) = setup();
+    let out = run(build(
+        &cache,
+        &project,
+        &["--handler", "pkgapp.handler.nosuchfunc"],
+    ));
+    let err = assert_user_error(&out, "defines no `nosuchfunc`");
+    let hint = err.lines().find(|l| l.starts_with("hint: ")).unwrap();
+    assert!(hint.contains("handler"), "{hint}");
+    assert!(
+        !project.join(".ocilambda/image").exists(),
+        "nothing written"
+    );
+}
