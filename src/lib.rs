@@ -18,6 +18,7 @@ pub mod digest;
 pub mod error;
 pub mod image;
 pub mod invoke;
+pub mod layer;
 pub mod layers;
 pub mod login;
 pub mod oci;
