@@ -2,6 +2,7 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::layer::LayerError;
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
 
@@ -29,6 +30,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<OutputError>() {
             return Some(zip_output_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<LayerError>() {
+            return Some(layer_hint(e).to_string());
         }
     }
     crate::error::find_hint(err).map(str::to_string)
@@ -69,4 +73,18 @@ fn handler_hint(e: &crate::handler::NotDefined) -> String {
         names.push_str(", …");
     }
     format!("it defines: {names}; fix --handler (or `handler` in [tool.ocilambda])")
+}
+
+fn layer_hint(e: &LayerError) -> &'static str {
+    match e {
+        LayerError::UnsupportedMediaType(_) => {
+            "ocilambda reads tar and tar+gzip layers, as Lambda's base images use"
+        }
+        LayerError::TooLarge { .. } => {
+            "move data out of the image (S3, EFS); Lambda would refuse it too"
+        }
+        LayerError::Refused { .. } => {
+            "the image has a layer no safe unpacker applies; run `ocilambda lint` on it for details"
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod handler;
 pub mod image;
 pub mod invoke;
+pub mod layer;
 pub mod layers;
 pub mod login;
 pub mod oci;

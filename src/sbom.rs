@@ -15,7 +15,6 @@ use cyclonedx_bom::models::metadata::Metadata;
 use cyclonedx_bom::models::tool::{Tool, Tools};
 use sha2::Digest;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 pub const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
@@ -40,38 +39,44 @@ fn headers(text: &str) -> Vec<(String, String)> {
 
 /// Distributions installed in a gzip layer blob (dist-info directories under /var/task).
 pub fn distributions_in_layer(blob: &Path) -> Result<Vec<Distribution>> {
-    let file = std::fs::File::open(blob).with_context(|| format!("opening {}", blob.display()))?;
-    let mut archive =
-        tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     // dist-info directory -> ((name, version) from METADATA, tags from WHEEL)
     type Found = (Option<(String, String)>, Vec<String>);
     let mut metadata: BTreeMap<String, Found> = BTreeMap::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        let Some((dir, file)) = path.rsplit_once('/') else {
-            continue;
-        };
-        if !dir.ends_with(".dist-info") || !(file == "METADATA" || file == "WHEEL") {
-            continue;
-        }
-        let mut text = String::new();
-        entry.read_to_string(&mut text)?;
-        let slot = metadata.entry(dir.to_string()).or_default();
-        let h = headers(&text);
-        if file == "METADATA" {
-            let get = |k: &str| h.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-            if let (Some(n), Some(v)) = (get("Name"), get("Version")) {
-                slot.0 = Some((n, v));
+    let mut budget = crate::layer::Budget::lambda();
+    crate::layer::read_file(
+        blob,
+        crate::oci::media::OCI_LAYER_GZIP,
+        &mut budget,
+        |entry| {
+            let crate::layer::Op::Put(path) = &entry.op else {
+                return Ok(());
+            };
+            let (Some(dir), Some(file)) = (path.parent(), path.file_name()) else {
+                return Ok(());
+            };
+            let dir = dir.to_string_lossy();
+            if !dir.ends_with(".dist-info") || !(file == "METADATA" || file == "WHEEL") {
+                return Ok(());
             }
-        } else {
-            slot.1 = h
-                .into_iter()
-                .filter(|(k, _)| k == "Tag")
-                .map(|(_, v)| v)
-                .collect();
-        }
-    }
+            let mut text = String::new();
+            entry.content.read_to_string(&mut text)?;
+            let slot = metadata.entry(dir.into_owned()).or_default();
+            let h = headers(&text);
+            if file == "METADATA" {
+                let get = |k: &str| h.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+                if let (Some(n), Some(v)) = (get("Name"), get("Version")) {
+                    slot.0 = Some((n, v));
+                }
+            } else {
+                slot.1 = h
+                    .into_iter()
+                    .filter(|(k, _)| k == "Tag")
+                    .map(|(_, v)| v)
+                    .collect();
+            }
+            Ok(())
+        },
+    )?;
     Ok(metadata
         .into_values()
         .filter_map(|(nv, tags)| {

@@ -2,12 +2,14 @@
 //! files, like diffoci. Layers with equal digests are skipped; differing layers (paired by
 //! position) are streamed and compared per path.
 
-use super::files::{self, FileInfo, Kind};
 use crate::cache::Cache;
+use crate::layer::Kind;
+use crate::layer::view::{self, FileInfo};
 use crate::source::{Image, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Difference {
@@ -152,8 +154,9 @@ pub fn files(
     a: &[(String, FileInfo)],
     b: &[(String, FileInfo)],
 ) -> Vec<Difference> {
-    let ma = files::layer_map(a.to_vec());
-    let mb = files::layer_map(b.to_vec());
+    // Later entries of one path win, as when extracting.
+    let ma: BTreeMap<String, FileInfo> = a.iter().cloned().collect();
+    let mb: BTreeMap<String, FileInfo> = b.iter().cloned().collect();
     let mut out = Vec::new();
     let mut push = |item: &str, what: &str, x: String, y: String| {
         out.push(Difference {
@@ -218,6 +221,22 @@ pub fn files(
     out
 }
 
+/// A layer's entries by cleaned path, whiteouts under their own names.
+fn entries(blob: &std::path::Path, media_type: &str) -> Result<Vec<(String, FileInfo)>> {
+    let read = view::read_layer(
+        blob,
+        media_type,
+        &mut crate::layer::Budget::unlimited(),
+        crate::layer::Strictness::Refuse,
+    )?;
+    Ok(read
+        .entries
+        .into_iter()
+        .filter(|e| !matches!(e.op, crate::layer::Op::Refused(_)))
+        .map(|e| (e.path, e.info))
+        .collect())
+}
+
 /// Everything that differs between `a` and `b`; empty when they are the same image.
 pub async fn diff(a: &Image, b: &Image, remote: &Remote, cache: &Cache) -> Result<Vec<Difference>> {
     if a.manifest_digest == b.manifest_digest {
@@ -232,8 +251,8 @@ pub async fn diff(a: &Image, b: &Image, remote: &Remote, cache: &Cache) -> Resul
             (Some(x), Some(y)) => {
                 let pa = a.blob(&x.1, remote, cache).await?.path;
                 let pb = b.blob(&y.1, remote, cache).await?.path;
-                let ea = files::read_layer(&pa, &x.0)?.entries;
-                let eb = files::read_layer(&pb, &y.0)?.entries;
+                let ea = entries(&pa, &x.0)?;
+                let eb = entries(&pb, &y.0)?;
                 let found = files(&location, &ea, &eb);
                 if found.is_empty() {
                     // Same files, different bytes: compression or entry order.

@@ -2,7 +2,6 @@
 //! digest, sizes and what produced it (the config history); `--files` lists each layer's
 //! paths.
 
-use super::files;
 use crate::cache::Cache;
 use crate::source::{Image, Remote};
 use anyhow::Result;
@@ -60,10 +59,15 @@ pub async fn inspect(
     for (i, (media_type, digest, size)) in image.layers().into_iter().enumerate() {
         let (uncompressed_size, files) = if with_files {
             let blob = image.blob(&digest, remote, cache).await?;
-            let read = files::read_layer(&blob.path, &media_type)?;
+            let read = crate::layer::view::read_layer(
+                &blob.path,
+                &media_type,
+                &mut crate::layer::Budget::unlimited(),
+                crate::layer::Strictness::Refuse,
+            )?;
             (
-                Some(read.size),
-                Some(read.entries.into_iter().map(|(p, _)| p).collect()),
+                Some(read.summary.size),
+                Some(read.entries.into_iter().map(|e| e.path).collect()),
             )
         } else {
             (None, None)

@@ -1,19 +1,19 @@
-//! `ocilambda lint`: what makes Lambda reject an image or start it slowly, each finding
-//! with a severity and a one-line fix. Reads every layer (base layers included, fetched
-//! when needed) into a merged view of the filesystem, honouring whiteouts.
+//! `lint`: what makes Lambda reject an image, start it slowly, or what `invoke` refuses or
+//! drops. The image is read once into a [`Subject`] (manifest, config, every layer through
+//! the one layer reader, the flattened view); the checks are small functions over it, one
+//! row each in [`CHECKS`] with an id, a severity and a one-line fix.
 
-use super::files::{self, FileInfo, Kind};
 use crate::cache::Cache;
-
+use crate::layer::view::{FileInfo, LayerRead, View};
+use crate::layer::{Budget, Kind, LayerError, Op, Refusal, Strictness};
 use crate::source::{Image, Index, Opened, Remote};
 use anyhow::Result;
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::BufRead;
 
-/// Lambda's limits for container images.
-const MAX_UNCOMPRESSED: u64 = 10 * 1024 * 1024 * 1024;
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -26,6 +26,516 @@ pub struct Finding {
     pub check: &'static str,
     pub message: String,
     pub fix: String,
+}
+
+/// One check: a function from the subject to its findings' messages (none: it passes).
+/// Some ids have two rows (two situations with different fixes), as they always had.
+pub struct Check {
+    pub id: &'static str,
+    pub severity: Severity,
+    pub fix: &'static str,
+    pub run: fn(&Subject) -> Vec<String>,
+}
+
+/// What lint knows of one layer.
+pub enum LayerState {
+    Read(LayerRead),
+    /// Not a tar or tar+gzip media type: not read.
+    Unsupported,
+    /// Labelled gzip, but the bytes are not gzip.
+    NotGzip,
+    /// The bytes could not be read as a layer (corrupt gzip or tar).
+    Unreadable(String),
+    /// Not read: the layers below already exceeded Lambda's uncompressed limit.
+    NotReached,
+}
+
+pub struct LayerFacts {
+    pub digest: String,
+    pub media_type: String,
+    pub state: LayerState,
+}
+
+/// Everything the checks look at.
+pub struct Subject {
+    pub manifest: Value,
+    pub manifest_len: usize,
+    pub config: Value,
+    pub layers: Vec<LayerFacts>,
+    /// Uncompressed bytes read so far, against Lambda's limit.
+    pub budget: Budget,
+    /// Reading stopped at Lambda's limit.
+    pub over_limit: bool,
+    /// The flattened filesystem of the layers that could be read.
+    pub view: View,
+}
+
+impl Subject {
+    /// Start with the manifest and config; add layers in order with [`Subject::add_layer`].
+    pub fn new(manifest: Value, manifest_len: usize, config: Value) -> Subject {
+        Subject {
+            manifest,
+            manifest_len,
+            config,
+            layers: Vec::new(),
+            budget: Budget::lambda(),
+            over_limit: false,
+            view: View::new(),
+        }
+    }
+
+    /// Read the next layer (bottom first) from its blob's bytes.
+    pub fn add_layer<R: BufRead>(&mut self, digest: &str, media_type: &str, mut blob: R) {
+        let state = if self.over_limit {
+            LayerState::NotReached
+        } else if crate::layer::Compression::of(media_type).is_err() {
+            LayerState::Unsupported
+        } else if crate::oci::media::is_gzip_layer(media_type)
+            && !blob.fill_buf().is_ok_and(|b| b.starts_with(&[0x1f, 0x8b]))
+        {
+            LayerState::NotGzip
+        } else {
+            self.read(media_type, blob)
+        };
+        if let LayerState::Read(read) = &state {
+            self.view.apply(read);
+        }
+        self.layers.push(LayerFacts {
+            digest: digest.to_string(),
+            media_type: media_type.to_string(),
+            state,
+        });
+    }
+
+    fn read<R: BufRead>(&mut self, media_type: &str, blob: R) -> LayerState {
+        // One budget for all layers: Lambda's limit is on the whole image.
+        let read = crate::layer::view::read_layer_from(
+            blob,
+            media_type,
+            &mut self.budget,
+            Strictness::Report,
+        );
+        match read {
+            Ok(read) => LayerState::Read(read),
+            Err(e) if matches!(e.downcast_ref(), Some(LayerError::TooLarge { .. })) => {
+                self.over_limit = true;
+                LayerState::NotReached
+            }
+            Err(e) => LayerState::Unreadable(format!("{e:#}")),
+        }
+    }
+
+    /// Every layer was read: a path missing from the view is missing from the image.
+    fn complete(&self) -> bool {
+        self.layers
+            .iter()
+            .all(|l| matches!(l.state, LayerState::Read(_)))
+    }
+
+    /// The layers that were read, with their index.
+    fn read_layers(&self) -> impl Iterator<Item = (usize, &LayerRead)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match &l.state {
+                LayerState::Read(r) => Some((i, r)),
+                _ => None,
+            })
+    }
+}
+
+/// The one check of an index: Lambda takes a single image manifest.
+pub const SINGLE_PLATFORM: Check = Check {
+    id: "single-platform",
+    severity: Severity::Error,
+    fix: "push one platform's manifest (ocilambda build/push never write an index; disable provenance attestations in docker buildx)",
+    run: |_| Vec::new(),
+};
+
+/// Every check of an image, in the order findings are reported.
+pub static CHECKS: &[Check] = &[
+    Check {
+        id: "media-types",
+        severity: Severity::Error,
+        fix: "use an OCI or Docker v2 schema 2 image manifest",
+        run: manifest_media_type,
+    },
+    Check {
+        id: "media-types",
+        severity: Severity::Error,
+        fix: "use an OCI or Docker image config",
+        run: config_media_type,
+    },
+    Check {
+        id: "manifest-size",
+        severity: Severity::Error,
+        fix: "use fewer layers",
+        run: manifest_size,
+    },
+    Check {
+        id: "architecture",
+        severity: Severity::Error,
+        fix: "build for linux x86_64 or arm64",
+        run: architecture,
+    },
+    Check {
+        id: "entrypoint",
+        severity: Severity::Error,
+        fix: "build on a Lambda base image (public.ecr.aws/lambda/python), whose entrypoint runs the runtime interface client",
+        run: entrypoint,
+    },
+    Check {
+        id: "diff-ids",
+        severity: Severity::Error,
+        fix: "rebuild the image; its config does not match its layers",
+        run: diff_id_count,
+    },
+    Check {
+        id: "history",
+        severity: Severity::Warning,
+        fix: "rebuild with a tool that records one history entry per layer",
+        run: history,
+    },
+    Check {
+        id: "compression",
+        severity: Severity::Error,
+        fix: "recompress the layer with gzip (ocilambda writes gzip layers)",
+        run: compression,
+    },
+    Check {
+        id: "layer-format",
+        severity: Severity::Error,
+        fix: "rebuild or re-push the image; the layer blob is damaged",
+        run: layer_format,
+    },
+    Check {
+        id: "diff-ids",
+        severity: Severity::Error,
+        fix: "rebuild the image; its config does not match its layers",
+        run: diff_id_values,
+    },
+    Check {
+        id: "size",
+        severity: Severity::Error,
+        fix: "move data out of the image (S3, EFS)",
+        run: size,
+    },
+    Check {
+        id: "handler",
+        severity: Severity::Error,
+        fix: "set CMD to MODULE.FUNCTION (ocilambda build --handler)",
+        run: handler_cmd,
+    },
+    Check {
+        id: "handler",
+        severity: Severity::Error,
+        fix: "check the handler (CMD) and that the app code is in the image",
+        run: handler_module,
+    },
+    Check {
+        id: "permissions",
+        severity: Severity::Error,
+        fix: "make them readable (chmod o+r, o+rx for directories); ocilambda writes 0644/0755",
+        run: permissions,
+    },
+    Check {
+        id: "bytecode-version",
+        severity: Severity::Error,
+        fix: "compile bytecode with an interpreter of the image's version (ocilambda build does)",
+        run: bytecode_version,
+    },
+    Check {
+        id: "bytecode-hash",
+        severity: Severity::Warning,
+        fix: "compile unchecked-hash .pyc (ocilambda build does)",
+        run: bytecode_hash,
+    },
+    Check {
+        id: "path-escape",
+        severity: Severity::Error,
+        fix: "rebuild the layer with paths inside the image root; an unpacker must refuse `..` entries",
+        run: path_escape,
+    },
+    Check {
+        id: "whiteout-name",
+        severity: Severity::Error,
+        fix: "rebuild the layer; a whiteout of `.` or `..` would delete the whole root, so it is refused",
+        run: whiteout_name,
+    },
+    Check {
+        id: "hardlink",
+        severity: Severity::Error,
+        fix: "rebuild the layer so each hard link follows the file it links to",
+        run: hardlink,
+    },
+    Check {
+        id: "symlink-escape",
+        severity: Severity::Warning,
+        fix: "write files at their real path, not through a symlink: a naive unpacker follows it onto the host",
+        run: symlink_escape,
+    },
+    Check {
+        id: "device",
+        severity: Severity::Warning,
+        fix: "remove device nodes and FIFOs from the image; the runtime provides /dev and unpacking skips them",
+        run: device,
+    },
+    Check {
+        id: "setuid",
+        severity: Severity::Warning,
+        fix: "drop the setuid/setgid bits (chmod u-s,g-s); functions run unprivileged and local unpacking drops them",
+        run: setuid,
+    },
+];
+
+/// Lambda's limit on the manifest.
+fn manifest_size(s: &Subject) -> Vec<String> {
+    let max = crate::image::MAX_MANIFEST_BYTES;
+    when(
+        s.manifest_len > max,
+        format!("manifest is {} bytes, over Lambda's {max}", s.manifest_len),
+    )
+}
+
+fn when(cond: bool, message: String) -> Vec<String> {
+    if cond { vec![message] } else { Vec::new() }
+}
+
+/// Up to three examples and how many more, for findings that collect paths.
+fn some(v: &[String]) -> String {
+    let mut s = v.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    if v.len() > 3 {
+        s.push_str(&format!(" and {} more", v.len() - 3));
+    }
+    s
+}
+
+/// One finding listing `paths`, if any.
+fn listing(paths: Vec<String>, what: impl FnOnce(usize, String) -> String) -> Vec<String> {
+    when(!paths.is_empty(), what(paths.len(), some(&paths)))
+}
+
+/// Run every check on `subject`.
+pub fn run(subject: &Subject) -> Vec<Finding> {
+    CHECKS
+        .iter()
+        .flat_map(|check| {
+            (check.run)(subject).into_iter().map(|message| Finding {
+                severity: check.severity,
+                check: check.id,
+                message,
+                fix: check.fix.to_string(),
+            })
+        })
+        .collect()
+}
+
+pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<Finding>> {
+    let image: Image = match opened {
+        Opened::Index(Index { label, .. }) => {
+            return Ok(vec![Finding {
+                severity: SINGLE_PLATFORM.severity,
+                check: SINGLE_PLATFORM.id,
+                message: format!(
+                    "{label} is an image index; Lambda accepts only a single-platform image manifest"
+                ),
+                fix: SINGLE_PLATFORM.fix.to_string(),
+            }]);
+        }
+        Opened::Image(i) => *i,
+    };
+    let mut subject = Subject::new(
+        image.manifest.clone(),
+        image.manifest_bytes.len(),
+        image.config.clone(),
+    );
+    for (media_type, digest, _) in image.layers() {
+        if crate::layer::Compression::of(&media_type).is_err() || subject.over_limit {
+            // Not readable, or not reached: no need to fetch the blob.
+            subject.add_layer(&digest, &media_type, std::io::empty());
+            continue;
+        }
+        let blob = image.blob(&digest, remote, cache).await?;
+        let file = std::fs::File::open(&blob.path)?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+        subject.add_layer(&digest, &media_type, reader);
+    }
+    Ok(run(&subject))
+}
+
+fn manifest_media_type(s: &Subject) -> Vec<String> {
+    let mt = s.manifest["mediaType"].as_str().unwrap_or("");
+    when(
+        !crate::oci::media::is_image_manifest(mt),
+        format!("manifest media type `{mt}` is not supported by Lambda"),
+    )
+}
+
+fn config_media_type(s: &Subject) -> Vec<String> {
+    let mt = s.manifest["config"]["mediaType"].as_str().unwrap_or("");
+    when(
+        !crate::oci::media::is_config(mt),
+        format!("config media type `{mt}` is not supported by Lambda"),
+    )
+}
+
+fn architecture(s: &Subject) -> Vec<String> {
+    let arch = s.config["architecture"].as_str().unwrap_or("");
+    when(
+        !matches!(arch, "amd64" | "arm64") || s.config["os"] != "linux",
+        format!(
+            "platform {}/{arch} is not one Lambda runs",
+            s.config["os"].as_str().unwrap_or("?")
+        ),
+    )
+}
+
+fn entrypoint(s: &Subject) -> Vec<String> {
+    let ok = s.config["config"]["Entrypoint"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty());
+    when(!ok, "the image has no ENTRYPOINT".into())
+}
+
+fn diff_ids(s: &Subject) -> Vec<Value> {
+    s.config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn diff_id_count(s: &Subject) -> Vec<String> {
+    let (ids, layers) = (diff_ids(s).len(), s.layers.len());
+    when(
+        ids != layers,
+        format!("config lists {ids} diff_ids for {layers} layers"),
+    )
+}
+
+/// Each layer read unpacks to the diff_id the config gives it.
+fn diff_id_values(s: &Subject) -> Vec<String> {
+    let ids = diff_ids(s);
+    s.read_layers()
+        .filter_map(|(i, read)| {
+            let want = ids.get(i)?.as_str()?;
+            let got = &read.summary.diff_id;
+            (want != got).then(|| {
+                format!(
+                    "layer {i} ({}) unpacks to {got} but the config says {want}",
+                    s.layers[i].digest
+                )
+            })
+        })
+        .collect()
+}
+
+fn history(s: &Subject) -> Vec<String> {
+    let entries = s.config["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|e| e["empty_layer"] != true).count())
+        .unwrap_or(0);
+    let layers = s.layers.len();
+    when(
+        entries != layers,
+        format!("config history has {entries} layer entries for {layers} layers"),
+    )
+}
+
+/// Lambda takes gzip layers only, and the bytes must be what the label says.
+fn compression(s: &Subject) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, l) in s.layers.iter().enumerate() {
+        let (digest, mt) = (&l.digest, &l.media_type);
+        let gzip = crate::oci::media::is_gzip_layer(mt);
+        if !gzip && !matches!(l.state, LayerState::NotReached) {
+            out.push(format!(
+                "layer {i} ({digest}) has media type `{mt}`; Lambda supports only gzip layers"
+            ));
+        } else if matches!(l.state, LayerState::NotGzip) {
+            out.push(format!(
+                "layer {i} ({digest}) is labelled `{mt}` but its bytes are not gzip"
+            ));
+        }
+    }
+    out
+}
+
+fn layer_format(s: &Subject) -> Vec<String> {
+    s.layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match &l.state {
+            LayerState::Unreadable(e) => {
+                Some(format!("layer {i} ({}) cannot be read: {e}", l.digest))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn size(s: &Subject) -> Vec<String> {
+    when(
+        s.over_limit,
+        format!(
+            "uncompressed size exceeds Lambda's 10 GB (stopped reading after {})",
+            crate::output::size(s.budget.used())
+        ),
+    )
+}
+
+fn handler_cmd(s: &Subject) -> Vec<String> {
+    when(
+        s.config["config"]["Cmd"][0].as_str().is_none(),
+        "the image has no CMD naming a handler".into(),
+    )
+}
+
+/// The handler's module is under /var/task. Only judged when every layer was read: a
+/// layer that could not be read may well hold it.
+fn handler_module(s: &Subject) -> Vec<String> {
+    let Some(handler) = s.config["config"]["Cmd"][0].as_str() else {
+        return Vec::new();
+    };
+    if !s.complete() {
+        return Vec::new();
+    }
+    let module = handler
+        .rsplit_once('.')
+        .map(|(m, _)| m)
+        .unwrap_or(handler)
+        .replace('.', "/");
+    let found = s.view.contains(&format!("var/task/{module}.py"))
+        || s.view.contains(&format!("var/task/{module}/__init__.py"))
+        || s.view.files.keys().any(|k| {
+            k.starts_with(&format!("var/task/{module}."))
+                && (k.ends_with(".so") || k.ends_with(".pyc"))
+        });
+    when(
+        !found,
+        format!("the handler module of `{handler}` is not under /var/task (no {module}.py)"),
+    )
+}
+
+/// The function's own files: where Lambda's unprivileged user must read.
+fn function_files(s: &Subject) -> impl Iterator<Item = (&String, &FileInfo)> {
+    s.view
+        .files
+        .iter()
+        .filter(|(p, _)| p.starts_with("var/task/") || p.starts_with("opt/"))
+}
+
+/// Lambda runs the function as an unprivileged user: files need o+r, dirs o+rx.
+fn permissions(s: &Subject) -> Vec<String> {
+    let unreadable = function_files(s)
+        .filter(|(_, info)| {
+            let need = if info.kind == Kind::Dir { 0o005 } else { 0o004 };
+            matches!(info.kind, Kind::File | Kind::Dir) && info.mode & need != need
+        })
+        .map(|(path, info)| format!("/{path} ({:04o})", info.mode & 0o7777))
+        .collect();
+    listing(unreadable, |n, some| {
+        format!("{n} paths under /var/task or /opt are not world-readable: {some}")
+    })
 }
 
 /// The .pyc magic number (first two bytes, little endian) of each Lambda Python version
@@ -41,28 +551,18 @@ fn pyc_magic(minor: u32) -> Option<u16> {
     }
 }
 
-fn finding(severity: Severity, check: &'static str, message: String, fix: &str) -> Finding {
-    Finding {
-        severity,
-        check,
-        message,
-        fix: fix.to_string(),
-    }
-}
-
 /// The image's Python minor version: the interpreter in /var/lang/bin, else the most
 /// common cache tag of the .pyc under /var/task.
-fn python_minor(view: &BTreeMap<String, FileInfo>) -> Option<u32> {
+fn python_minor(view: &View) -> Option<u32> {
     let from_bin = view
+        .files
         .keys()
         .filter_map(|p| p.strip_prefix("var/lang/bin/python3."))
         .find_map(|v| v.parse().ok());
     from_bin.or_else(|| {
         let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
-        for p in view.keys().filter(|p| p.starts_with("var/task/")) {
-            if let Some(tag) = p.split(".cpython-3").nth(1)
-                && let Some(minor) = tag.split('.').next().and_then(|m| m.parse().ok())
-            {
+        for p in view.files.keys().filter(|p| p.starts_with("var/task/")) {
+            if let Some(minor) = cache_tag_minor(p) {
                 *counts.entry(minor).or_default() += 1;
             }
         }
@@ -70,256 +570,397 @@ fn python_minor(view: &BTreeMap<String, FileInfo>) -> Option<u32> {
     })
 }
 
-pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<Finding>> {
-    let image: Image = match opened {
-        Opened::Index(Index { label, .. }) => {
-            return Ok(vec![finding(
-                Severity::Error,
-                "single-platform",
-                format!(
-                    "{label} is an image index; Lambda accepts only a single-platform image manifest"
-                ),
-                "push one platform's manifest (ocilambda build/push never write an index; disable provenance attestations in docker buildx)",
-            )]);
-        }
-        Opened::Image(i) => *i,
+fn cache_tag_minor(path: &str) -> Option<u32> {
+    path.split(".cpython-3")
+        .nth(1)
+        .and_then(|t| t.split('.').next())
+        .and_then(|m| m.parse().ok())
+}
+
+fn pycs(s: &Subject) -> impl Iterator<Item = (&String, &FileInfo)> {
+    function_files(s).filter(|(p, i)| i.kind == Kind::File && p.ends_with(".pyc"))
+}
+
+/// Whether a .pyc (by cache tag and magic number) is for Python 3.`minor`.
+fn pyc_is_for(path: &str, info: &FileInfo, minor: u32) -> bool {
+    let magic = (info.head.len() >= 2).then(|| u16::from_le_bytes([info.head[0], info.head[1]]));
+    cache_tag_minor(path).is_none_or(|t| t == minor)
+        && pyc_magic(minor).is_none_or(|want| magic == Some(want))
+}
+
+fn bytecode_version(s: &Subject) -> Vec<String> {
+    let Some(minor) = python_minor(&s.view) else {
+        return Vec::new();
     };
-    let mut out = Vec::new();
-    let mt = image.manifest["mediaType"].as_str().unwrap_or("");
-    if !crate::oci::media::is_image_manifest(mt) {
-        out.push(finding(
-            Severity::Error,
-            "media-types",
-            format!("manifest media type `{mt}` is not supported by Lambda"),
-            "use an OCI or Docker v2 schema 2 image manifest",
-        ));
-    }
-    let config_mt = image.manifest["config"]["mediaType"].as_str().unwrap_or("");
-    if config_mt != "application/vnd.oci.image.config.v1+json"
-        && config_mt != "application/vnd.docker.container.image.v1+json"
-    {
-        out.push(finding(
-            Severity::Error,
-            "media-types",
-            format!("config media type `{config_mt}` is not supported by Lambda"),
-            "use an OCI or Docker image config",
-        ));
-    }
-    if image.manifest_bytes.len() > crate::image::MAX_MANIFEST_BYTES {
-        out.push(finding(
-            Severity::Error,
-            "manifest-size",
-            format!(
-                "manifest is {} bytes, over Lambda's {}",
-                image.manifest_bytes.len(),
-                crate::image::MAX_MANIFEST_BYTES
-            ),
-            "use fewer layers",
-        ));
-    }
-    let arch = image.config["architecture"].as_str().unwrap_or("");
-    if !matches!(arch, "amd64" | "arm64") || image.config["os"] != "linux" {
-        out.push(finding(
-            Severity::Error,
-            "architecture",
-            format!(
-                "platform {}/{arch} is not one Lambda runs",
-                image.config["os"].as_str().unwrap_or("?")
-            ),
-            "build for linux x86_64 or arm64",
-        ));
-    }
-    let entrypoint_ok = image.config["config"]["Entrypoint"]
-        .as_array()
-        .is_some_and(|e| !e.is_empty());
-    if !entrypoint_ok {
-        out.push(finding(Severity::Error, "entrypoint", "the image has no ENTRYPOINT".into(), "build on a Lambda base image (public.ecr.aws/lambda/python), whose entrypoint runs the runtime interface client"));
-    }
-    let layers = image.layers();
-    let diff_ids = image.config["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if diff_ids.len() != layers.len() {
-        out.push(finding(
-            Severity::Error,
-            "diff-ids",
-            format!(
-                "config lists {} diff_ids for {} layers",
-                diff_ids.len(),
-                layers.len()
-            ),
-            "rebuild the image; its config does not match its layers",
-        ));
-    }
-    let history = image.config["history"]
-        .as_array()
-        .map(|h| h.iter().filter(|e| e["empty_layer"] != true).count())
-        .unwrap_or(0);
-    if history != layers.len() {
-        out.push(finding(
-            Severity::Warning,
-            "history",
-            format!(
-                "config history has {history} layer entries for {} layers",
-                layers.len()
-            ),
-            "rebuild with a tool that records one history entry per layer",
-        ));
-    }
+    let wrong = pycs(s)
+        .filter(|(p, i)| !pyc_is_for(p, i, minor))
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    listing(wrong, |n, some| {
+        format!("{n} .pyc files are not for the image's Python 3.{minor}: {some}")
+    })
+}
 
-    let mut view: BTreeMap<String, FileInfo> = BTreeMap::new();
-    let mut total = 0u64;
-    for (i, (media_type, digest, _)) in layers.iter().enumerate() {
-        if !media_type.ends_with("tar+gzip") && !media_type.ends_with("tar.gzip") {
-            out.push(finding(Severity::Error, "compression", format!("layer {i} ({digest}) has media type `{media_type}`; Lambda supports only gzip layers"), "recompress the layer with gzip (ocilambda writes gzip layers)"));
-            continue;
-        }
-        let blob = image.blob(digest, remote, cache).await?;
-        let read = files::read_layer(&blob.path, media_type)?;
-        if let Some(want) = diff_ids.get(i).and_then(|d| d.as_str())
-            && want != read.diff_id
-        {
-            out.push(finding(
-                Severity::Error,
-                "diff-ids",
-                format!(
-                    "layer {i} ({digest}) unpacks to {} but the config says {want}",
-                    read.diff_id
-                ),
-                "rebuild the image; its config does not match its layers",
-            ));
-        }
-        total += read.size;
-        files::apply(&mut view, read.entries);
-    }
-    if total > MAX_UNCOMPRESSED {
-        out.push(finding(
-            Severity::Error,
-            "size",
-            format!(
-                "uncompressed size {} exceeds Lambda's 10 GB",
-                crate::output::size(total)
-            ),
-            "move data out of the image (S3, EFS)",
-        ));
-    }
+/// Timestamp-based .pyc (flags bit 0 clear) of the right version.
+fn bytecode_hash(s: &Subject) -> Vec<String> {
+    let minor = python_minor(&s.view);
+    let stale = pycs(s)
+        .filter(|(p, i)| minor.is_none_or(|m| pyc_is_for(p, i, m)))
+        .filter(|(_, i)| {
+            i.head.len() >= 8
+                && u32::from_le_bytes([i.head[4], i.head[5], i.head[6], i.head[7]]) & 1 == 0
+        })
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    listing(stale, |n, some| {
+        format!(
+            "{n} .pyc files are timestamp-based and go stale once mtimes are normalised: {some}"
+        )
+    })
+}
 
-    if let Some(handler) = image.config["config"]["Cmd"][0].as_str() {
-        let module = handler
-            .rsplit_once('.')
-            .map(|(m, _)| m)
-            .unwrap_or(handler)
-            .replace('.', "/");
-        let candidates = [
-            format!("var/task/{module}.py"),
-            format!("var/task/{module}/__init__.py"),
-        ];
-        let found = candidates.iter().any(|c| view.contains_key(c))
-            || view.keys().any(|k| {
-                k.starts_with(&format!("var/task/{module}."))
-                    && (k.ends_with(".so") || k.ends_with(".pyc"))
-            });
-        if !found {
-            out.push(finding(
-                Severity::Error,
-                "handler",
-                format!(
-                    "the handler module of `{handler}` is not under /var/task (no {module}.py)"
-                ),
-                "check the handler (CMD) and that the app code is in the image",
-            ));
-        }
-    } else {
-        out.push(finding(
-            Severity::Error,
-            "handler",
-            "the image has no CMD naming a handler".into(),
-            "set CMD to MODULE.FUNCTION (ocilambda build --handler)",
-        ));
-    }
+/// The entries of every layer read, with the layer's index.
+fn entries(s: &Subject) -> impl Iterator<Item = (usize, &crate::layer::view::LayerEntry)> {
+    s.read_layers()
+        .flat_map(|(i, r)| r.entries.iter().map(move |e| (i, e)))
+}
 
-    let minor = python_minor(&view);
-    let mut unreadable = Vec::new();
-    let mut wrong_version = Vec::new();
-    let mut timestamp_pyc = Vec::new();
-    for (path, info) in &view {
-        if !(path.starts_with("var/task/") || path.starts_with("opt/")) {
-            continue;
-        }
-        // Lambda runs the function as an unprivileged user: files need o+r, dirs o+rx.
-        let need = if info.kind == Kind::Dir { 0o005 } else { 0o004 };
-        if matches!(info.kind, Kind::File | Kind::Dir) && info.mode & need != need {
-            unreadable.push(format!("/{path} ({:04o})", info.mode));
-        }
-        if info.kind == Kind::File && path.ends_with(".pyc") {
-            let tag_minor = path
-                .split(".cpython-3")
-                .nth(1)
-                .and_then(|t| t.split('.').next())
-                .and_then(|m| m.parse::<u32>().ok());
-            let magic =
-                (info.head.len() >= 2).then(|| u16::from_le_bytes([info.head[0], info.head[1]]));
-            let version_ok = match minor {
-                Some(m) => {
-                    tag_minor.is_none_or(|t| t == m)
-                        && pyc_magic(m).is_none_or(|want| magic == Some(want))
-                }
-                None => true,
+fn refused(s: &Subject, reasons: &[Refusal]) -> Vec<String> {
+    entries(s)
+        .filter(|(_, e)| matches!(e.op, Op::Refused(r) if reasons.contains(&r)))
+        .map(|(i, e)| format!("`{}` (layer {i})", e.raw))
+        .collect()
+}
+
+/// What the layer reader refuses to apply: `..` in a path or a hard-link target.
+fn path_escape(s: &Subject) -> Vec<String> {
+    listing(
+        refused(s, &[Refusal::ParentDir, Refusal::LinkOutside]),
+        |n, some| format!("{n} entries point outside the image root: {some}"),
+    )
+}
+
+/// Whiteouts of `.`/`..`/nothing, which the reader refuses (applied, they empty the root).
+fn whiteout_name(s: &Subject) -> Vec<String> {
+    listing(refused(s, &[Refusal::BadWhiteout]), |n, some| {
+        format!("{n} whiteout entries hide `.` or `..`: {some}")
+    })
+}
+
+/// A hard link to a path that is not a file of the image at that point: an unpacker
+/// refuses it (there is nothing to link to).
+fn hardlink(s: &Subject) -> Vec<String> {
+    let mut view = View::new();
+    let mut bad = Vec::new();
+    for (i, read) in s.read_layers() {
+        view.apply(read);
+        for e in &read.entries {
+            let Some(target) = e
+                .info
+                .link
+                .as_deref()
+                .filter(|_| e.info.kind == Kind::Hardlink)
+            else {
+                continue;
             };
-            if !version_ok {
-                wrong_version.push(format!("/{path}"));
-            } else if info.head.len() >= 8
-                && u32::from_le_bytes([info.head[4], info.head[5], info.head[6], info.head[7]]) & 1
-                    == 0
-            {
-                timestamp_pyc.push(format!("/{path}"));
+            if matches!(e.op, Op::Put(_)) && view.get(target).is_none_or(|t| t.kind == Kind::Dir) {
+                bad.push(format!("/{} → /{target} (layer {i})", e.path));
             }
         }
     }
-    let some = |v: &[String]| {
-        let mut s = v.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-        if v.len() > 3 {
-            s.push_str(&format!(" and {} more", v.len() - 3));
+    listing(bad, |n, some| {
+        format!("{n} hard links name no file of the image: {some}")
+    })
+}
+
+/// Entries written through a symlink (`hostdir -> /etc`, then `hostdir/passwd`), and
+/// symlinks whose `..` climb above the root. The image's own resolution keeps both inside
+/// the root; an unpacker that resolves on the host writes outside it.
+fn symlink_escape(s: &Subject) -> Vec<String> {
+    let mut view = View::new();
+    let mut bad = Vec::new();
+    for (i, read) in s.read_layers() {
+        view.apply(read);
+        for e in read.entries.iter().filter(|e| matches!(e.op, Op::Put(_))) {
+            if let Some((link, target)) = symlink_on_the_way(&view, &e.path) {
+                bad.push(format!(
+                    "/{} through /{link} → {target} (layer {i})",
+                    e.path
+                ));
+            } else if e.info.kind == Kind::Symlink && climbs_above_root(&e.path, &e.info) {
+                let target = e.info.link.as_deref().unwrap_or_default();
+                bad.push(format!("/{} → {target} (layer {i})", e.path));
+            }
+        }
+    }
+    listing(bad, |n, some| {
+        format!("{n} entries lead outside the image through a symlink: {some}")
+    })
+}
+
+/// The first proper ancestor of `path` that is a symlink in `view`, with its target.
+fn symlink_on_the_way<'v>(view: &'v View, path: &str) -> Option<(&'v str, &'v str)> {
+    let mut end = 0;
+    while let Some(slash) = path[end..].find('/') {
+        end += slash;
+        if let Some((ancestor, info)) = view.files.get_key_value(&path[..end])
+            && info.kind == Kind::Symlink
+        {
+            return Some((ancestor, info.link.as_deref().unwrap_or_default()));
+        }
+        end += 1;
+    }
+    None
+}
+
+/// A relative symlink target with more `..` than the link has parent directories.
+fn climbs_above_root(path: &str, info: &FileInfo) -> bool {
+    let Some(target) = info.link.as_deref().filter(|t| !t.starts_with('/')) else {
+        return false;
+    };
+    let mut depth = path.matches('/').count() as i64;
+    for part in target.split('/') {
+        match part {
+            ".." => depth -= 1,
+            "" | "." => {}
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Device nodes and FIFOs: unpacking without privileges cannot make them, so they are
+/// skipped, and the runtime brings its own /dev.
+fn device(s: &Subject) -> Vec<String> {
+    let found = s
+        .view
+        .files
+        .iter()
+        .filter(|(_, i)| matches!(i.kind, Kind::Device | Kind::Fifo))
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    listing(found, |n, some| {
+        format!("{n} device nodes or FIFOs: {some}")
+    })
+}
+
+/// setuid/setgid files and directories: the bits are dropped when unpacked locally, and
+/// give nothing to a function that runs unprivileged.
+fn setuid(s: &Subject) -> Vec<String> {
+    let found = s
+        .view
+        .files
+        .iter()
+        .filter(|(_, i)| matches!(i.kind, Kind::File | Kind::Dir) && i.mode & 0o6000 != 0)
+        .map(|(p, i)| format!("/{p} ({:04o})", i.mode))
+        .collect();
+    listing(found, |n, some| {
+        format!("{n} paths are setuid or setgid: {some}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::testing::{E, gzip, tar_of};
+    use crate::oci::media;
+    use serde_json::json;
+
+    const APP: &[E] = &[
+        E::Dir("var/task/", 0o755),
+        E::File("var/task/app.py", 0o644, "def handler(e, c): pass\n"),
+        E::File("var/lang/bin/python3.11", 0o755, "elf"),
+    ];
+
+    /// A good image of `layers` (tars), with `edit` applied to the subject before the
+    /// layers are read.
+    fn image_with(layers: &[Vec<u8>], edit: impl FnOnce(&mut Subject)) -> Subject {
+        let config = json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Entrypoint": ["/lambda-entrypoint.sh"], "Cmd": ["app.handler"]},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|t| crate::digest::of_bytes(t)).collect::<Vec<_>>()},
+            "history": layers.iter().map(|_| json!({"created_by": "test"})).collect::<Vec<_>>(),
+        });
+        let manifest =
+            json!({"mediaType": media::OCI_MANIFEST, "config": {"mediaType": media::OCI_CONFIG}});
+        let mut s = Subject::new(manifest, 500, config);
+        edit(&mut s);
+        for tar in layers {
+            let gz = gzip(tar);
+            s.add_layer(
+                &crate::digest::of_bytes(&gz),
+                media::OCI_LAYER_GZIP,
+                &gz[..],
+            );
         }
         s
-    };
-    if !unreadable.is_empty() {
-        out.push(finding(
-            Severity::Error,
-            "permissions",
-            format!(
-                "{} paths under /var/task or /opt are not world-readable: {}",
-                unreadable.len(),
-                some(&unreadable)
-            ),
-            "make them readable (chmod o+r, o+rx for directories); ocilambda writes 0644/0755",
-        ));
     }
-    if !wrong_version.is_empty() {
-        out.push(finding(
-            Severity::Error,
-            "bytecode-version",
-            format!(
-                "{} .pyc files are not for the image's Python 3.{}: {}",
-                wrong_version.len(),
-                minor.unwrap_or(0),
-                some(&wrong_version)
-            ),
-            "compile bytecode with an interpreter of the image's version (ocilambda build does)",
-        ));
+
+    fn image(layers: &[&[E]]) -> Subject {
+        image_with(
+            &layers.iter().map(|l| tar_of(l)).collect::<Vec<_>>(),
+            |_| {},
+        )
     }
-    if !timestamp_pyc.is_empty() {
-        out.push(finding(
-            Severity::Warning,
-            "bytecode-hash",
-            format!(
-                "{} .pyc files are timestamp-based and go stale once mtimes are normalised: {}",
-                timestamp_pyc.len(),
-                some(&timestamp_pyc)
-            ),
-            "compile unchecked-hash .pyc (ocilambda build does)",
-        ));
+
+    fn ids(s: &Subject) -> Vec<&'static str> {
+        run(s).into_iter().map(|f| f.check).collect()
     }
-    Ok(out)
+
+    #[test]
+    fn a_good_image_has_no_findings() {
+        assert_eq!(ids(&image(&[APP])), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn manifest_and_config_checks() {
+        type Edit = fn(&mut Subject);
+        let cases: [(&str, Edit); 7] = [
+            ("media-types", |s| {
+                s.manifest["mediaType"] = json!("text/plain")
+            }),
+            ("media-types", |s| {
+                s.manifest["config"]["mediaType"] = json!("x")
+            }),
+            ("manifest-size", |s| s.manifest_len = 5_000_000),
+            ("architecture", |s| {
+                s.config["architecture"] = json!("s390x")
+            }),
+            ("entrypoint", |s| {
+                s.config["config"]["Entrypoint"] = json!([])
+            }),
+            ("diff-ids", |s| s.config["rootfs"]["diff_ids"] = json!([])),
+            ("history", |s| s.config["history"] = json!([])),
+        ];
+        for (id, edit) in cases {
+            let s = image_with(&[tar_of(APP)], edit);
+            assert_eq!(ids(&s), [id]);
+        }
+    }
+
+    #[test]
+    fn a_wrong_diff_id_is_reported() {
+        let s = image_with(&[tar_of(APP)], |s| {
+            s.config["rootfs"]["diff_ids"][0] = json!(crate::digest::of_bytes(b"other"))
+        });
+        assert_eq!(ids(&s), ["diff-ids"]);
+    }
+
+    #[test]
+    fn handler_checks() {
+        let s = image_with(&[tar_of(APP)], |s| s.config["config"]["Cmd"] = json!(null));
+        assert_eq!(ids(&s), ["handler"]);
+        let s = image_with(&[tar_of(APP)], |s| {
+            s.config["config"]["Cmd"] = json!(["nothere.h"])
+        });
+        assert_eq!(ids(&s), ["handler"]);
+    }
+
+    #[test]
+    fn a_layer_lambda_cannot_take_is_one_finding_without_a_false_missing_handler() {
+        // The app layer itself mislabelled: the handler may be in it, so no handler error.
+        let zstd = "application/vnd.oci.image.layer.v1.tar+zstd";
+        let mut s = image_with(&[], |_| {});
+        s.config = image(&[APP]).config;
+        s.add_layer("sha256:x", zstd, &gzip(&tar_of(APP))[..]);
+        assert_eq!(ids(&s), ["compression"]);
+        // Labelled gzip, but plain tar bytes: a finding, not an error ending lint.
+        let mut s = image_with(&[], |_| {});
+        s.config = image(&[APP]).config;
+        s.add_layer("sha256:x", media::OCI_LAYER_GZIP, &tar_of(APP)[..]);
+        assert_eq!(ids(&s), ["compression"]);
+        assert!(run(&s)[0].message.contains("not gzip"));
+        // A gzip header with a damaged body.
+        let mut gz = gzip(&tar_of(APP));
+        let n = gz.len();
+        gz[n / 2..].fill(0xff);
+        let mut s = image_with(&[], |_| {});
+        s.config = image(&[APP]).config;
+        s.add_layer("sha256:x", media::OCI_LAYER_GZIP, &gz[..]);
+        assert_eq!(ids(&s), ["layer-format"]);
+    }
+
+    #[test]
+    fn past_lambdas_uncompressed_limit_is_a_size_finding() {
+        let s = image_with(&[tar_of(APP), tar_of(APP)], |s| {
+            s.budget = Budget::new(4096)
+        });
+        assert_eq!(ids(&s), ["size"]);
+    }
+
+    #[test]
+    fn function_file_checks() {
+        let unreadable: &[E] = &[E::File("var/task/secret.json", 0o600, "{}")];
+        assert_eq!(ids(&image(&[APP, unreadable])), ["permissions"]);
+        let pyc = |magic: u16, flags: u32| {
+            let mut h = magic.to_le_bytes().to_vec();
+            h.extend_from_slice(b"\r\n");
+            h.extend_from_slice(&flags.to_le_bytes());
+            h.extend_from_slice(&[0; 8]);
+            h
+        };
+        let (old, stamped) = (pyc(3439, 1), pyc(3495, 0));
+        let old: &[E] = &[E::Bytes(
+            "var/task/__pycache__/m.cpython-310.pyc",
+            0o644,
+            &old,
+        )];
+        assert_eq!(ids(&image(&[APP, old])), ["bytecode-version"]);
+        let stale: &[E] = &[E::Bytes(
+            "var/task/__pycache__/m.cpython-311.pyc",
+            0o644,
+            &stamped,
+        )];
+        assert_eq!(ids(&image(&[APP, stale])), ["bytecode-hash"]);
+    }
+
+    #[test]
+    fn what_unpacking_refuses_or_drops_is_reported() {
+        let cases: [(&str, &[E]); 8] = [
+            ("path-escape", &[E::File("../escaped", 0o644, "x")]),
+            ("path-escape", &[E::Hardlink("l", "../../etc/passwd")]),
+            ("whiteout-name", &[E::File(".wh..", 0o644, "")]),
+            ("whiteout-name", &[E::File("var/.wh...", 0o644, "")]),
+            ("hardlink", &[E::Hardlink("l", "missing")]),
+            ("device", &[E::Device("var/task/null")]),
+            ("setuid", &[E::File("usr/bin/su", 0o4755, "elf")]),
+            ("symlink-escape", &[E::Symlink("up", "../../..")]),
+        ];
+        for (id, layer) in cases {
+            let s = image(&[APP, layer]);
+            assert_eq!(ids(&s), [id], "{id}");
+        }
+        let through: &[E] = &[
+            E::Symlink("hostdir", "/etc"),
+            E::File("hostdir/passwd", 0o644, "x"),
+        ];
+        let s = image(&[APP, through]);
+        assert_eq!(ids(&s), ["symlink-escape"]);
+        assert!(
+            run(&s)[0]
+                .message
+                .contains("/hostdir/passwd through /hostdir → /etc")
+        );
+        // Absolute symlinks as every rootfs has them are fine.
+        assert!(ids(&image(&[APP, &[E::Symlink("lib64", "/usr/lib64")]])).is_empty());
+    }
+
+    #[test]
+    fn the_readme_lists_every_check() {
+        let readme = include_str!("../../README.md");
+        for check in CHECKS.iter().chain([&SINGLE_PLATFORM]) {
+            let row = format!(
+                "| `{}` | {} |",
+                check.id,
+                match check.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                }
+            );
+            assert!(readme.contains(&row), "README lacks {row}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Audits of built images: `inspect`, `diff`, `lint` (and `verify`, which rebuilds and
 //! diffs). They read images through [`crate::source`] (an OCI layout or a registry
-//! reference) and layer contents through [`files`], streaming the tars without unpacking
+//! reference) and layer contents through [`crate::layer`], streaming the tars without unpacking
 //! them to disk.
 
 use crate::cache::Cache;
@@ -8,7 +8,6 @@ use crate::source::{self, Remote};
 use anyhow::Result;
 
 pub mod diff;
-pub mod files;
 pub mod inspect;
 pub mod lint;
 pub mod verify;

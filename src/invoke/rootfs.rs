@@ -4,17 +4,19 @@
 //!
 //! Extraction is our own rather than the `tar` crate's `unpack_in`, which canonicalises
 //! paths on the host and so rejects the absolute symlinks every rootfs has (`/lib64/ld-…`
-//! → `/lib/…`). Here a path is resolved inside the root the way the image will see it
-//! (an absolute symlink restarts at the root, `..` stops there), the last component is
-//! never followed, entries naming `..` are refused, and OCI whiteouts are honoured.
-//! Nothing is chowned (the sandbox maps the invoking user to the function's user).
+//! → `/lib/…`). Entries, cleaned paths and whiteouts come from [`crate::layer`] (which
+//! refuses `..`, counts bytes against Lambda's 10 GB); here a path is resolved inside the
+//! root the way the image will see it (an absolute symlink restarts at the root, `..`
+//! stops there), the last component is never followed, and whiteouts hide lower layers
+//! only. Nothing is chowned (the sandbox maps the invoking user to the function's user).
 
+use crate::layer::{Budget, Entry, Kind, Op, Strictness};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,6 +79,16 @@ pub fn unpack(
     manifest_digest: &str,
     layers: &[LayerBlob],
 ) -> Result<(PathBuf, Stats)> {
+    unpack_within(cache_root, manifest_digest, layers, Budget::lambda())
+}
+
+/// [`unpack`] with the uncompressed bytes bounded by `budget`.
+fn unpack_within(
+    cache_root: &Path,
+    manifest_digest: &str,
+    layers: &[LayerBlob],
+    budget: Budget,
+) -> Result<(PathBuf, Stats)> {
     let dir = rootfs_dir(cache_root);
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = dir.join(crate::digest::hex_part(manifest_digest)?);
@@ -87,10 +99,14 @@ pub fn unpack(
         .with_context(|| format!("creating a directory in {}", dir.display()))?;
     let root = staging.path().join("root");
     fs::create_dir(&root)?;
-    let mut applier = Applier::new(&root);
-    for layer in layers {
-        apply_blob(&mut applier, layer)
-            .with_context(|| format!("unpacking layer {}", layer.digest))?;
+    let mut applier = Applier::within(&root, budget);
+    let applied = layers.iter().try_for_each(|layer| {
+        apply_blob(&mut applier, layer).with_context(|| format!("unpacking layer {}", layer.digest))
+    });
+    if let Err(e) = applied {
+        // A refused entry or a gzip bomb leaves nothing behind (the staging dir goes too).
+        let _ = remove_tree(&root);
+        return Err(e);
     }
     let stats = applier.finish()?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755))?;
@@ -186,22 +202,7 @@ fn apply_blob(applier: &mut Applier, layer: &LayerBlob) -> Result<()> {
             hasher: hasher.clone(),
         },
     );
-    let mt = layer.media_type.as_str();
-    // Docker's media types arrive mapped to OCI's (`oci::media::to_oci`).
-    let mut reader: Box<dyn Read> = if mt.ends_with("+gzip") {
-        Box::new(flate2::bufread::MultiGzDecoder::new(hashing))
-    } else if mt.ends_with(".tar") {
-        Box::new(hashing)
-    } else {
-        bail!(crate::error::hint(
-            format!("layer media type `{mt}` is not supported"),
-            "ocilambda invoke reads tar and tar+gzip layers, as Lambda's base images use"
-        ));
-    };
-    applier.apply(&mut reader)?;
-    // Trailing zero blocks and the gzip trailer (checked by the decoder).
-    io::copy(&mut reader, &mut io::sink())?;
-    drop(reader);
+    applier.apply(hashing, &layer.media_type)?;
     let mut tail = Vec::new();
     rest.read_to_end(&mut tail)?;
     hasher.borrow_mut().update(&tail);
@@ -223,23 +224,6 @@ fn apply_blob(applier: &mut Applier, layer: &LayerBlob) -> Result<()> {
     Ok(())
 }
 
-/// The normal components of an entry path: a leading `/` and `.` are dropped, `..` is
-/// refused. `None` for the root itself.
-fn clean_entry_path(raw: &Path) -> Result<Option<PathBuf>> {
-    let mut out = PathBuf::new();
-    for c in raw.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => bail!(
-                "refusing tar entry `{}`: `..` would escape the image root",
-                raw.display()
-            ),
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
-}
-
 /// Applies layers, in order, to one root.
 pub struct Applier {
     root: PathBuf,
@@ -249,56 +233,60 @@ pub struct Applier {
     dir_modes: BTreeMap<PathBuf, u32>,
     /// Host paths the current layer wrote: an opaque whiteout hides only lower layers.
     this_layer: HashSet<PathBuf>,
+    /// Uncompressed bytes allowed across all layers (Lambda's 10 GB).
+    budget: Budget,
     stats: Stats,
 }
 
 impl Applier {
     pub fn new(root: &Path) -> Applier {
+        Applier::within(root, Budget::lambda())
+    }
+
+    /// An applier that stops once the layers unpack to more than `budget` allows.
+    pub fn within(root: &Path, budget: Budget) -> Applier {
         Applier {
             root: root.to_path_buf(),
             dir_modes: BTreeMap::new(),
             this_layer: HashSet::new(),
+            budget,
             stats: Stats::default(),
         }
     }
 
-    /// Apply one uncompressed layer tar.
-    pub fn apply<R: Read>(&mut self, tar: R) -> Result<()> {
+    /// Apply one layer blob (its bytes as stored, compressed as `media_type` says).
+    pub fn apply<R: BufRead>(&mut self, blob: R, media_type: &str) -> Result<()> {
         self.this_layer.clear();
         self.stats.layers += 1;
-        let mut archive = tar::Archive::new(tar);
-        for entry in archive.entries().context("reading the layer tar")? {
-            let mut entry = entry.context("reading the layer tar")?;
-            let raw = entry.path()?.into_owned();
-            let Some(rel) = clean_entry_path(&raw)? else {
-                continue;
-            };
-            self.entry(&rel, &mut entry)
-                .with_context(|| format!("extracting `{}`", raw.display()))?;
-        }
-        Ok(())
+        let mut budget = self.budget;
+        let result = crate::layer::read(blob, media_type, &mut budget, Strictness::Refuse, |e| {
+            let raw = e.raw.clone();
+            self.entry(e).with_context(|| format!("extracting `{raw}`"))
+        });
+        self.budget = budget;
+        result.map(drop)
     }
 
-    fn entry<R: Read>(&mut self, rel: &Path, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let name = rel.file_name().context("entry without a name")?.to_owned();
-        let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let name_text = name.to_string_lossy();
-        if let Some(hidden) = name_text.strip_prefix(".wh.") {
-            let parent = self.resolve_dir(parent_rel)?;
-            if hidden == ".wh..opq" {
-                self.clear_lower(&parent)?;
-            } else if !hidden.is_empty() {
-                self.remove(&parent.join(hidden))?;
+    fn entry(&mut self, entry: Entry<'_>) -> Result<()> {
+        let rel = match &entry.op {
+            Op::Put(rel) => rel,
+            Op::Whiteout(hidden) => {
+                let name = hidden.file_name().context("whiteout without a name")?;
+                let parent = self.resolve_dir(hidden.parent().unwrap_or(Path::new("")))?;
+                return self.hide_lower(&parent.join(name));
             }
-            return Ok(());
-        }
-        let parent = self.resolve_dir(parent_rel)?;
+            Op::Opaque(dir) => {
+                let dir = self.resolve_dir(dir)?;
+                return self.clear_lower(&dir);
+            }
+            Op::Refused(reason) => bail!("{reason}"),
+        };
+        let name = rel.file_name().context("entry without a name")?.to_owned();
+        let parent = self.resolve_dir(rel.parent().unwrap_or(Path::new("")))?;
         let path = parent.join(&name);
-        let header = entry.header();
-        let mode = header.mode().unwrap_or(0o644);
-        let kind = header.entry_type();
-        match kind {
-            tar::EntryType::Directory => {
+        let mode = entry.mode;
+        match entry.kind {
+            Kind::Dir => {
                 match fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
@@ -311,41 +299,34 @@ impl Applier {
                 // Sticky bit kept (a world-writable /tmp needs it); setuid/setgid dropped.
                 self.dir_modes.insert(path.clone(), mode & 0o1777);
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            Kind::File => {
                 self.replace(&path)?;
                 let mut file = OpenOptions::new()
                     .write(true)
                     .create_new(true) // O_EXCL: never opens through a symlink
                     .mode(0o600)
                     .open(&path)?;
-                let n = io::copy(entry, &mut file)?;
+                let n = io::copy(entry.content, &mut file)?;
                 // setuid/setgid dropped: the tree belongs to whoever invokes, possibly
                 // root, and must not become a way to gain privileges on the host.
                 file.set_permissions(fs::Permissions::from_mode(mode & 0o777))?;
                 // Timestamp-checked bytecode compares the source mtime with the .pyc.
-                let mtime = UNIX_EPOCH + Duration::from_secs(entry.header().mtime().unwrap_or(0));
+                let mtime = UNIX_EPOCH + Duration::from_secs(entry.mtime);
                 file.set_modified(mtime)?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
             }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()?
-                    .context("symlink without a target")?
-                    .into_owned();
+            Kind::Symlink => {
+                let target = entry.link.context("symlink without a target")?;
                 self.replace(&path)?;
                 // Kept as written: an absolute target is resolved against the image's
                 // root inside the sandbox, never against the host's here.
                 std::os::unix::fs::symlink(&target, &path)?;
                 self.stats.files += 1;
             }
-            tar::EntryType::Link => {
-                let raw_target = entry
-                    .link_name()?
-                    .context("hard link without a target")?
-                    .into_owned();
-                let target_rel =
-                    clean_entry_path(&raw_target)?.context("hard link to the image root")?;
+            Kind::Hardlink => {
+                // Cleaned by the reader: relative to the root, no `..`.
+                let target_rel = entry.link.context("hard link without a target")?;
                 let target_parent =
                     self.resolve_dir(target_rel.parent().unwrap_or(Path::new("")))?;
                 let target = target_parent.join(target_rel.file_name().context("hard link")?);
@@ -353,7 +334,7 @@ impl Applier {
                     Ok(m) if !m.is_dir() => {}
                     _ => bail!(
                         "hard link to `{}`, which is not a file of the image",
-                        raw_target.display()
+                        target_rel.display()
                     ),
                 }
                 if target != path {
@@ -449,6 +430,23 @@ impl Applier {
         Ok(())
     }
 
+    /// A whiteout of `path`: what lower layers have there goes, what this layer put there
+    /// (before or after the whiteout in the tar) stays.
+    fn hide_lower(&mut self, path: &Path) -> Result<()> {
+        let ours = self.this_layer.contains(path);
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => {
+                self.clear_lower(path)?;
+                if !ours && fs::read_dir(path)?.next().is_none() {
+                    self.remove(path)?;
+                }
+            }
+            Ok(_) if !ours => self.remove(path)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// An opaque whiteout: everything in `dir` from lower layers goes, what this layer
     /// put there stays (whatever order the tar has them in), as Docker applies it.
     fn clear_lower(&mut self, dir: &Path) -> Result<()> {
@@ -506,61 +504,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    /// A tar with entries (path, kind, mode, content or link target).
-    enum E<'a> {
-        Dir(&'a str, u32),
-        File(&'a str, u32, &'a str),
-        Symlink(&'a str, &'a str),
-        Hardlink(&'a str, &'a str),
-    }
-
-    fn tar_of(entries: &[E]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for e in entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(1_700_000_000);
-            let (path, data): (&str, &[u8]) = match e {
-                E::Dir(p, m) => {
-                    h.set_entry_type(tar::EntryType::Directory);
-                    h.set_mode(*m);
-                    (p, b"")
-                }
-                E::File(p, m, c) => {
-                    h.set_entry_type(tar::EntryType::Regular);
-                    h.set_mode(*m);
-                    h.set_size(c.len() as u64);
-                    (p, c.as_bytes())
-                }
-                E::Symlink(p, t) | E::Hardlink(p, t) => {
-                    h.set_entry_type(if matches!(e, E::Symlink(..)) {
-                        tar::EntryType::Symlink
-                    } else {
-                        tar::EntryType::Link
-                    });
-                    h.set_mode(0o777);
-                    h.set_size(0);
-                    // Raw bytes: the tar crate's safe setters refuse `..` on their own.
-                    let gnu = h.as_gnu_mut().unwrap();
-                    gnu.linkname[..t.len()].copy_from_slice(t.as_bytes());
-                    (p, b"")
-                }
-            };
-            h.set_size(data.len() as u64);
-            {
-                let gnu = h.as_gnu_mut().unwrap();
-                gnu.name = [0; 100];
-                gnu.name[..path.len()].copy_from_slice(path.as_bytes());
-            }
-            h.set_cksum();
-            b.append(&h, data).unwrap();
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::layer::testing::{E, gzip, tar_of};
+    use crate::oci::media::OCI_LAYER_TAR;
 
     fn apply(root: &Path, layers: &[Vec<u8>]) -> Result<Stats> {
         let mut a = Applier::new(root);
         for l in layers {
-            a.apply(&l[..])?;
+            a.apply(&l[..], OCI_LAYER_TAR)?;
         }
         a.finish()
     }
@@ -744,9 +694,7 @@ mod tests {
         let blobs = cache.path().join("blobs");
         fs::create_dir(&blobs).unwrap();
         let tar = tar_of(&[E::File("hello", 0o644, "world")]);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        io::Write::write_all(&mut gz, &tar).unwrap();
-        let gz = gz.finish().unwrap();
+        let gz = gzip(&tar);
         let digest = crate::digest::of_bytes(&gz);
         let path = blobs.join("layer");
         fs::write(&path, &gz).unwrap();
@@ -773,5 +721,104 @@ mod tests {
             "{err:#}"
         );
         assert!(cached(cache.path(), &other).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_entry_and_its_whiteout_in_one_layer_keep_the_entry_in_either_order() {
+        for whiteout_first in [true, false] {
+            let (_d, root) = setup();
+            let base = tar_of(&[
+                E::Dir("etc/", 0o755),
+                E::File("etc/a", 0o644, "lower"),
+                E::Dir("etc/d/", 0o755),
+                E::File("etc/d/lower", 0o644, "lower"),
+            ]);
+            let mut upper = vec![
+                E::File("etc/a", 0o644, "upper"),
+                E::File("etc/d/new", 0o644, "n"),
+            ];
+            let whiteouts = [
+                E::File("etc/.wh.a", 0o644, ""),
+                E::File("etc/.wh.d", 0o644, ""),
+            ];
+            if whiteout_first {
+                upper.splice(0..0, whiteouts);
+            } else {
+                upper.extend(whiteouts);
+            }
+            apply(&root, &[base, tar_of(&upper)]).unwrap();
+            let first = format!("whiteout first: {whiteout_first}");
+            assert_eq!(
+                fs::read_to_string(root.join("etc/a")).unwrap(),
+                "upper",
+                "{first}"
+            );
+            assert!(!root.join("etc/d/lower").exists(), "{first}");
+            assert!(root.join("etc/d/new").exists(), "{first}");
+        }
+    }
+
+    #[test]
+    fn absolute_entry_paths_land_inside_the_root() {
+        let (dir, root) = setup();
+        let layer = tar_of(&[
+            E::File("/etc/abs", 0o644, "x"),
+            E::File("./rel", 0o644, "y"),
+        ]);
+        apply(&root, &[layer]).unwrap();
+        assert_eq!(fs::read_to_string(root.join("etc/abs")).unwrap(), "x");
+        assert_eq!(fs::read_to_string(root.join("rel")).unwrap(), "y");
+        assert!(!dir.path().join("etc").exists());
+    }
+
+    #[test]
+    fn whiteouts_of_dot_and_dotdot_are_refused_and_the_root_survives() {
+        for evil in [".wh..", ".wh...", "sub/.wh..."] {
+            let (_d, root) = setup();
+            let base = tar_of(&[E::Dir("sub/", 0o755), E::File("sub/kept", 0o644, "k")]);
+            let err = apply(&root, &[base, tar_of(&[E::File(evil, 0o644, "")])]).unwrap_err();
+            assert!(format!("{err:#}").contains(evil), "{err:#}");
+            assert!(root.join("sub/kept").exists(), "{evil} deleted the root");
+        }
+    }
+
+    #[test]
+    fn devices_are_skipped() {
+        let (_d, root) = setup();
+        let stats = apply(&root, &[tar_of(&[E::Device("dev-null")])]).unwrap();
+        assert!(fs::symlink_metadata(root.join("dev-null")).is_err());
+        assert_eq!(stats.files, 0);
+    }
+
+    #[test]
+    fn a_layer_past_the_uncompressed_limit_stops_the_unpack_and_leaves_nothing() {
+        let cache = tempfile::tempdir().unwrap();
+        let tar = tar_of(&[E::File("zeros", 0o644, &"\0".repeat(64 * 1024))]);
+        let gz = gzip(&tar);
+        let path = cache.path().join("bomb");
+        fs::write(&path, &gz).unwrap();
+        let layer = LayerBlob {
+            digest: crate::digest::of_bytes(&gz),
+            media_type: crate::oci::media::OCI_LAYER_GZIP.into(),
+            path,
+        };
+        let manifest = crate::digest::of_bytes(b"bomb");
+        let small = Budget::new(16 * 1024);
+        let err = unpack_within(cache.path(), &manifest, std::slice::from_ref(&layer), small)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.chain()
+                    .find_map(|c| c.downcast_ref::<crate::layer::LayerError>()),
+                Some(crate::layer::LayerError::TooLarge { limit: 16384 })
+            ),
+            "{err:#}"
+        );
+        assert!(format!("{err:#}").contains("Lambda's 10 GB uncompressed limit"));
+        assert!(cached(cache.path(), &manifest).unwrap().is_none());
+        let left: Vec<_> = fs::read_dir(rootfs_dir(cache.path())).unwrap().collect();
+        assert!(left.is_empty(), "partial unpack left behind: {left:?}");
+        // The same layer within the limit unpacks.
+        unpack_within(cache.path(), &manifest, &[layer], Budget::new(1 << 20)).unwrap();
     }
 }

@@ -1,0 +1,381 @@
+//! The in-memory flattener: each layer's entries with what an audit needs of them (type,
+//! mode, ownership, mtime, size, content digest, first bytes), and the merged view of the
+//! image's files. Nothing is extracted to disk.
+
+use super::{Budget, Entry, Kind, Op, Strictness, Summary};
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub kind: Kind,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub size: u64,
+    /// sha256 of the content (regular files only).
+    pub sha256: Option<String>,
+    /// Symlink target as written, or hard-link target cleaned.
+    pub link: Option<String>,
+    /// The first 16 bytes (for .pyc headers and ELF checks).
+    pub head: Vec<u8>,
+}
+
+/// One entry of a layer: its cleaned path as written (whiteouts under their own names),
+/// what it does, and its metadata.
+#[derive(Debug, Clone)]
+pub struct LayerEntry {
+    pub path: String,
+    /// The path as written in the tar (for refused entries, the only name there is).
+    pub raw: String,
+    pub op: Op,
+    pub info: FileInfo,
+}
+
+/// A layer read through: its entries in archive order, and its uncompressed tar.
+pub struct LayerRead {
+    pub entries: Vec<LayerEntry>,
+    pub summary: Summary,
+}
+
+impl LayerRead {
+    /// Every applicable entry by path (later entries of one path win, as when extracting).
+    pub fn files(&self) -> BTreeMap<String, FileInfo> {
+        self.entries
+            .iter()
+            .filter(|e| !matches!(e.op, Op::Refused(_)))
+            .map(|e| (e.path.clone(), e.info.clone()))
+            .collect()
+    }
+}
+
+/// Read the layer blob at `path` into memory (metadata and content digests only).
+pub fn read_layer(
+    path: &Path,
+    media_type: &str,
+    budget: &mut Budget,
+    strictness: Strictness,
+) -> Result<LayerRead> {
+    let file = std::fs::File::open(path)?;
+    read_layer_from(
+        std::io::BufReader::with_capacity(256 * 1024, file),
+        media_type,
+        budget,
+        strictness,
+    )
+}
+
+/// [`read_layer`] over a blob's bytes.
+pub fn read_layer_from<R: std::io::BufRead>(
+    blob: R,
+    media_type: &str,
+    budget: &mut Budget,
+    strictness: Strictness,
+) -> Result<LayerRead> {
+    let mut entries = Vec::new();
+    let summary = super::read(blob, media_type, budget, strictness, |e| {
+        entries.push(entry(e)?);
+        Ok(())
+    })?;
+    Ok(LayerRead { entries, summary })
+}
+
+fn entry(e: Entry<'_>) -> Result<LayerEntry> {
+    let (sha256, head) = if e.kind == Kind::File {
+        let (digest, head) = digest_and_head(e.content)?;
+        (Some(digest), head)
+    } else {
+        (None, Vec::new())
+    };
+    let path = match &e.op {
+        Op::Put(p) => p.to_string_lossy().into_owned(),
+        Op::Whiteout(p) => {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            join(
+                &p.parent().unwrap_or(Path::new("")).to_string_lossy(),
+                &format!(".wh.{name}"),
+            )
+        }
+        Op::Opaque(d) => join(&d.to_string_lossy(), super::OPAQUE),
+        Op::Refused(_) => e.raw.clone(),
+    };
+    Ok(LayerEntry {
+        path,
+        raw: e.raw,
+        op: e.op,
+        info: FileInfo {
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+            size: e.size,
+            sha256,
+            link: e.link.map(|l| l.to_string_lossy().into_owned()),
+            head,
+        },
+    })
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn digest_and_head(content: &mut dyn Read) -> Result<(String, Vec<u8>)> {
+    let mut hasher = Sha256::new();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = content.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if head.len() < 16 {
+            let take = (16 - head.len()).min(n);
+            head.extend_from_slice(&buf[..take]);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), head))
+}
+
+/// The merged files of the layers applied so far, by path (no leading `/`).
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub files: BTreeMap<String, FileInfo>,
+}
+
+impl View {
+    pub fn new() -> View {
+        View::default()
+    }
+
+    /// Apply one layer on top. Its whiteouts hide what the lower layers have, never what
+    /// this layer adds, whatever the order of the tar: so they go first, then the entries
+    /// in archive order. Refused entries are not applied.
+    pub fn apply(&mut self, layer: &LayerRead) {
+        for e in &layer.entries {
+            match &e.op {
+                Op::Whiteout(p) => self.hide(&p.to_string_lossy(), true),
+                Op::Opaque(d) => self.hide(&d.to_string_lossy(), false),
+                Op::Put(_) | Op::Refused(_) => {}
+            }
+        }
+        for e in &layer.entries {
+            if let Op::Put(_) = e.op {
+                self.files.insert(e.path.clone(), e.info.clone());
+            }
+        }
+    }
+
+    /// Remove `path`'s descendants, and `path` itself when `itself`.
+    fn hide(&mut self, path: &str, itself: bool) {
+        if itself {
+            self.files.remove(path);
+        }
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let doomed: BTreeSet<String> = self
+            .files
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            self.files.remove(&p);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&FileInfo> {
+        self.files.get(path)
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.files.contains_key(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{E, tar_of};
+    use super::*;
+    use crate::oci::media::OCI_LAYER_TAR;
+
+    fn layer(entries: &[E]) -> LayerRead {
+        read_layer_from(
+            &tar_of(entries)[..],
+            OCI_LAYER_TAR,
+            &mut Budget::lambda(),
+            Strictness::Refuse,
+        )
+        .unwrap()
+    }
+
+    fn flatten(layers: &[&[E]]) -> Vec<String> {
+        let mut view = View::new();
+        for l in layers {
+            view.apply(&layer(l));
+        }
+        view.files.into_keys().collect()
+    }
+
+    const BASE: &[E] = &[
+        E::Dir("etc/", 0o755),
+        E::File("etc/a", 0o644, "a"),
+        E::File("etc/b", 0o644, "b"),
+        E::Dir("opt/", 0o755),
+        E::Dir("opt/x/", 0o755),
+        E::File("opt/x/y", 0o644, "y"),
+        E::File("optional", 0o644, "sibling with a common prefix"),
+    ];
+
+    #[test]
+    fn whiteout_hides_a_lower_file_and_a_lower_directory() {
+        let upper: &[E] = &[
+            E::File("etc/.wh.a", 0o644, ""),
+            E::File("opt/.wh.x", 0o644, ""),
+        ];
+        assert_eq!(flatten(&[BASE, upper]), ["etc", "etc/b", "opt", "optional"]);
+    }
+
+    #[test]
+    fn opaque_whiteout_empties_the_lower_directory_only() {
+        let upper: &[E] = &[E::File("opt/.wh..wh..opq", 0o644, "")];
+        assert_eq!(
+            flatten(&[BASE, upper]),
+            ["etc", "etc/a", "etc/b", "opt", "optional"]
+        );
+    }
+
+    #[test]
+    fn an_entry_and_its_whiteout_in_one_layer_keep_the_entry_in_either_order() {
+        let after: &[E] = &[
+            E::File("etc/a", 0o600, "new"),
+            E::File("etc/.wh.a", 0o644, ""),
+        ];
+        let before: &[E] = &[
+            E::File("etc/.wh.a", 0o644, ""),
+            E::File("etc/a", 0o600, "new"),
+        ];
+        for upper in [after, before] {
+            let mut view = View::new();
+            view.apply(&layer(BASE));
+            view.apply(&layer(upper));
+            assert_eq!(view.get("etc/a").unwrap().mode, 0o600);
+        }
+        // And with no lower file, the whiteout hides nothing of its own layer.
+        assert_eq!(flatten(&[after]), ["etc/a"]);
+    }
+
+    #[test]
+    fn opaque_whiteout_keeps_its_own_layers_entries_in_either_order() {
+        for marker_first in [true, false] {
+            let mut upper = vec![E::Dir("opt/x/", 0o755), E::File("opt/x/new", 0o644, "n")];
+            let marker = E::File("opt/.wh..wh..opq", 0o644, "");
+            if marker_first {
+                upper.insert(0, marker);
+            } else {
+                upper.push(marker);
+            }
+            assert_eq!(
+                flatten(&[BASE, &upper]),
+                [
+                    "etc",
+                    "etc/a",
+                    "etc/b",
+                    "opt",
+                    "opt/x",
+                    "opt/x/new",
+                    "optional"
+                ],
+                "marker first: {marker_first}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_paths_and_links_land_in_the_image() {
+        let l: &[E] = &[
+            E::File("/etc/abs", 0o644, "x"),
+            E::Symlink("lib64", "/usr/lib64"),
+            E::Hardlink("python", "/usr/bin/python3.11"),
+        ];
+        let read = layer(l);
+        let files = read.files();
+        assert_eq!(files["lib64"].link.as_deref(), Some("/usr/lib64"));
+        assert_eq!(files["python"].link.as_deref(), Some("usr/bin/python3.11"));
+        assert_eq!(flatten(&[l]), ["etc/abs", "lib64", "python"]);
+    }
+
+    #[test]
+    fn dotdot_entries_are_refused_or_reported_never_applied() {
+        let evil = tar_of(&[
+            E::File("../escaped", 0o644, "x"),
+            E::File(".wh..", 0o644, ""),
+        ]);
+        let strict = read_layer_from(
+            &evil[..],
+            OCI_LAYER_TAR,
+            &mut Budget::lambda(),
+            Strictness::Refuse,
+        );
+        assert!(format!("{:#}", strict.err().unwrap()).contains("../escaped"));
+        let reported = read_layer_from(
+            &evil[..],
+            OCI_LAYER_TAR,
+            &mut Budget::lambda(),
+            Strictness::Report,
+        )
+        .unwrap();
+        assert!(
+            reported
+                .entries
+                .iter()
+                .all(|e| matches!(e.op, Op::Refused(_)))
+        );
+        let mut view = View::new();
+        view.apply(&layer(BASE));
+        view.apply(&reported);
+        assert_eq!(view.files.len(), 7, "nothing hidden, nothing added");
+    }
+
+    #[test]
+    fn reads_a_layer_we_wrote() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("app")).unwrap();
+        std::fs::write(src.path().join("app/x.py"), b"print(1)\n").unwrap();
+        let mut tree = crate::tree::Tree::new();
+        tree.add_dir_all(src.path(), "").unwrap();
+        let blobs = tempfile::tempdir().unwrap();
+        let layer = crate::layers::write(&tree.prefixed("var/task"), 0, blobs.path()).unwrap();
+        let read = read_layer(
+            &blobs.path().join(&layer.digest[7..]),
+            crate::oci::media::OCI_LAYER_GZIP,
+            &mut Budget::lambda(),
+            Strictness::Refuse,
+        )
+        .unwrap();
+        assert_eq!(read.summary.size, layer.uncompressed_size);
+        assert_eq!(read.summary.diff_id, layer.diff_id);
+        let files = read.files();
+        let f = &files["var/task/app/x.py"];
+        assert_eq!(f.kind, Kind::File);
+        assert_eq!(
+            f.sha256.as_deref(),
+            Some(crate::digest::of_bytes(b"print(1)\n").as_str())
+        );
+        assert_eq!(files["var/task/app"].kind, Kind::Dir);
+    }
+}
