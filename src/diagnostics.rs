@@ -2,8 +2,10 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::project::AppSourceError;
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
+use crate::tree::LinkError;
 
 /// The hint for an error: a typed kind anywhere in its chain, else a [`crate::error::Hint`].
 pub fn hint(err: &anyhow::Error) -> Option<String> {
@@ -21,6 +23,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<OutputError>() {
             return Some(zip_output_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<LinkError>() {
+            return Some(link_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<AppSourceError>() {
+            return Some(app_source_hint(e).to_string());
         }
     }
     crate::error::find_hint(err).map(str::to_string)
@@ -47,6 +55,35 @@ fn zip_output_hint(e: &OutputError) -> &'static str {
         }
         OutputError::InAppSources(_) => {
             "write the zip outside the app sources (the default <PROJECT_DIR>/.ocilambda/ is never shipped)"
+        }
+    }
+}
+
+fn link_hint(e: &LinkError) -> &'static str {
+    match e {
+        LinkError::Escapes { .. } => {
+            "replace the link with a copy of what it points to, or leave it out with --exclude"
+        }
+        LinkError::Dangling { .. } => {
+            "ship the link's target too (--include), replace the link with a copy, or leave it out with --exclude"
+        }
+        LinkError::Loop { .. } => "break the loop, or leave the links out with --exclude",
+        LinkError::Cycle { .. } => {
+            "point the link at a directory that does not contain it, or leave it out with --exclude"
+        }
+        LinkError::TargetNotUtf8 { .. } => {
+            "point the link at a UTF-8 name, or leave it out with --exclude"
+        }
+    }
+}
+
+fn app_source_hint(e: &AppSourceError) -> &'static str {
+    match e {
+        AppSourceError::NotUtf8(_) => {
+            "rename it, or leave it out with --exclude (globs match names that are not UTF-8)"
+        }
+        AppSourceError::TooDeep(_) | AppSourceError::TooLong { .. } => {
+            "flatten that directory, or leave it out with --exclude"
         }
     }
 }
