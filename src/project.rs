@@ -457,12 +457,8 @@ pub struct AppSources {
 
 impl AppSources {
     /// Whether the file at `rel` (slash-separated, relative to [`Self::root`]) is shipped.
-    pub fn selects(&self, rel: &str) -> bool {
-        self.selects_bytes(rel.as_bytes())
-    }
-
-    /// [`Self::selects`] on the raw bytes of a path, which need not be UTF-8: globs
-    /// match bytes, so `exclude` can drop a file whose name is not UTF-8.
+    /// Raw bytes, which need not be UTF-8: globs match bytes, so `exclude` can drop a file
+    /// whose name is not UTF-8.
     fn selects_bytes(&self, rel: &[u8]) -> bool {
         let explicit = matches_self_or_parent(&self.include, rel);
         let default = rel.starts_with(self.default_prefix.as_bytes());
