@@ -267,6 +267,10 @@ pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
         settings.exclude.as_deref().unwrap_or_default(),
     );
     let app = project.app_tree(&handler, include, exclude)?;
+    if !app.unintended.is_empty() {
+        output::warning(&unintended_warning(&app.unintended));
+    }
+    let app = app.tree;
     crate::handler::check(&app, &handler)?;
     let app_sources = project.app_sources(&handler, include, exclude)?;
 
@@ -311,6 +315,17 @@ pub fn prepare(source: &Source, cache: &Cache) -> Result<Plan> {
         all_extras: source.all_extras,
         groups: source.groups.to_vec(),
     })
+}
+
+/// What include globs brought in that may not be meant to ship, at most eight names.
+fn unintended_warning(paths: &[String]) -> String {
+    let mut shown = paths.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    if paths.len() > 8 {
+        shown.push_str(&format!(" and {} more", paths.len() - 8));
+    }
+    format!(
+        "`include` also selected {shown}, beyond the handler package; add them to `exclude` if they should not ship"
+    )
 }
 
 /// `uv export` of the locked requirements, with the summary lines both commands print.

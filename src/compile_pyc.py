@@ -40,17 +40,31 @@ def compile_one(job):
         # Like pip and uv: files that do not compile (Python 2 leftovers, templates)
         # are shipped as source only.
         return 0
+    except (OSError, RecursionError, ValueError) as e:
+        # Anything else is the environment's fault (a path too long or too deep, a full
+        # disk): report it in one line naming the file, never as a traceback.
+        raise Failure("%s: %s: %s" % (rel, type(e).__name__, e)) from None
     return 1
 
 
-rels = [tuple(line.rstrip("\n").split("\t", 1)) for line in sys.stdin if line.strip()]
-if len(rels) > 200 and (os.cpu_count() or 1) > 1:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class Failure(Exception):
+    pass
 
-    # fork explicitly: this script runs from `-c`, which spawn/forkserver cannot re-import.
-    with ProcessPoolExecutor(mp_context=multiprocessing.get_context("fork")) as pool:
-        done = sum(pool.map(compile_one, rels, chunksize=64))
-else:
-    done = sum(compile_one(r) for r in rels)
-print(done)
+
+def compile_all(rels):
+    if len(rels) > 200 and (os.cpu_count() or 1) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork explicitly: this script runs from `-c`, which spawn/forkserver cannot re-import.
+        with ProcessPoolExecutor(mp_context=multiprocessing.get_context("fork")) as pool:
+            return sum(pool.map(compile_one, rels, chunksize=64))
+    return sum(compile_one(r) for r in rels)
+
+
+rels = [tuple(line.rstrip("\n").split("\t", 1)) for line in sys.stdin if line.strip()]
+try:
+    print(compile_all(rels))
+except Failure as e:
+    sys.stderr.write("cannot compile %s\n" % e)
+    sys.exit(5)

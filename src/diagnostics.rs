@@ -3,8 +3,10 @@
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
 use crate::layer::LayerError;
+use crate::project::AppSourceError;
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
+use crate::tree::LinkError;
 
 /// The hint for an error: a typed kind anywhere in its chain, else a [`crate::error::Hint`].
 pub fn hint(err: &anyhow::Error) -> Option<String> {
@@ -33,6 +35,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<LayerError>() {
             return Some(layer_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<LinkError>() {
+            return Some(link_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<AppSourceError>() {
+            return Some(app_source_hint(e).to_string());
         }
     }
     crate::error::find_hint(err).map(str::to_string)
@@ -85,6 +93,35 @@ fn layer_hint(e: &LayerError) -> &'static str {
         }
         LayerError::Refused { .. } => {
             "the image has a layer no safe unpacker applies; run `ocilambda lint` on it for details"
+        }
+    }
+}
+
+fn link_hint(e: &LinkError) -> &'static str {
+    match e {
+        LinkError::Escapes { .. } => {
+            "replace the link with a copy of what it points to, or leave it out with --exclude"
+        }
+        LinkError::Dangling { .. } => {
+            "ship the link's target too (--include), replace the link with a copy, or leave it out with --exclude"
+        }
+        LinkError::Loop { .. } => "break the loop, or leave the links out with --exclude",
+        LinkError::Cycle { .. } => {
+            "point the link at a directory that does not contain it, or leave it out with --exclude"
+        }
+        LinkError::TargetNotUtf8 { .. } => {
+            "point the link at a UTF-8 name, or leave it out with --exclude"
+        }
+    }
+}
+
+fn app_source_hint(e: &AppSourceError) -> &'static str {
+    match e {
+        AppSourceError::NotUtf8(_) => {
+            "rename it, or leave it out with --exclude (globs match names that are not UTF-8)"
+        }
+        AppSourceError::TooDeep(_) | AppSourceError::TooLong { .. } => {
+            "flatten that directory, or leave it out with --exclude"
         }
     }
 }

@@ -40,12 +40,9 @@ pub struct Layer {
 /// `mtime` (SOURCE_DATE_EPOCH). Safe to run concurrently with other writers of the same
 /// directory: the blob appears by rename, and identical content gives the identical name.
 pub fn write(tree: &Tree, mtime: u64, blob_dir: &Path) -> Result<Layer> {
-    if let Some((link, target)) = tree.dangling_link() {
-        anyhow::bail!(crate::error::hint(
-            format!("symlink `{link}` points to `{target}`, which is not in the layer"),
-            "include the link's target too (`include` in [tool.ocilambda]), or replace the link with a copy"
-        ));
-    }
+    // The rule the zip writer applies too: a link that escapes, dangles or loops fails
+    // here, before any byte is written.
+    tree.check_links()?;
     std::fs::create_dir_all(blob_dir)
         .with_context(|| format!("creating {}", blob_dir.display()))?;
     let tmp = tempfile::NamedTempFile::new_in(blob_dir)

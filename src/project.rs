@@ -13,9 +13,76 @@ use std::str::FromStr;
 /// Directories never worth walking for app sources.
 const PRUNED_DIRS: &[&str] = &[".git", ".venv", ".ocilambda", "__pycache__", "node_modules"];
 
-/// Names left out of the app layer unless an `include` glob names them explicitly: they
-/// are secrets (`.env`, and `.env.*` like `.env.production`) or development-only (`tests`).
-const SKIPPED_UNLESS_INCLUDED: &[&str] = &[".env", "tests"];
+/// Directories left out of the app layer unless an `include` glob selects them (or a
+/// parent): development-only.
+const SKIPPED_UNLESS_INCLUDED: &[&str] = &["tests"];
+
+/// Directory levels below the task root an app source may sit at. Far deeper than any
+/// real package, and far from where tools break: Python's bytecode compiler creates
+/// `__pycache__` directories with `os.makedirs`, one stack frame per level, and fails
+/// with a RecursionError near 1,000.
+pub const MAX_APP_DEPTH: usize = 256;
+
+/// Longest path (bytes) of an app source below the task root: `/var/task/` plus the path
+/// plus the `__pycache__/NAME.cpython-3XX.pyc` of a module must fit in Linux's PATH_MAX
+/// (4,096 bytes), or the runtime cannot open it.
+pub const MAX_APP_PATH: usize = 3_800;
+
+/// Why an app source cannot ship; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSourceError {
+    /// A file or directory name that is not UTF-8: tar and zip entry names must be
+    /// identical on every machine.
+    NotUtf8(PathBuf),
+    /// A directory deeper than [`MAX_APP_DEPTH`] levels below the task root.
+    TooDeep(PathBuf),
+    /// A path longer than [`MAX_APP_PATH`] bytes below the task root.
+    TooLong { path: PathBuf, bytes: usize },
+}
+
+impl std::fmt::Display for AppSourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppSourceError::NotUtf8(p) => write!(
+                f,
+                "file name `{}` is not UTF-8, so it cannot be an entry name in the package",
+                p.display()
+            ),
+            AppSourceError::TooDeep(path) => write!(
+                f,
+                "`{}` is more than {MAX_APP_DEPTH} directories deep below the task root",
+                shortened(path)
+            ),
+            AppSourceError::TooLong { path, bytes } => write!(
+                f,
+                "the path `{}` is {bytes} bytes long below the task root (at most {MAX_APP_PATH} can ship)",
+                shortened(path)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AppSourceError {}
+
+/// A path of up to 4 KiB cut to its first and last 60 bytes, so the error stays one line.
+fn shortened(path: &Path) -> String {
+    let chars: Vec<char> = path.to_string_lossy().chars().collect();
+    if chars.len() <= 160 {
+        return chars.into_iter().collect();
+    }
+    let head: String = chars[..60].iter().collect();
+    let tail: String = chars[chars.len() - 60..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// The app sources as a tree relative to the task root, and what include globs brought
+/// in beyond the handler's package that looks unintended (see [`AppSources::unintended`]),
+/// for the command layer to warn about.
+#[derive(Debug)]
+pub struct AppTree {
+    pub tree: Tree,
+    pub unintended: Vec<String>,
+}
 
 /// A local package the project depends on: a workspace member or another local
 /// directory, or a wheel/sdist file (then `dir` is that file).
@@ -300,9 +367,29 @@ impl Project {
         } else {
             format!("{top}.py")
         };
+        // Globs that name `.env` files themselves (`app/.env.defaults`, `**/.env*`): the
+        // only ones that may ship them.
+        let env_globs: Vec<String> = include
+            .iter()
+            .filter(|g| {
+                let last = g
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                last.starts_with(".env")
+            })
+            .cloned()
+            .collect();
         Ok(AppSources {
             default_prefix,
             include: globs(include, "include")?,
+            include_env: globs(&env_globs, "include")?,
+            include_literal: include
+                .iter()
+                .filter(|g| !g.contains(['*', '?', '[', '{']))
+                .map(|g| g.trim_start_matches("./").trim_end_matches('/').to_string())
+                .collect(),
             exclude: globs(exclude, "exclude")?,
             walk_all: !include.is_empty(),
             root,
@@ -315,30 +402,17 @@ impl Project {
         handler: &Handler,
         include: &[String],
         exclude: &[String],
-    ) -> Result<Tree> {
+    ) -> Result<AppTree> {
         let sources = self.app_sources(handler, include, exclude)?;
         let app_root = &sources.root;
-        // Walk only the handler's package unless globs ask for more.
-        let walk_root = if sources.walk_all {
-            app_root.clone()
-        } else {
-            app_root.join(sources.default_prefix.trim_end_matches('/'))
-        };
         let mut tree = Tree::new();
-        let walker = walkdir::WalkDir::new(&walk_root)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| !(e.file_type().is_dir() && is_pruned(e.file_name())));
-        for entry in walker {
-            let entry = entry.with_context(|| format!("walking {}", walk_root.display()))?;
-            if entry.file_type().is_dir() {
-                continue;
-            }
-            let rel = crate::tree::relative_slash_path(entry.path().strip_prefix(app_root)?)?;
-            if sources.selects(&rel) {
-                tree.add_path(entry.path(), &rel)?;
-            }
+        let mut unintended = std::collections::BTreeSet::new();
+        for (path, rel) in sources.walk()? {
+            tree.add_path(&path, &rel)?;
+            unintended.extend(sources.unintended(&rel));
         }
+        // Checked here, before any uv work, with the rule the layer and zip writers apply.
+        tree.check_links()?;
         let module_rel = handler.module.replace('.', "/");
         let found = [
             format!("{module_rel}.py"),
@@ -356,7 +430,10 @@ impl Project {
                 "check `handler`, and that `exclude` does not drop the module"
             ));
         }
-        Ok(tree)
+        Ok(AppTree {
+            tree,
+            unintended: unintended.into_iter().collect(),
+        })
     }
 }
 
@@ -370,45 +447,147 @@ pub struct AppSources {
     pub root: PathBuf,
     default_prefix: String,
     include: globset::GlobSet,
+    /// The include globs that may ship `.env` files (see [`is_secret`]).
+    include_env: globset::GlobSet,
+    /// Include globs without wildcards: what the user named file by file.
+    include_literal: std::collections::HashSet<String>,
     exclude: globset::GlobSet,
     walk_all: bool,
 }
 
 impl AppSources {
     /// Whether the file at `rel` (slash-separated, relative to [`Self::root`]) is shipped.
-    pub fn selects(&self, rel: &str) -> bool {
+    /// Raw bytes, which need not be UTF-8: globs match bytes, so `exclude` can drop a file
+    /// whose name is not UTF-8.
+    fn selects_bytes(&self, rel: &[u8]) -> bool {
         let explicit = matches_self_or_parent(&self.include, rel);
-        let default = rel.starts_with(&self.default_prefix);
-        if !(explicit || default)
-            || rel.ends_with(".pyc")
-            || matches_self_or_parent(&self.exclude, rel)
-        {
+        let default = rel.starts_with(self.default_prefix.as_bytes());
+        if !(explicit || default) || rel.ends_with(b".pyc") || self.excludes(rel) {
             return false;
         }
-        let parts: Vec<&str> = rel.split('/').collect();
+        let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
         if parts[..parts.len() - 1]
             .iter()
-            .any(|d| is_pruned(std::ffi::OsStr::new(d)))
+            .any(|d| is_pruned(os_str(d)))
         {
             return false;
         }
+        if parts.iter().any(|p| is_secret(p)) {
+            // A broad glob (`*`, `app`, `app/*`) never ships secrets, only a glob that
+            // names them does.
+            return matches_self_or_parent(&self.include_env, rel);
+        }
         explicit
-            || !parts
-                .iter()
-                .any(|part| SKIPPED_UNLESS_INCLUDED.contains(part) || part.starts_with(".env."))
+            || !parts.iter().any(|part| {
+                SKIPPED_UNLESS_INCLUDED
+                    .iter()
+                    .any(|s| s.as_bytes() == *part)
+            })
+    }
+
+    fn excludes(&self, rel: &[u8]) -> bool {
+        matches_self_or_parent(&self.exclude, rel)
+    }
+
+    /// For a selected file at `rel`: what makes it look brought in by accident, when an
+    /// include glob selected it beyond the handler's package without naming it (project
+    /// metadata, dotfiles, tests); the path up to the first such component.
+    pub fn unintended(&self, rel: &str) -> Option<String> {
+        if rel.starts_with(&self.default_prefix) || self.include_literal.contains(rel) {
+            return None;
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        let last = parts.len() - 1;
+        parts.iter().enumerate().find_map(|(i, part)| {
+            let suspicious = part.starts_with('.')
+                || SKIPPED_UNLESS_INCLUDED.contains(part)
+                || (i == last && matches!(*part, "pyproject.toml" | "uv.lock"));
+            let shown = parts[..=i].join("/");
+            suspicious.then(|| {
+                if i == last {
+                    shown
+                } else {
+                    format!("{shown}/")
+                }
+            })
+        })
+    }
+
+    /// The selected files below [`Self::root`]: (path on disk, path relative to the root).
+    /// Excluded directories are not entered; what remains must have a UTF-8 name and fit
+    /// the depth and length limits, else the walk stops with an [`AppSourceError`].
+    fn walk(&self) -> Result<Vec<(PathBuf, String)>> {
+        use std::os::unix::ffi::OsStrExt;
+        // Walk only the handler's package unless globs ask for more.
+        let walk_root = if self.walk_all {
+            self.root.clone()
+        } else {
+            self.root.join(self.default_prefix.trim_end_matches('/'))
+        };
+        let mut found = Vec::new();
+        let mut walker = walkdir::WalkDir::new(&walk_root)
+            .follow_links(false)
+            .into_iter();
+        while let Some(entry) = walker.next() {
+            let entry = entry.with_context(|| format!("walking {}", walk_root.display()))?;
+            let rel_path = entry.path().strip_prefix(&self.root)?;
+            let rel = rel_path.as_os_str().as_bytes();
+            if entry.file_type().is_dir() {
+                if !rel.is_empty() && (is_pruned(entry.file_name()) || self.excludes(rel)) {
+                    walker.skip_current_dir();
+                } else {
+                    // Checked on directories, so a deep chain stops the walk early.
+                    check_limits(rel_path)?;
+                }
+                continue;
+            }
+            if !self.selects_bytes(rel) {
+                continue;
+            }
+            check_limits(rel_path)?;
+            let rel = rel_path
+                .to_str()
+                .ok_or_else(|| AppSourceError::NotUtf8(entry.path().to_path_buf()))?;
+            found.push((entry.path().to_path_buf(), rel.to_string()));
+        }
+        Ok(found)
     }
 
     /// Whether a file at `path` (existing or not) would be shipped as an app source: an
     /// output written there would end up in the next build.
     pub fn would_ship(&self, path: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
         let (Some(path), Ok(root)) = (resolve_lexically(path), self.root.canonicalize()) else {
             return false;
         };
         path.strip_prefix(&root)
-            .ok()
-            .and_then(|rel| crate::tree::relative_slash_path(rel).ok())
-            .is_some_and(|rel| self.selects(&rel))
+            .is_ok_and(|rel| self.selects_bytes(rel.as_os_str().as_bytes()))
     }
+}
+
+/// `.env` and `.env.*` (`.env.production`): where secrets live by convention.
+fn is_secret(name: &[u8]) -> bool {
+    name == b".env" || name.starts_with(b".env.")
+}
+
+fn os_str(bytes: &[u8]) -> &std::ffi::OsStr {
+    std::os::unix::ffi::OsStrExt::from_bytes(bytes)
+}
+
+/// Refuse a path (relative to the task root) deeper or longer than can ship.
+fn check_limits(rel: &Path) -> Result<(), AppSourceError> {
+    let depth = rel.components().count();
+    if depth > MAX_APP_DEPTH {
+        return Err(AppSourceError::TooDeep(rel.to_path_buf()));
+    }
+    let bytes = rel.as_os_str().len();
+    if bytes > MAX_APP_PATH {
+        return Err(AppSourceError::TooLong {
+            path: rel.to_path_buf(),
+            bytes,
+        });
+    }
+    Ok(())
 }
 
 fn is_pruned(name: &std::ffi::OsStr) -> bool {
@@ -441,18 +620,19 @@ fn globs(patterns: &[String], what: &str) -> Result<globset::GlobSet> {
     Ok(builder.build()?)
 }
 
-/// A glob naming a directory selects everything below it.
-fn matches_self_or_parent(set: &globset::GlobSet, rel: &str) -> bool {
+/// A glob naming a directory selects everything below it. Matched on bytes (globset
+/// matches a path's raw bytes on Unix), so names that are not UTF-8 can be matched too.
+fn matches_self_or_parent(set: &globset::GlobSet, rel: &[u8]) -> bool {
     if set.is_empty() {
         return false;
     }
     let mut path = rel;
     loop {
-        if set.is_match(path) {
+        if set.is_match(Path::new(os_str(path))) {
             return true;
         }
-        match path.rsplit_once('/') {
-            Some((parent, _)) => path = parent,
+        match path.iter().rposition(|b| *b == b'/') {
+            Some(slash) => path = &path[..slash],
             None => return false,
         }
     }
@@ -610,7 +790,7 @@ mod tests {
         p.dir = root.to_path_buf();
         let h: Handler = "app.main.handler".parse().unwrap();
         let paths = |t: &Tree| t.entries().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-        let t = p.app_tree(&h, &[], &[]).unwrap();
+        let t = p.app_tree(&h, &[], &[]).unwrap().tree;
         assert_eq!(
             paths(&t),
             ["app", "app/__init__.py", "app/data.json", "app/main.py"]
@@ -621,7 +801,8 @@ mod tests {
                 &["other.py".into(), "app/tests".into()],
                 &["*.json".into(), "app/*.json".into()],
             )
-            .unwrap();
+            .unwrap()
+            .tree;
         assert_eq!(
             paths(&t),
             [
@@ -639,6 +820,145 @@ mod tests {
             .app_tree(&"nope.handler".parse().unwrap(), &[], &[])
             .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    fn write_files(root: &Path, files: &[&str]) {
+        for f in files {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+    }
+
+    #[test]
+    fn broad_globs_never_ship_env_files_and_name_what_else_they_bring() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_files(
+            root,
+            &[
+                "app/__init__.py",
+                "app/main.py",
+                "app/.env",
+                "app/.env.prod",
+                "app/.env.defaults",
+                ".env",
+                "pyproject.toml",
+                "uv.lock",
+                ".github/ci.yml",
+                "lib/x.py",
+            ],
+        );
+        let mut p = project(None);
+        p.dir = root.to_path_buf();
+        let h: Handler = "app.main.handler".parse().unwrap();
+        let app = |include: &[&str]| {
+            let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+            let t = p.app_tree(&h, &include, &[]).unwrap();
+            let files: Vec<String> = t
+                .tree
+                .entries()
+                .filter(|(_, n)| matches!(n, crate::tree::Node::File { .. }))
+                .map(|(p, _)| p.clone())
+                .collect();
+            (files, t.unintended)
+        };
+        let handler_only = ["app/__init__.py", "app/main.py"];
+        for broad in [&["app"][..], &["app/*"], &["app/**"]] {
+            assert_eq!(
+                app(broad),
+                (handler_only.map(String::from).to_vec(), vec![])
+            );
+        }
+        for broad in [&["*"][..], &["**"]] {
+            let (files, unintended) = app(broad);
+            assert_eq!(
+                files,
+                [
+                    ".github/ci.yml",
+                    "app/__init__.py",
+                    "app/main.py",
+                    "lib/x.py",
+                    "pyproject.toml",
+                    "uv.lock"
+                ]
+            );
+            assert_eq!(unintended, [".github/", "pyproject.toml", "uv.lock"]);
+        }
+        // Named, they ship, and naming is not a warning.
+        let (files, unintended) = app(&["app/.env.defaults", "pyproject.toml"]);
+        assert_eq!(
+            files,
+            [
+                "app/.env.defaults",
+                "app/__init__.py",
+                "app/main.py",
+                "pyproject.toml"
+            ]
+        );
+        assert!(unintended.is_empty(), "{unintended:?}");
+        let (files, _) = app(&["app/.env*"]);
+        assert_eq!(
+            files,
+            [
+                "app/.env",
+                "app/.env.defaults",
+                "app/.env.prod",
+                "app/__init__.py",
+                "app/main.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn exclusion_comes_before_the_utf8_check() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_files(root, &["app/__init__.py", "app/main.py"]);
+        let bad = std::ffi::OsStr::from_bytes(b"data-\xff.bin");
+        std::fs::write(root.join("app").join(bad), b"x").unwrap();
+        std::fs::create_dir(root.join("app").join(bad).with_extension("d")).unwrap();
+        let mut p = project(None);
+        p.dir = root.to_path_buf();
+        let h: Handler = "app.main.handler".parse().unwrap();
+        let err = p.app_tree(&h, &[], &[]).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(AppSourceError::NotUtf8(_))),
+            "{err}"
+        );
+        let t = p.app_tree(&h, &[], &["app/data-*".into()]).unwrap();
+        assert_eq!(t.tree.file_count(), 2);
+    }
+
+    #[test]
+    fn too_deep_or_too_long_paths_are_refused_unless_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write_files(root, &["app/__init__.py", "app/main.py"]);
+        let deep = root.join("app").join("d/".repeat(MAX_APP_DEPTH));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("x.py"), b"").unwrap();
+        let mut p = project(None);
+        p.dir = root.to_path_buf();
+        let h: Handler = "app.main.handler".parse().unwrap();
+        let err = p.app_tree(&h, &[], &[]).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(AppSourceError::TooDeep(_))),
+            "{err}"
+        );
+        assert!(err.to_string().len() < 300, "one short line: {err}");
+        assert!(p.app_tree(&h, &[], &["app/d".into()]).is_ok());
+        std::fs::remove_dir_all(root.join("app/d")).unwrap();
+        let long = root
+            .join("app")
+            .join(format!("{}/", "l".repeat(255)).repeat(15));
+        std::fs::create_dir_all(&long).unwrap();
+        std::fs::write(long.join("x.py"), b"").unwrap();
+        let err = p.app_tree(&h, &[], &[]).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(AppSourceError::TooLong { .. })),
+            "{err}"
+        );
     }
 
     #[test]

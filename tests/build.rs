@@ -1153,3 +1153,71 @@ fn build_into_a_shared_layout_keeps_other_images_and_files() {
         index_before
     );
 }
+
+// ---------------------------------------------------------------------------
+// What the app sources may hold (issue 9: Trust)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn links_resolving_outside_the_task_root_or_looping_are_refused() {
+    let (_t, p) = project_copy("src-layout");
+    let pkg = p.join("src/pkgapp");
+    let base = stand_in_base("3.11");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        // Lexically `d/../..` is the package's parent; through `d -> .` it is /var/task/..
+        (&[("d", "."), ("t", "d/../..")], "points outside"),
+        (&[("a", "b"), ("b", "a")], "loop of links"),
+        (&[("self", "self")], "loop of links"),
+        (&[("d", ".")], "contains the link"),
+    ];
+    for (links, needle) in cases {
+        for (link, target) in links {
+            std::os::unix::fs::symlink(target, pkg.join(link)).unwrap();
+        }
+        failing_build(&p, &["--base", &base], needle);
+        for (link, _) in links {
+            std::fs::remove_file(pkg.join(link)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_name_that_is_not_utf8_can_be_excluded() {
+    use std::os::unix::ffi::OsStrExt;
+    let (_t, p) = project_copy("src-layout");
+    let dir = p
+        .join("src/pkgapp")
+        .join(std::ffi::OsStr::from_bytes(b"d\xe9j\xe0"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+    let base = stand_in_base("3.11");
+    let out = failing_build(&p, &["--base", &base], "not UTF-8");
+    assert!(stderr(&out).contains("--exclude"), "{}", stderr(&out));
+    let cache = p.parent().unwrap().join("cache");
+    let out = run(build_cmd(
+        &cache,
+        &p,
+        &["--base", &base, "--exclude", "pkgapp/d*"],
+    ));
+    assert_ok(&out);
+}
+
+#[test]
+fn too_deep_a_tree_is_refused_in_one_line_without_a_traceback() {
+    let (_t, p) = project_copy("src-layout");
+    // 1,500 levels: under PATH_MAX, so it reaches the bytecode compiler unless refused.
+    let make = std::process::Command::new(host_python())
+        .arg("-c")
+        .arg("import os, sys\nos.chdir(sys.argv[1])\nfor _ in range(1500):\n    os.mkdir('d'); os.chdir('d')\nopen('deep.py', 'w').close()")
+        .arg(p.join("src/pkgapp"))
+        .status()
+        .unwrap();
+    assert!(make.success());
+    let out = failing_build(&p, &["--base", &stand_in_base("3.11")], "directories deep");
+    let err = stderr(&out);
+    assert!(
+        !err.contains("Traceback") && !err.contains("RecursionError"),
+        "{err}"
+    );
+    assert!(err.lines().all(|l| l.len() < 400), "short lines:\n{err}");
+}

@@ -712,3 +712,103 @@ fn zip_never_replaces_what_it_did_not_write_nor_writes_into_the_app() {
         &["--output", ours.to_str().unwrap()],
     )));
 }
+
+// ---------------------------------------------------------------------------
+// What the app sources may hold (issue 9: Trust)
+// ---------------------------------------------------------------------------
+
+fn names(zip: &Path) -> Vec<String> {
+    listing(zip)
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn broad_include_globs_never_ship_env_files_and_warn_about_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    copy_project("fastapi-app", &project);
+    for secret in [".env", "app/.env", "app/.env.prod", "app/.env.defaults"] {
+        std::fs::write(project.join(secret), "TOKEN=secret\n").unwrap();
+    }
+    let cache = tmp.path().join("cache");
+    let zip = project.join(".ocilambda/package.zip");
+    let is_env = |n: &String| n.rsplit('/').next().unwrap().starts_with(".env");
+    for broad in ["app", "app/*", "*"] {
+        let out = run(zip_cmd(&cache, &project, &["--include", broad]));
+        assert_ok(&out);
+        let shipped = names(&zip);
+        assert!(
+            !shipped.iter().any(is_env),
+            "--include {broad} shipped: {shipped:?}"
+        );
+        assert!(shipped.contains(&"app/main.py".to_string()));
+        let warning = stderr(&out)
+            .lines()
+            .find(|l| l.starts_with("warning: "))
+            .map(str::to_string);
+        if broad == "*" {
+            assert!(shipped.contains(&"pyproject.toml".to_string()));
+            let warning = warning.expect("a warning for what `*` brought in");
+            for name in ["pyproject.toml", "uv.lock", ".gitignore"] {
+                assert!(warning.contains(name), "{warning}");
+            }
+        } else {
+            assert_eq!(warning, None, "--include {broad} stays in the package");
+        }
+    }
+    // A glob that names an env file ships that file, and only it.
+    assert_ok(&run(zip_cmd(
+        &cache,
+        &project,
+        &["--include", "app/.env.defaults"],
+    )));
+    let shipped: Vec<String> = names(&zip).into_iter().filter(is_env).collect();
+    assert_eq!(shipped, ["app/.env.defaults"]);
+}
+
+#[test]
+fn links_that_escape_or_loop_are_refused_as_build_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    copy_project("fastapi-app", &project);
+    let app = project.join("app");
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("d", "."), ("t", "d/../..")], "points outside"),
+        (&[("a", "b"), ("b", "a")], "loop of links"),
+        (&[("self", "self")], "loop of links"),
+        (&[("d", ".")], "contains the link"),
+    ];
+    for (links, needle) in cases {
+        for (link, target) in links {
+            std::os::unix::fs::symlink(target, app.join(link)).unwrap();
+        }
+        failing_zip(&project, &[], needle);
+        for (link, _) in links {
+            std::fs::remove_file(app.join(link)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_name_that_is_not_utf8_can_be_excluded() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    copy_project("fastapi-app", &project);
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.bin");
+    std::fs::write(project.join("app").join(name), b"latin-1").unwrap();
+    let out = failing_zip(&project, &[], "not UTF-8");
+    assert!(stderr(&out).contains("--exclude"), "{}", stderr(&out));
+    assert_ok(&run(zip_cmd(
+        &tmp.path().join("cache"),
+        &project,
+        &["--exclude", "app/*.bin"],
+    )));
+    assert!(
+        !names(&project.join(".ocilambda/package.zip"))
+            .iter()
+            .any(|n| n.ends_with(".bin"))
+    );
+}
