@@ -38,10 +38,14 @@ pub fn parse_reference(text: &str) -> Result<Reference> {
     // Our own parser (registry::name), not oci-spec's: compiling oci-spec's reference
     // regex costs ~30 ms, most of an app-only rebuild.
     let n = crate::registry::name::parse(text).map_err(|e| {
-        hint(
-            format!("invalid image reference `{text}`: {e}"),
-            "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
-        )
+        // The reason stays typed below the hint: credentials get their own advice.
+        anyhow::Error::new(e).context(crate::error::Hint {
+            message: format!(
+                "invalid image reference `{}`",
+                crate::registry::name::redact(text)
+            ),
+            hint: "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13".into(),
+        })
     })?;
     Ok(match (n.tag, n.digest) {
         (Some(tag), Some(digest)) => {
@@ -237,6 +241,7 @@ pub async fn fetch_layers(
                 base.reference.registry(),
                 base.reference.repository(),
                 &layer.digest,
+                layer.size,
                 &path,
             )
             .await?;

@@ -95,10 +95,14 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
         })?,
     };
     let reference = crate::registry::name::parse(&text).map_err(|e| {
-        hint(
-            format!("invalid image reference `{text}`: {e}"),
-            "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
-        )
+        // The reason stays typed below the hint: credentials get their own advice.
+        anyhow::Error::new(e).context(crate::error::Hint {
+            message: format!(
+                "invalid image reference `{}`",
+                crate::registry::name::redact(&text)
+            ),
+            hint: "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1".into(),
+        })
     })?;
     if reference.digest.is_some() {
         bail!(hint(

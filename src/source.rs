@@ -172,7 +172,13 @@ pub async fn fetch_small_blob(
 ) -> Result<Vec<u8>> {
     let path = cache.blob_path(digest)?;
     client
-        .get_blob_to(from.registry(), from.repository(), digest, &path)
+        .get_blob_to(
+            from.registry(),
+            from.repository(),
+            digest,
+            crate::registry::CONFIG_LIMIT,
+            &path,
+        )
         .await?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }
@@ -389,9 +395,16 @@ impl Image {
                 parse_reference(base).with_context(|| format!("the base of {}", self.label))?
             }
         };
+        // The descriptor's size bounds the download; a digest no descriptor names (never
+        // the case for layers) gets Lambda's own limit on an image.
+        let max = self
+            .layers()
+            .into_iter()
+            .find(|(_, d, _)| d == digest)
+            .map_or(10 << 30, |(_, _, size)| size);
         let fetched = remote
             .client()?
-            .get_blob_to(from.registry(), from.repository(), digest, &path)
+            .get_blob_to(from.registry(), from.repository(), digest, max, &path)
             .await
             .with_context(|| {
                 format!(
