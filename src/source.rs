@@ -172,13 +172,7 @@ pub async fn fetch_small_blob(
 ) -> Result<Vec<u8>> {
     let path = cache.blob_path(digest)?;
     client
-        .get_blob_to(
-            from.registry(),
-            from.repository(),
-            digest,
-            crate::registry::CONFIG_LIMIT,
-            &path,
-        )
+        .get_config_to(from.registry(), from.repository(), digest, &path)
         .await?;
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }

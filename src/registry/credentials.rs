@@ -603,7 +603,10 @@ mod tests {
             else {
                 panic!("{err:#}");
             };
-            assert_eq!((file.as_path(), key.as_str()), (path.as_path(), "reg.example"));
+            assert_eq!(
+                (file.as_path(), key.as_str()),
+                (path.as_path(), "reg.example")
+            );
             let text = err.to_string();
             assert!(text.contains(why), "{text}");
             assert!(!text.contains(auth) && !text.contains("secret"), "{text}");

@@ -17,10 +17,11 @@ mod error;
 pub mod name;
 mod tls;
 
-pub use body::{CONFIG_LIMIT, MANIFEST_LIMIT, Progress, TOKEN_LIMIT};
+use anyhow::{Context, Result, bail};
+pub use body::Progress;
+use body::{CONFIG_LIMIT, MANIFEST_LIMIT, TOKEN_LIMIT};
 pub use credentials::Credential;
 pub use error::{BodyKind, RegistryError, find as find_error};
-use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use reqwest::header::{
@@ -694,6 +695,31 @@ impl Client {
         max: u64,
         dest: &Path,
     ) -> Result<u64> {
+        self.download(registry, repo, digest, (BodyKind::Blob, max), dest)
+            .await
+    }
+
+    /// [`Client::get_blob_to`] for an image config, whose size is not always known
+    /// where it is fetched: bounded by [`CONFIG_LIMIT`] instead.
+    pub async fn get_config_to(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        dest: &Path,
+    ) -> Result<u64> {
+        let bound = (BodyKind::Config, CONFIG_LIMIT);
+        self.download(registry, repo, digest, bound, dest).await
+    }
+
+    async fn download(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        (kind, max): (BodyKind, u64),
+        dest: &Path,
+    ) -> Result<u64> {
         let what = format!("fetching blob {digest} from {registry}/{repo}");
         let dir = dest.parent().context("blob destination has no parent")?;
         let mut attempt = 0;
@@ -714,7 +740,7 @@ impl Client {
                         received += chunk.len() as u64;
                         if received > max {
                             let kind = RegistryError::TooLarge {
-                                body: BodyKind::Blob,
+                                body: kind,
                                 limit: max,
                             };
                             return Err(anyhow::Error::new(kind).context(what));

@@ -56,7 +56,9 @@ fn is_digest(after: &str) -> bool {
     after.split_once(':').is_some_and(|(alg, enc)| {
         matches!(alg, "sha256" | "sha384" | "sha512" | "blake3")
             && !enc.is_empty()
-            && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+            && enc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
     })
 }
 
@@ -249,7 +251,12 @@ mod tests {
             assert_eq!(parse(text), Err(NameError::Credentials), "{text}");
         }
         let digest = format!("reg.example/a@sha256:{}", "0".repeat(64));
-        for plain in ["python:3.13", "host/repo@sha256:00", &digest, "https://host/a"] {
+        for plain in [
+            "python:3.13",
+            "host/repo@sha256:00",
+            &digest,
+            "https://host/a",
+        ] {
             assert_eq!(redact(plain), plain);
         }
     }
