@@ -72,10 +72,9 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     let start = text.find("://").map_or(0, |i| i + 3);
     let rest = &text[start..];
     let Some(end) = rest
-        .match_indices('@')
+        .rmatch_indices('@')
         .map(|(i, _)| i)
-        .filter(|&i| !is_digest(&rest[i + 1..]))
-        .last()
+        .find(|&i| !is_digest(&rest[i + 1..]))
     else {
         return Cow::Borrowed(text);
     };
