@@ -38,14 +38,14 @@ pub fn parse_reference(text: &str) -> Result<Reference> {
     // Our own parser (registry::name), not oci-spec's: compiling oci-spec's reference
     // regex costs ~30 ms, most of an app-only rebuild.
     let n = crate::registry::name::parse(text).map_err(|e| {
-        // The reason stays typed below the hint: credentials get their own advice.
-        anyhow::Error::new(e).context(crate::error::Hint {
-            message: format!(
-                "invalid image reference `{}`",
-                crate::registry::name::redact(text)
-            ),
-            hint: "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13".into(),
-        })
+        use crate::registry::name::{NameError, redact};
+        hint(
+            format!("invalid image reference `{}`: {e}", redact(text)),
+            match e {
+                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
+                _ => "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
+            },
+        )
     })?;
     Ok(match (n.tag, n.digest) {
         (Some(tag), Some(digest)) => {

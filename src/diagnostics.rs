@@ -2,10 +2,13 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
-use crate::registry::name::NameError;
 use crate::registry::{BodyKind, RegistryError};
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
+
+/// The hint for a reference refused because it holds credentials
+/// ([`crate::registry::name::NameError::Credentials`]), for the commands that parse one.
+pub const CREDENTIALS_IN_REFERENCE: &str = "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]";
 
 /// The hint for an error: a typed kind anywhere in its chain, else a [`crate::error::Hint`].
 pub fn hint(err: &anyhow::Error) -> Option<String> {
@@ -26,11 +29,6 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             return Some(registry_hint(e));
-        }
-        if let Some(NameError::Credentials) = cause.downcast_ref::<NameError>() {
-            return Some(
-                "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]".into(),
-            );
         }
     }
     crate::error::find_hint(err).map(str::to_string)

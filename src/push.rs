@@ -95,14 +95,14 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
         })?,
     };
     let reference = crate::registry::name::parse(&text).map_err(|e| {
-        // The reason stays typed below the hint: credentials get their own advice.
-        anyhow::Error::new(e).context(crate::error::Hint {
-            message: format!(
-                "invalid image reference `{}`",
-                crate::registry::name::redact(&text)
-            ),
-            hint: "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1".into(),
-        })
+        use crate::registry::name::{NameError, redact};
+        hint(
+            format!("invalid image reference `{}`: {e}", redact(&text)),
+            match e {
+                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
+                _ => "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
+            },
+        )
     })?;
     if reference.digest.is_some() {
         bail!(hint(
