@@ -38,9 +38,13 @@ pub fn parse_reference(text: &str) -> Result<Reference> {
     // Our own parser (registry::name), not oci-spec's: compiling oci-spec's reference
     // regex costs ~30 ms, most of an app-only rebuild.
     let n = crate::registry::name::parse(text).map_err(|e| {
+        use crate::registry::name::{NameError, redact};
         hint(
-            format!("invalid image reference `{text}`: {e}"),
-            "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
+            format!("invalid image reference `{}`: {e}", redact(text)),
+            match e {
+                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
+                _ => "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
+            },
         )
     })?;
     Ok(match (n.tag, n.digest) {
@@ -237,6 +241,7 @@ pub async fn fetch_layers(
                 base.reference.registry(),
                 base.reference.repository(),
                 &layer.digest,
+                layer.size,
                 &path,
             )
             .await?;

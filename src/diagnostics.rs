@@ -4,9 +4,14 @@
 
 use crate::layer::LayerError;
 use crate::project::AppSourceError;
+use crate::registry::{BodyKind, RegistryError};
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
 use crate::tree::LinkError;
+
+/// The hint for a reference refused because it holds credentials
+/// ([`crate::registry::name::NameError::Credentials`]), for the commands that parse one.
+pub const CREDENTIALS_IN_REFERENCE: &str = "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]";
 
 /// The hint for an error: a typed kind anywhere in its chain, else a [`crate::error::Hint`].
 pub fn hint(err: &anyhow::Error) -> Option<String> {
@@ -41,6 +46,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<AppSourceError>() {
             return Some(app_source_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<RegistryError>() {
+            return Some(registry_hint(e));
         }
     }
     crate::error::find_hint(err).map(str::to_string)
@@ -123,5 +131,59 @@ fn app_source_hint(e: &AppSourceError) -> &'static str {
         AppSourceError::TooDeep(_) | AppSourceError::TooLong { .. } => {
             "flatten that directory, or leave it out with --exclude"
         }
+    }
+}
+
+fn registry_hint(e: &RegistryError) -> String {
+    use RegistryError::*;
+    match e {
+        NotAuthorised { registry, .. } if crate::registry::is_ecr(registry) => format!(
+            "log in: `aws ecr get-login-password | ocilambda login {registry} --username AWS --password-stdin`"
+        ),
+        NotAuthorised { registry, .. } => format!(
+            "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
+        ),
+        RepositoryUnknown { registry, repository, .. } if crate::registry::is_ecr(registry) => {
+            format!("create it: `aws ecr create-repository --repository-name {repository}`")
+        }
+        RepositoryUnknown { registry, .. } if registry == "public.ecr.aws" => {
+            "create it: `aws ecr-public create-repository --repository-name NAME`".into()
+        }
+        RepositoryUnknown { .. } => {
+            "create the repository in the registry first, or check the name".into()
+        }
+        NotFound { .. } => "check the repository name and tag".into(),
+        TagImmutable { .. } => {
+            "the repository's tags are immutable: push with a new tag (e.g. `--tag $(git rev-parse --short HEAD)`)".into()
+        }
+        UntrustedTls { ca_given: false, .. } => {
+            "if the registry uses TLS with a private CA, pass --ca-cert FILE (or set SSL_CERT_FILE)".into()
+        }
+        UntrustedTls { ca_given: true, .. } => {
+            "the certificate file given (--ca-cert or SSL_CERT_FILE) does not vouch for this server: pass the CA that signed its certificate, or the certificate itself".into()
+        }
+        Unreachable {
+            plain_http_allowed: true,
+            ..
+        } => "check that the registry is running and the address is right".into(),
+        Unreachable { registry, .. } => format!(
+            "check the network; for a plain-HTTP registry pass `--insecure-registry {registry}`"
+        ),
+        Status { .. } => "check the registry's status and try again".into(),
+        TooLarge {
+            body: BodyKind::Blob,
+            ..
+        } => "the registry serves a blob that does not match the image's manifest: report it to the registry's operator".into(),
+        TooLarge { .. } => {
+            "the registry is broken or hostile: no valid image needs an answer that large; check the reference".into()
+        }
+        DamagedBlob(_) => {
+            "the image on disk is damaged: run `ocilambda build` again (for a base layer, clear the cache entry or the base registry's copy)".into()
+        }
+        UploadFailed { .. } => "the registry or the network is failing; try again later".into(),
+        MalformedCredentials { file, key, .. } => format!(
+            "fix or remove `auths.\"{key}\"` in {} (its `auth` must be base64 of USER:PASSWORD), or log in again with `ocilambda login`",
+            file.display()
+        ),
     }
 }

@@ -95,9 +95,13 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
         })?,
     };
     let reference = crate::registry::name::parse(&text).map_err(|e| {
+        use crate::registry::name::{NameError, redact};
         hint(
-            format!("invalid image reference `{text}`: {e}"),
-            "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
+            format!("invalid image reference `{}`: {e}", redact(&text)),
+            match e {
+                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
+                _ => "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
+            },
         )
     })?;
     if reference.digest.is_some() {

@@ -199,7 +199,7 @@ pub async fn fetch_small_blob(
 ) -> Result<Vec<u8>> {
     let path = cache.blob_path(digest)?;
     client
-        .get_blob_to(from.registry(), from.repository(), digest, &path)
+        .get_config_to(from.registry(), from.repository(), digest, &path)
         .await?;
     cache.mark_verified(digest);
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
@@ -489,9 +489,16 @@ impl Image {
                 fetched: None,
             }),
             Location::Remote { from, keep_at } => {
+                // The descriptor's size bounds the download; a digest no descriptor names
+                // (never the case for layers) gets Lambda's own limit on an image.
+                let max = self
+                    .layers()
+                    .into_iter()
+                    .find(|(_, d, _)| d == digest)
+                    .map_or(10 << 30, |(_, _, size)| size);
                 let fetched = remote
                     .client()?
-                    .get_blob_to(from.registry(), from.repository(), digest, &keep_at)
+                    .get_blob_to(from.registry(), from.repository(), digest, max, &keep_at)
                     .await
                     .with_context(|| {
                         format!(

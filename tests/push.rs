@@ -837,6 +837,72 @@ fn push_to_a_tls_registry_with_an_untrusted_ca_suggests_ca_cert() {
     );
 }
 
+/// A registry serving a plain `openssl req -x509` certificate: self-signed, `CA:TRUE`,
+/// used directly as the server's certificate (curl accepts it with `--cacert`).
+fn self_signed_registry() -> (Registry, tempfile::TempDir) {
+    let dir = tempdir();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        dir.path(),
+    );
+    let d = dir.path();
+    let registry = Registry::start_with_env(&[
+        (
+            "REGISTRY_HTTP_TLS_CERTIFICATE",
+            d.join("server.pem").display().to_string(),
+        ),
+        (
+            "REGISTRY_HTTP_TLS_KEY",
+            d.join("server.key").display().to_string(),
+        ),
+    ]);
+    (registry, dir)
+}
+
+#[test]
+fn push_trusts_a_self_signed_ca_certificate_named_with_ca_cert() {
+    let (registry, certs) = self_signed_registry();
+    let cert = certs.path().join("server.pem");
+    let home = Home::new();
+    let reference = format!("{}/app:v1", registry.addr);
+    let out = home.push(&[&reference, "--ca-cert", cert.to_str().unwrap()]);
+    // Over TLS: the registry answers plain HTTP with 400, so a fallback would fail.
+    let pushed = assert_ok(&out);
+    assert!(pushed.contains("/app@sha256:"), "{pushed}");
+
+    // Another certificate with the same name is not that one: still refused, and the
+    // hint does not tell the user to pass what they passed.
+    let (_, other) = self_signed_registry();
+    let out = home.push(&[
+        &reference,
+        "--ca-cert",
+        other.path().join("server.pem").to_str().unwrap(),
+    ]);
+    let err = assert_user_error(&out, "after HTTPS failed");
+    assert!(
+        !err.contains("hint: if the registry uses TLS with a private CA, pass --ca-cert"),
+        "{err}"
+    );
+}
+
 #[test]
 fn push_runs_the_configured_credential_helper() {
     let (registry, tls) = basic_auth_registry();

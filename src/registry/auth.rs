@@ -4,6 +4,7 @@
 //! the realm, never a secret.
 
 use super::credentials::Credential;
+use super::error::BodyKind;
 use anyhow::{Context, Result};
 use base64::Engine;
 use reqwest::header::HeaderValue;
@@ -109,9 +110,14 @@ pub async fn authorize(
             if !response.status().is_success() {
                 return Ok(None);
             }
-            let body: serde_json::Value = super::within(realm, response.json())
-                .await
-                .with_context(|| format!("reading the token from {realm}"))?;
+            let body = super::within(
+                realm,
+                super::body::read_capped(response, super::TOKEN_LIMIT, BodyKind::Token),
+            )
+            .await
+            .with_context(|| format!("reading the token from {realm}"))?;
+            let body: serde_json::Value = serde_json::from_slice(&body)
+                .with_context(|| format!("{realm} answered with something other than JSON"))?;
             let token = body
                 .get("token")
                 .or_else(|| body.get("access_token"))

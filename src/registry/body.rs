@@ -5,7 +5,11 @@
 //! bytes back until the digest of everything matches, so a corrupted blob never reaches
 //! the registry complete (the request is cut short and nothing is committed). Nothing
 //! here holds more than one chunk in memory.
+//!
+//! Also the bodies that are read whole (manifests, configs, tokens, error answers), each
+//! under a cap, so that a broken or hostile registry cannot fill memory.
 
+use super::error::{BodyKind, RegistryError};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, StreamExt};
 use sha2::{Digest as _, Sha256};
@@ -19,6 +23,59 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Read size for files: large enough that syscalls and hashing calls are few, small
 /// enough that memory stays flat whatever the layer size.
 const CHUNK: usize = 256 * 1024;
+
+/// The most a manifest or index may hold: the OCI distribution spec lets registries refuse
+/// larger ones ("at least 4 megabytes") and so do the large registries, so nothing we
+/// could pull or push legitimately exceeds it.
+pub const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// The most an image config may hold when its size is not known in advance. The spec
+/// sets no limit; real configs (environment, labels, a history line per layer) are a
+/// few KiB to a few hundred, so 8 MiB is ample and still harmless to hold and parse.
+pub const CONFIG_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// The most a token endpoint's answer may hold: a bearer token is a JWT of a few KiB
+/// (registries with many scopes in one token stay under 100 KiB); 1 MiB is room enough.
+pub const TOKEN_LIMIT: u64 = 1024 * 1024;
+
+/// How much of an error answer we read: only its first `errors[]` entry is ever shown.
+const ERROR_LIMIT: usize = 64 * 1024;
+
+/// Read `response`'s body whole, failing with [`RegistryError::TooLarge`] as soon as it
+/// exceeds `limit` (announced or actual), and when a chunk takes longer than the read
+/// timeout: an endless answer stops at the cap, not at the timeout.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: u64,
+    kind: BodyKind,
+) -> anyhow::Result<Vec<u8>> {
+    let too_large = || anyhow::Error::new(RegistryError::TooLarge { body: kind, limit });
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = super::within("reading the answer", response.chunk()).await? {
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The start of an error answer, as text; whatever fails to arrive is left out (the
+/// status alone is enough to act on).
+pub async fn error_text(mut response: reqwest::Response) -> String {
+    let mut out = Vec::new();
+    while out.len() < ERROR_LIMIT {
+        match super::within("reading the error", response.chunk()).await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    out.truncate(ERROR_LIMIT);
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// Bytes sent so far in the current attempt, for progress bars.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;

@@ -117,8 +117,10 @@ fn read_config(path: &Path) -> Result<serde_json::Value> {
     }
 }
 
-/// Decode an `auths` entry.
-fn from_auths_entry(value: &serde_json::Value) -> Option<Credential> {
+/// Decode an `auths` entry: `Ok(None)` when it holds no secret (docker leaves `{}` for a
+/// registry whose secret is in a helper), an error naming what is wrong when it holds one
+/// that cannot be decoded (never its content).
+fn from_auths_entry(value: &serde_json::Value) -> Result<Option<Credential>, &'static str> {
     let field = |k: &str| {
         value
             .get(k)
@@ -126,26 +128,28 @@ fn from_auths_entry(value: &serde_json::Value) -> Option<Credential> {
             .filter(|s| !s.is_empty())
     };
     if let Some(token) = field("identitytoken") {
-        return Some(Credential::IdentityToken(token.to_string()));
+        return Ok(Some(Credential::IdentityToken(token.to_string())));
     }
     if let Some(auth) = field("auth") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
-            .ok()?;
-        let text = String::from_utf8(decoded).ok()?;
-        let (username, password) = text.split_once(':')?;
-        return Some(Credential::UsernamePassword {
+            .map_err(|_| "its `auth` is not base64")?;
+        let text = String::from_utf8(decoded).map_err(|_| "its `auth` does not decode to text")?;
+        let (username, password) = text
+            .split_once(':')
+            .ok_or("its `auth` does not decode to USER:PASSWORD")?;
+        return Ok(Some(Credential::UsernamePassword {
             username: username.to_string(),
             password: password.to_string(),
-        });
+        }));
     }
-    match (field("username"), field("password")) {
+    Ok(match (field("username"), field("password")) {
         (Some(u), Some(p)) => Some(Credential::UsernamePassword {
             username: u.to_string(),
             password: p.to_string(),
         }),
         _ => None,
-    }
+    })
 }
 
 /// What a helper printed, and whether it succeeded.
@@ -309,13 +313,19 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
         }
         store_had_none = Some(store.to_string());
     }
-    if let Some((found_key, value)) = entry(config.get("auths"), registry)
-        && let Some(credential) = from_auths_entry(value)
-    {
-        return Ok(Found {
-            credential: Some(credential),
-            source: format!("`auths.\"{found_key}\"` in {}", path.display()),
-        });
+    if let Some((found_key, value)) = entry(config.get("auths"), registry) {
+        let credential =
+            from_auths_entry(value).map_err(|why| super::RegistryError::MalformedCredentials {
+                file: path.to_path_buf(),
+                key: found_key.clone(),
+                why,
+            })?;
+        if let Some(credential) = credential {
+            return Ok(Found {
+                credential: Some(credential),
+                source: format!("`auths.\"{found_key}\"` in {}", path.display()),
+            });
+        }
     }
     let source = match store_had_none {
         Some(store) => format!(
@@ -569,6 +579,38 @@ mod tests {
             .unwrap();
         assert!(found.credential.is_none());
         assert!(found.source.starts_with("none (anonymous"));
+    }
+
+    #[test]
+    fn an_undecodable_auths_entry_is_reported_as_malformed_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let rt = rt();
+        let t = &Helpers::system();
+        // `c2VjcmV0` is base64 of "secret" (no colon).
+        for (auth, why) in [
+            ("not base64 !!", "not base64"),
+            ("c2VjcmV0", "USER:PASSWORD"),
+            ("//79", "text"),
+        ] {
+            let config = serde_json::json!({"auths": {"reg.example": {"auth": auth}}});
+            std::fs::write(&path, config.to_string()).unwrap();
+            let err = rt
+                .block_on(lookup_in(Some(&path), "reg.example", t))
+                .unwrap_err();
+            let Some(super::super::RegistryError::MalformedCredentials { file, key, .. }) =
+                err.downcast_ref()
+            else {
+                panic!("{err:#}");
+            };
+            assert_eq!(
+                (file.as_path(), key.as_str()),
+                (path.as_path(), "reg.example")
+            );
+            let text = err.to_string();
+            assert!(text.contains(why), "{text}");
+            assert!(!text.contains(auth) && !text.contains("secret"), "{text}");
+        }
     }
 
     #[test]

@@ -13,13 +13,15 @@
 mod auth;
 mod body;
 pub mod credentials;
+mod error;
 pub mod name;
+mod tls;
 
-pub use body::Progress;
-pub use credentials::Credential;
-
-use crate::error::hint;
 use anyhow::{Context, Result, bail};
+pub use body::Progress;
+use body::{CONFIG_LIMIT, MANIFEST_LIMIT, TOKEN_LIMIT};
+pub use credentials::Credential;
+pub use error::{BodyKind, RegistryError, find as find_error};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use reqwest::header::{
@@ -172,7 +174,10 @@ pub struct Client {
     /// TLS happen once per command. It has no read timeout of its own (see
     /// [`UPLOAD_IDLE`]); [`within`] bounds the waits instead.
     http: reqwest::Client,
+    /// `--insecure-registry` entries: `HOST` (any port) or `HOST:PORT`.
     insecure: Vec<String>,
+    /// The user named certificates to trust (a CA file or SSL_CERT_FILE).
+    ca_given: bool,
     schemes: Mutex<HashMap<String, Scheme>>,
     /// Why HTTPS failed for a registry we then tried over plain HTTP: a registry that
     /// does speak TLS (with a CA we do not trust) answers plain HTTP with 400.
@@ -195,6 +200,32 @@ fn is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `registry` without its port: `host:5000` → `host`, `[::1]:5000` → `[::1]`.
+fn without_port(registry: &str) -> &str {
+    match registry.rsplit_once(':') {
+        // A colon inside brackets is part of an IPv6 address, not a port separator.
+        Some((host, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => registry,
+    }
+}
+
+/// Docker's matching of an insecure-registry entry: `HOST` covers every port of the host,
+/// `HOST:PORT` that port only. Host names compare case-insensitively; a scheme or a
+/// trailing slash (as users copy URLs) is ignored.
+fn insecure_matches(entry: &str, registry: &str) -> bool {
+    let entry = entry
+        .strip_prefix("http://")
+        .or_else(|| entry.strip_prefix("https://"))
+        .unwrap_or(entry)
+        .trim_end_matches('/');
+    if entry.eq_ignore_ascii_case(registry) {
+        return true;
+    }
+    without_port(entry) == entry && without_port(registry).eq_ignore_ascii_case(entry)
 }
 
 /// Where the registry API actually lives (Docker Hub's API host differs from its name).
@@ -257,7 +288,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
-fn is_ecr(registry: &str) -> bool {
+/// An Amazon ECR private registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`).
+pub fn is_ecr(registry: &str) -> bool {
     registry.contains(".dkr.ecr.")
         && (registry.ends_with(".amazonaws.com") || registry.ends_with(".amazonaws.com.cn"))
 }
@@ -273,24 +305,26 @@ impl Client {
         let ca = ca_cert
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("SSL_CERT_FILE").map(Into::into));
-        let certs = match ca {
-            Some(ca) => {
-                let pem = std::fs::read(&ca)
-                    .with_context(|| format!("reading CA file {}", ca.display()))?;
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .with_context(|| format!("parsing CA file {}", ca.display()))?
-            }
-            None => Vec::new(),
-        };
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ocilambda/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15));
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
+        if let Some(ca) = &ca {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading CA file {}", ca.display()))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+                .with_context(|| format!("parsing CA file {}", ca.display()))?;
+            if certs.is_empty() {
+                bail!("parsing CA file {}: no PEM certificate in it", ca.display());
+            }
+            builder = builder.tls_backend_preconfigured(tls::client_config(certs)?);
         }
         Ok(Client {
             http: builder.build().context("creating the HTTP client")?,
             insecure: insecure.to_vec(),
+            ca_given: ca.is_some(),
             schemes: Mutex::new(HashMap::new()),
             https_errors: Mutex::new(HashMap::new()),
             scoped: Mutex::new(HashMap::new()),
@@ -323,7 +357,7 @@ impl Client {
     }
 
     fn may_use_http(&self, registry: &str) -> bool {
-        is_loopback(registry) || self.insecure.iter().any(|h| h == registry)
+        is_loopback(registry) || self.insecure.iter().any(|h| insecure_matches(h, registry))
     }
 
     fn url(&self, scheme: Scheme, registry: &str, endpoint: &Endpoint) -> Result<Url> {
@@ -415,25 +449,13 @@ impl Client {
                     let connect = e
                         .downcast_ref::<reqwest::Error>()
                         .is_some_and(|e| e.is_connect());
-                    let what = if connect {
-                        "cannot reach"
-                    } else {
-                        "request to"
-                    };
-                    return Err(hint(
-                        format!(
-                            "{what} registry {registry}: {} (after {ATTEMPTS} attempts)",
-                            crate::error::one_line(&e)
-                        ),
-                        if self.may_use_http(registry) {
-                            "check that the registry is running and the address is right"
-                                .to_string()
-                        } else {
-                            format!(
-                                "check the network; for a plain-HTTP registry pass `--insecure-registry {registry}`"
-                            )
-                        },
-                    ));
+                    return Err(anyhow::Error::new(RegistryError::Unreachable {
+                        registry: registry.to_string(),
+                        detail: crate::error::one_line(&e),
+                        attempts: ATTEMPTS,
+                        connect,
+                        plain_http_allowed: self.may_use_http(registry),
+                    }));
                 }
             };
             self.schemes
@@ -488,7 +510,8 @@ impl Client {
         }
     }
 
-    /// Turn an unexpected answer into an error that says what to do.
+    /// Turn an unexpected answer into a typed error (see [`RegistryError`]), with `what`
+    /// as its context.
     async fn fail(
         &self,
         what: String,
@@ -497,71 +520,56 @@ impl Client {
         response: reqwest::Response,
     ) -> anyhow::Error {
         let status = response.status();
-        let body = within("reading the error", response.text())
-            .await
-            .unwrap_or_default();
+        let body = body::error_text(response).await;
         let (code, message) = error_parts(&body);
         let detail = error_summary(&body);
         let code = code.as_deref().unwrap_or("");
-        match status {
+        let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                let source = match self.creds.lock().await.get(registry) {
+                let tried = match self.creds.lock().await.get(registry) {
                     Some(found) => found.source.clone(),
                     None => match credentials::lookup(registry).await {
                         Ok(found) => found.source,
-                        Err(e) => format!("none ({})", crate::error::one_line(&e)),
+                        // A malformed entry is the answer to "why not authorised".
+                        Err(e) => return e.context(what),
                     },
                 };
-                hint(
-                    format!(
-                        "{what}: not authorised ({}, {detail}); credentials tried: {source}",
-                        status.as_u16(),
-                    ),
-                    if is_ecr(registry) {
-                        format!(
-                            "log in: `aws ecr get-login-password | ocilambda login {registry} --username AWS --password-stdin`"
-                        )
-                    } else {
-                        format!(
-                            "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
-                        )
-                    },
-                )
+                RegistryError::NotAuthorised {
+                    registry: registry.to_string(),
+                    status: status.as_u16(),
+                    detail,
+                    tried,
+                }
             }
-            StatusCode::NOT_FOUND if code == "NAME_UNKNOWN" => hint(
-                format!("{what}: repository {repo} does not exist in {registry} ({detail})"),
-                if is_ecr(registry) {
-                    format!("create it: `aws ecr create-repository --repository-name {repo}`")
-                } else if registry == "public.ecr.aws" {
-                    "create it: `aws ecr-public create-repository --repository-name NAME`"
-                        .to_string()
-                } else {
-                    "create the repository in the registry first, or check the name".to_string()
-                },
-            ),
-            StatusCode::NOT_FOUND => hint(
-                format!("{what}: not found ({detail})"),
-                "check the repository name and tag",
-            ),
+            StatusCode::NOT_FOUND if code == "NAME_UNKNOWN" => RegistryError::RepositoryUnknown {
+                registry: registry.to_string(),
+                repository: repo.to_string(),
+                detail,
+            },
+            StatusCode::NOT_FOUND => RegistryError::NotFound { detail },
+            // Distribution says TAG_INVALID; ECR answers an immutable tag with 400 and a
+            // message (`ImageTagAlreadyExistsException`, "...is immutable") and no code
+            // of the spec's, so its message is all there is to go on.
             StatusCode::BAD_REQUEST
                 if code == "TAG_INVALID" || message.to_lowercase().contains("immutable") =>
             {
-                hint(
-                    format!("{what}: the registry refused the tag ({detail})"),
-                    "the repository's tags are immutable: push with a new tag (e.g. `--tag $(git rev-parse --short HEAD)`)",
-                )
+                RegistryError::TagImmutable { detail }
             }
             StatusCode::BAD_REQUEST if self.https_errors.lock().unwrap().contains_key(registry) => {
-                let https = self.https_errors.lock().unwrap()[registry].clone();
-                hint(
-                    format!(
-                        "{what}: registry answered 400 ({detail}) over plain HTTP, after HTTPS failed: {https}"
-                    ),
-                    "if the registry uses TLS with a private CA, pass --ca-cert FILE (or set SSL_CERT_FILE)",
-                )
+                let https_error = self.https_errors.lock().unwrap()[registry].clone();
+                RegistryError::UntrustedTls {
+                    registry: registry.to_string(),
+                    https_error,
+                    detail,
+                    ca_given: self.ca_given,
+                }
             }
-            _ => anyhow::anyhow!("{what}: registry answered {} ({detail})", status.as_u16()),
-        }
+            _ => RegistryError::Status {
+                status: status.as_u16(),
+                detail,
+            },
+        };
+        anyhow::Error::new(kind).context(what)
     }
 
     /// Check that the registry accepts our credentials (`GET /v2/`), for `login`.
@@ -625,10 +633,14 @@ impl Client {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = within(&what, response.bytes())
-            .await
-            .with_context(|| what.clone())?
-            .to_vec();
+        // One timeout over the whole body too: a registry dripping bytes stays under the
+        // per-chunk timeout forever.
+        let bytes = within(
+            &what,
+            body::read_capped(response, MANIFEST_LIMIT, BodyKind::Manifest),
+        )
+        .await
+        .with_context(|| what.clone())?;
         let digest = crate::digest::of_bytes(&bytes);
         for expected in [reference.digest().map(str::to_string), served_digest]
             .into_iter()
@@ -673,11 +685,39 @@ impl Client {
 
     /// Stream a blob into `dest` (created atomically), verifying its digest. A download
     /// cut off in the middle is started again, up to the usual number of attempts.
+    /// `max` is the descriptor's size (or a cap when it is not known): a body that runs
+    /// past it is refused there, so an endless answer cannot fill the disk.
     pub async fn get_blob_to(
         &self,
         registry: &str,
         repo: &str,
         digest: &str,
+        max: u64,
+        dest: &Path,
+    ) -> Result<u64> {
+        self.download(registry, repo, digest, (BodyKind::Blob, max), dest)
+            .await
+    }
+
+    /// [`Client::get_blob_to`] for an image config, whose size is not always known
+    /// where it is fetched: bounded by [`CONFIG_LIMIT`] instead.
+    pub async fn get_config_to(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        dest: &Path,
+    ) -> Result<u64> {
+        let bound = (BodyKind::Config, CONFIG_LIMIT);
+        self.download(registry, repo, digest, bound, dest).await
+    }
+
+    async fn download(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &str,
+        (kind, max): (BodyKind, u64),
         dest: &Path,
     ) -> Result<u64> {
         let what = format!("fetching blob {digest} from {registry}/{repo}");
@@ -691,11 +731,22 @@ impl Client {
                 tmp.as_file().try_clone()?,
             ));
             let mut stream = response.bytes_stream();
+            let mut received = 0u64;
             let mut cut = None;
             loop {
                 let next = within(&what, async { Ok::<_, anyhow::Error>(stream.next().await) });
                 match next.await {
-                    Ok(Some(Ok(chunk))) => writer.write_all(&chunk)?,
+                    Ok(Some(Ok(chunk))) => {
+                        received += chunk.len() as u64;
+                        if received > max {
+                            let kind = RegistryError::TooLarge {
+                                body: kind,
+                                limit: max,
+                            };
+                            return Err(anyhow::Error::new(kind).context(what));
+                        }
+                        writer.write_all(&chunk)?
+                    }
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
                         cut = Some(anyhow::Error::from(e));
@@ -976,10 +1027,7 @@ impl Client {
                 })
                 .await;
             if let Some(why) = watch.corrupt.lock().unwrap().take() {
-                bail!(hint(
-                    why,
-                    "the image on disk is damaged: run `ocilambda build` again (for a base layer, clear the cache entry or the base registry's copy)"
-                ));
+                return Err(RegistryError::DamagedBlob(why).into());
             }
             let downloaded = watch.downloaded.load(Ordering::Relaxed);
             let (failure, wait) = match sent {
@@ -987,11 +1035,7 @@ impl Client {
                 Ok(r) if is_transient(r.status()) => {
                     let wait = retry_after(r.headers());
                     let status = r.status().as_u16();
-                    let detail = error_summary(
-                        &within("reading the error", r.text())
-                            .await
-                            .unwrap_or_default(),
-                    );
+                    let detail = error_summary(&body::error_text(r).await);
                     (format!("registry answered {status} ({detail})"), wait)
                 }
                 Ok(r) => {
@@ -1009,10 +1053,11 @@ impl Client {
                 return Ok(Pushed::Uploaded { downloaded });
             }
             if attempt >= ATTEMPTS {
-                bail!(hint(
-                    format!("the upload failed {ATTEMPTS} times; last: {failure}"),
-                    "the registry or the network is failing; try again later"
-                ));
+                return Err(RegistryError::UploadFailed {
+                    attempts: ATTEMPTS,
+                    last: failure,
+                }
+                .into());
             }
             backoff(attempt, wait).await;
         }
@@ -1159,6 +1204,33 @@ mod tests {
             backoff_delay(1, Some(Duration::from_secs(600))),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn insecure_registry_hosts_match_any_port_as_docker_does() {
+        for (entry, registry) in [
+            ("reg.internal", "reg.internal"),
+            ("reg.internal", "reg.internal:5000"),
+            ("reg.internal:5000", "reg.internal:5000"),
+            ("REG.internal", "reg.internal:443"),
+            ("http://reg.internal/", "reg.internal:5000"),
+            ("10.0.0.7", "10.0.0.7:5000"),
+            ("[fd00::7]", "[fd00::7]:5000"),
+        ] {
+            assert!(insecure_matches(entry, registry), "{entry} vs {registry}");
+        }
+        for (entry, registry) in [
+            ("reg.internal:5000", "reg.internal"),
+            ("reg.internal:5000", "reg.internal:5001"),
+            ("reg.internal", "reg.internal.evil.example"),
+            ("reg", "reg.internal:5000"),
+            ("[fd00::7]:5000", "[fd00::7]:5001"),
+        ] {
+            assert!(!insecure_matches(entry, registry), "{entry} vs {registry}");
+        }
+        let client = Client::new(&["reg.internal".into()], None).unwrap();
+        assert!(client.may_use_http("reg.internal:5000"));
+        assert!(!client.may_use_http("other.internal:5000"));
     }
 
     #[test]

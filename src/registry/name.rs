@@ -5,7 +5,8 @@
 //! The same thing as `oci_spec::distribution::Reference`'s parser, without its regex:
 //! compiling that regex costs ~30 ms, more than half of a no-op push.
 
-use anyhow::{Result, bail};
+use std::borrow::Cow;
+use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name {
@@ -13,6 +14,75 @@ pub struct Name {
     pub repository: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
+}
+
+/// Why a reference does not parse. The text itself is left to the caller, who shows it
+/// through [`redact`]; no variant holds a part of it that could be a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    /// `user:password@host/…`: credentials where the registry belongs.
+    Credentials,
+    /// Something after `@` that is not a digest we support.
+    Digest,
+    Tag(String),
+    Registry(String),
+    Repository(String),
+    TooLong,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameError::Credentials => f.write_str("it holds credentials"),
+            NameError::Digest => {
+                f.write_str("unsupported or malformed digest (expected sha256:<64 hex>)")
+            }
+            NameError::Tag(tag) => write!(f, "invalid tag `{tag}`"),
+            NameError::Registry(r) => write!(f, "invalid registry `{r}`"),
+            NameError::Repository(r) => write!(
+                f,
+                "invalid repository name `{r}` (lowercase letters, digits and separators `.`, `_`, `-`, `/`)"
+            ),
+            NameError::TooLong => f.write_str("the repository name is longer than 255 characters"),
+        }
+    }
+}
+
+impl std::error::Error for NameError {}
+
+/// Whether `after` (what follows an `@`) is a digest: `algorithm:encoded` with an
+/// algorithm registries use, and no path after it.
+fn is_digest(after: &str) -> bool {
+    after.split_once(':').is_some_and(|(alg, enc)| {
+        matches!(alg, "sha256" | "sha384" | "sha512" | "blake3")
+            && !enc.is_empty()
+            && enc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b))
+    })
+}
+
+/// `text` as it may be shown or recorded: credentials (`user:password@` or `token@`,
+/// after an optional `scheme://`) are replaced by `user:***@` / `***@`. The one function
+/// through which every reference a user typed reaches an error or a log.
+///
+/// Any `@` not followed by a digest ends a user-info part; so a password may itself hold
+/// `@`, `:` or `/`. Over-redacting a malformed reference is harmless; leaking is not.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let rest = &text[start..];
+    let Some(end) = rest
+        .rmatch_indices('@')
+        .map(|(i, _)| i)
+        .find(|&i| !is_digest(&rest[i + 1..]))
+    else {
+        return Cow::Borrowed(text);
+    };
+    let shown = match rest[..end].split_once(':') {
+        Some((user, _)) if !user.is_empty() => format!("{user}:***"),
+        _ => "***".to_string(),
+    };
+    Cow::Owned(format!("{}{shown}{}", &text[..start], &rest[end..]))
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
@@ -86,10 +156,13 @@ pub fn valid_tag(tag: &str) -> bool {
         && tag.len() <= 128
 }
 
-pub fn parse(text: &str) -> Result<Name> {
+pub fn parse(text: &str) -> Result<Name, NameError> {
+    if redact(text) != text {
+        return Err(NameError::Credentials);
+    }
     let (rest, digest) = match text.split_once('@') {
         Some((r, d)) => {
-            crate::digest::hex_part(d)?;
+            crate::digest::hex_part(d).map_err(|_| NameError::Digest)?;
             (r, Some(d.to_string()))
         }
         None => (text, None),
@@ -103,7 +176,7 @@ pub fn parse(text: &str) -> Result<Name> {
     if let Some(tag) = tag
         && !valid_tag(tag)
     {
-        bail!("invalid tag `{tag}`");
+        return Err(NameError::Tag(tag.to_string()));
     }
     let (first, remainder) = match name.split_once('/') {
         Some((f, r)) => (f, Some(r)),
@@ -112,7 +185,7 @@ pub fn parse(text: &str) -> Result<Name> {
     let (registry, repository) = match remainder {
         Some(r) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
             if !valid_domain(first) {
-                bail!("invalid registry `{first}`");
+                return Err(NameError::Registry(first.to_string()));
             }
             (first.to_string(), r.to_string())
         }
@@ -120,12 +193,10 @@ pub fn parse(text: &str) -> Result<Name> {
         None => ("docker.io".to_string(), format!("library/{name}")),
     };
     if repository.is_empty() || !repository.split('/').all(valid_path_component) {
-        bail!(
-            "invalid repository name `{repository}` (lowercase letters, digits and separators `.`, `_`, `-`, `/`)"
-        );
+        return Err(NameError::Repository(repository));
     }
     if repository.len() > 255 {
-        bail!("repository name `{repository}` is longer than 255 characters");
+        return Err(NameError::TooLong);
     }
     Ok(Name {
         registry,
@@ -157,6 +228,36 @@ mod tests {
         assert_eq!(parse("[::1]:5000/app").unwrap().registry, "[::1]:5000");
         let d = format!("reg.example/a@sha256:{}", "0".repeat(64));
         assert!(parse(&d).unwrap().digest.is_some());
+    }
+
+    #[test]
+    fn credentials_are_redacted_and_refused() {
+        for (text, shown) in [
+            ("user:secret@host/repo:1", "user:***@host/repo:1"),
+            (
+                "https://user:secret@host/lambda/python:3.11",
+                "https://user:***@host/lambda/python:3.11",
+            ),
+            ("ghp_secret@host/repo", "***@host/repo"),
+            ("u:p@ss/w:rd@host:5000/repo", "u:***@host:5000/repo"),
+            ("user:secret@host:5000", "user:***@host:5000"),
+            (
+                "user:secret@host/repo@sha256:00",
+                "user:***@host/repo@sha256:00",
+            ),
+        ] {
+            assert_eq!(redact(text), shown, "{text}");
+            assert_eq!(parse(text), Err(NameError::Credentials), "{text}");
+        }
+        let digest = format!("reg.example/a@sha256:{}", "0".repeat(64));
+        for plain in [
+            "python:3.13",
+            "host/repo@sha256:00",
+            &digest,
+            "https://host/a",
+        ] {
+            assert_eq!(redact(plain), plain);
+        }
     }
 
     #[test]
