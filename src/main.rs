@@ -671,3 +671,116 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The README's synopsis of `name`: the lines of its fenced blocks from `ocilambda
+    /// NAME` up to the next command or the end of the block.
+    fn synopsis(readme: &str, name: &str) -> String {
+        let mut out = String::new();
+        let (mut in_block, mut taking) = (false, false);
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_block = !in_block;
+                taking = false;
+                continue;
+            }
+            if in_block && line.starts_with("ocilambda ") {
+                taking = line.starts_with(&format!("ocilambda {name} "))
+                    || line == format!("ocilambda {name}");
+            }
+            if in_block && taking {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn readme_synopses_list_every_flag() {
+        let readme = include_str!("../README.md");
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            let mut text = synopsis(readme, name);
+            assert!(!text.is_empty(), "README has no synopsis of `{name}`");
+            if name == "verify" {
+                // verify takes build's settings flags, listed once under build.
+                text.push_str(&synopsis(readme, "build"));
+            }
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" {
+                    continue;
+                }
+                let flag = format!("--{long}");
+                let listed = text
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .any(|w| w == flag);
+                assert!(
+                    listed,
+                    "the README's synopsis of `{name}` lacks {flag}:\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_fail_in_the_parser_before_any_project_is_read() {
+        for args in [
+            &["ocilambda", "build", "/nonexistent", "--arch", "sparc"][..],
+            &["ocilambda", "zip", "--python-version", "3.9"],
+            &["ocilambda", "verify", "img", "--base-ttl", "soon"],
+            &[
+                "ocilambda",
+                "zip",
+                "--compile-bytecode",
+                "--no-compile-bytecode",
+            ],
+            &["ocilambda", "build", "--sbom", "--no-sbom"],
+            &["ocilambda", "build", "dir", "--project", "other"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let Err(err) = Cli::try_parse_from(["ocilambda", "build", "--arch", "sparc"]) else {
+            panic!("sparc is no architecture")
+        };
+        let source = std::error::Error::source(&err).unwrap();
+        assert!(
+            ocilambda::diagnostics::value_hint(source)
+                .unwrap()
+                .contains("arm64")
+        );
+    }
+
+    #[test]
+    fn flags_become_settings_and_unset_flags_do_not() {
+        let Cli {
+            command: Command::Build(b),
+        } = Cli::try_parse_from([
+            "ocilambda",
+            "build",
+            "--arch",
+            "aarch64",
+            "--group",
+            "dev",
+            "--no-sbom",
+            "--no-compile-bytecode",
+        ])
+        .unwrap()
+        else {
+            panic!("a build")
+        };
+        let s = b.select.over(b.settings.settings());
+        assert_eq!(s.arch, Some(Arch::Arm64));
+        assert_eq!(s.groups, Some(vec!["dev".to_string()]));
+        assert_eq!(s.compile_bytecode, Some(false));
+        assert_eq!((s.extras, s.all_extras, s.package), (None, None, None));
+        assert_eq!(either(b.sbom, b.no_sbom), Some(false));
+        assert_eq!(either(false, false), None);
+    }
+}
