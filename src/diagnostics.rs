@@ -13,6 +13,20 @@ use crate::tree::LinkError;
 /// ([`crate::registry::name::NameError::Credentials`]), for the commands that parse one.
 pub const CREDENTIALS_IN_REFERENCE: &str = "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]";
 
+/// The hint for a command-line value refused by its type (`--arch`, `--python-version`).
+pub fn value_hint(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if err
+        .downcast_ref::<crate::oci::platform::UnknownArch>()
+        .is_some()
+    {
+        return Some(ARCH_HINT.into());
+    }
+    err.downcast_ref::<crate::error::Hint>()
+        .map(|h| h.hint.clone())
+}
+
+const ARCH_HINT: &str = "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)";
+
 /// The hint for an error: a typed kind anywhere in its chain, else a [`crate::error::Hint`].
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     for cause in err.chain() {
@@ -23,9 +37,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             .downcast_ref::<crate::oci::platform::UnknownArch>()
             .is_some()
         {
-            return Some(
-                "use x86_64 or arm64 (Lambda's names; amd64 and aarch64 are accepted too)".into(),
-            );
+            return Some(ARCH_HINT.into());
         }
         if let Some(e) = cause.downcast_ref::<crate::handler::NotDefined>() {
             return Some(handler_hint(e));

@@ -1,11 +1,12 @@
 //! ocilambda: build AWS Lambda Python images and zips from a uv project, without Docker.
 //!
-//! The pipeline, one module per step: [`project`] (pyproject, uv.lock, settings) →
-//! [`stage`] (uv export + uv pip install into staging dirs, bytecode) → [`layers`]
-//! (reproducible tar+gzip blobs) → [`image`] (config and manifest on top of a [`base`])
-//! → [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
-//! and [`push`] wire the steps together for the CLI, [`package`] makes Lambda zips from
-//! the same staging, [`login`] keeps credentials, [`invoke`] runs a built image locally.
+//! The pipeline, one module per step: [`config`] (the settings, typed) → [`project`]
+//! (pyproject, uv.lock) → [`plan`] (the staging plan: target, selection, parts staged by
+//! [`stage`], uv export + uv pip install + bytecode) → [`layers`] (reproducible tar+gzip
+//! blobs) → [`image`] (config and manifest on top of a [`base`], with [`provenance`]) →
+//! [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
+//! and [`push`] wire the steps together for the CLI, [`package`] encodes the same plan as
+//! Lambda zips, [`login`] keeps credentials, [`invoke`] runs a built image locally.
 //! [`source`] reads an existing image (layout or registry) for [`audit`] and [`invoke`].
 
 pub mod audit;
@@ -25,7 +26,9 @@ pub mod login;
 pub mod oci;
 pub mod output;
 pub mod package;
+pub mod plan;
 pub mod project;
+pub mod provenance;
 pub mod push;
 pub mod registry;
 pub mod sbom;

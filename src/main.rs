@@ -2,7 +2,10 @@
 //! and maps errors to exit codes (0 success, 1 negative verdict, 2 error). Nothing else.
 
 use clap::{Args, Parser, Subcommand};
-use ocilambda::{build, config::Settings, error, login, output, package, push};
+use ocilambda::audit::Access;
+use ocilambda::config::{self, Environment, Settings};
+use ocilambda::target::{Arch, PyVersion};
+use ocilambda::{build, error, login, output, package, push};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,27 +44,99 @@ enum Command {
     Verify(VerifyArgs),
 }
 
+/// Where settings come from, shown under the help of every command that takes them.
+const PRECEDENCE: &str = "Settings: each flag marked [env: OCILAMBDA_<NAME>] is also an environment variable (lists comma-separated) and a `<name>` key of [tool.ocilambda] in pyproject.toml; precedence: flag > environment > pyproject.toml > default. SOURCE_DATE_EPOCH sets the image timestamps [default: 0]; SSL_CERT_FILE is an extra CA file, as --ca-cert.";
+
 #[derive(Args)]
 struct VerifyArgs {
     image: String,
     /// The uv project to rebuild [default: current directory].
     project_dir: Option<PathBuf>,
     #[command(flatten)]
+    project: ProjectArg,
+    #[command(flatten)]
     settings: SettingArgs,
     #[command(flatten)]
     select: SelectArgs,
     #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
     audit: AuditArgs,
+}
+
+/// Fetching the base and packages (`build`, `verify`).
+#[derive(Args)]
+struct NetworkArgs {
+    /// Resolve the base tag again even if a recent resolution is cached.
+    #[arg(long, conflicts_with = "offline")]
+    pull: bool,
+    /// Never touch the network (base and packages must be cached).
+    #[arg(long)]
+    offline: bool,
+}
+
+/// How to reach registries (every command that does).
+#[derive(Args)]
+struct RegistryArgs {
+    /// Allow plain HTTP for this registry host; repeatable.
+    #[arg(long)]
+    insecure_registry: Vec<String>,
+    /// An extra CA certificate (PEM) to trust [env: SSL_CERT_FILE].
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The CA file: the flag, else SSL_CERT_FILE.
+    fn ca_cert(&self, env: &Environment) -> Option<PathBuf> {
+        self.ca_cert
+            .clone()
+            .or_else(|| env.ca_cert().map(Into::into))
+    }
+}
+
+#[derive(Args)]
+struct QuietArg {
+    /// No progress output (warnings and errors are still printed).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
 struct AuditArgs {
-    /// Allow plain HTTP for this registry host; repeatable.
-    #[arg(long)]
-    insecure_registry: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
+}
+
+impl AuditArgs {
+    /// The registry access the audit commands take, and their quietness set.
+    fn access<'a>(&'a self, ca_cert: &'a Option<PathBuf>) -> Access<'a> {
+        output::set_quiet(self.quiet.quiet);
+        Access {
+            insecure: &self.registry.insecure_registry,
+            ca_cert: ca_cert.as_deref(),
+        }
+    }
+}
+
+/// The project as a flag, for the commands that take it positionally too.
+#[derive(Args)]
+struct ProjectArg {
+    /// The uv project, as the positional PROJECT_DIR.
+    #[arg(long = "project", value_name = "DIR", conflicts_with = "project_dir")]
+    project: Option<PathBuf>,
+}
+
+/// PROJECT_DIR or --project, else the current directory.
+fn project_dir(positional: Option<PathBuf>, flag: ProjectArg) -> PathBuf {
+    positional
+        .or(flag.project)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 #[derive(Args)]
@@ -99,24 +174,43 @@ fn report(r: ocilambda::audit::Report) -> ExitCode {
     }
 }
 
+/// `--arch`: typed before anything is read.
+fn parse_arch(s: &str) -> Result<Arch, ocilambda::oci::platform::UnknownArch> {
+    s.parse()
+}
+
+/// `--python-version`: typed before anything is read, keeping the hint of a bad version.
+fn parse_python(s: &str) -> Result<PyVersion, Box<dyn std::error::Error + Send + Sync>> {
+    s.parse::<PyVersion>()
+        .map_err(|e| match e.downcast::<error::Hint>() {
+            Ok(h) => Box::new(h) as Box<dyn std::error::Error + Send + Sync>,
+            Err(e) => e.into(),
+        })
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
+}
+
 /// The settings of an image build (`build`, `verify`).
 #[derive(Args)]
 struct SettingArgs {
-    /// Base image [default: public.ecr.aws/lambda/python:<python-version>].
+    /// Base image [default: public.ecr.aws/lambda/python:<python-version>] [env: OCILAMBDA_BASE].
     #[arg(long)]
     base: Option<String>,
     #[command(flatten)]
     function: FunctionArgs,
-    /// How long a cached base tag resolution is trusted [default: 24h].
-    #[arg(long)]
-    base_ttl: Option<String>,
+    /// How long a cached base tag resolution is trusted, e.g. 24h, 30m, 0 [default: 24h]
+    /// [env: OCILAMBDA_BASE_TTL].
+    #[arg(long, value_parser = parse_ttl)]
+    base_ttl: Option<std::time::Duration>,
 }
 
 impl SettingArgs {
     fn settings(&self) -> Settings {
         Settings {
             base: self.base.clone(),
-            base_ttl: self.base_ttl.clone(),
+            base_ttl: self.base_ttl,
             ..self.function.settings()
         }
     }
@@ -125,46 +219,49 @@ impl SettingArgs {
 /// The settings images and zips share: the function's runtime, handler and files.
 #[derive(Args)]
 struct FunctionArgs {
-    /// Target Python version (3.10-3.14).
-    #[arg(long)]
-    python_version: Option<String>,
-    /// The Lambda handler, MODULE.FUNCTION.
+    /// Target Python version (3.10-3.14) [env: OCILAMBDA_PYTHON_VERSION].
+    #[arg(long, value_name = "X.Y", value_parser = parse_python)]
+    python_version: Option<PyVersion>,
+    /// The Lambda handler, MODULE.FUNCTION [env: OCILAMBDA_HANDLER].
     #[arg(long)]
     handler: Option<String>,
-    /// x86_64 or arm64 (amd64/aarch64 accepted) [default: x86_64].
-    #[arg(long)]
-    arch: Option<String>,
-    /// Extra app files (globs relative to the app root); repeatable.
+    /// x86_64 or arm64 (amd64/aarch64 accepted) [default: x86_64] [env: OCILAMBDA_ARCH].
+    #[arg(long, value_parser = parse_arch)]
+    arch: Option<Arch>,
+    /// Extra app files (globs relative to the app root); repeatable [env: OCILAMBDA_INCLUDE].
     #[arg(long)]
     include: Vec<String>,
-    /// App files to leave out (globs); repeatable.
+    /// App files to leave out (globs); repeatable [env: OCILAMBDA_EXCLUDE].
     #[arg(long)]
     exclude: Vec<String>,
     /// Compile hash-based bytecode with an interpreter of the target version [default for
-    /// images].
-    #[arg(long, overrides_with = "no_compile_bytecode")]
+    /// images] [env: OCILAMBDA_COMPILE_BYTECODE].
+    #[arg(long, conflicts_with = "no_compile_bytecode")]
     compile_bytecode: bool,
     /// Ship sources only [default for zips].
-    #[arg(long, overrides_with = "compile_bytecode")]
+    #[arg(long)]
     no_compile_bytecode: bool,
+}
+
+/// `Some(true)` for the flag, `Some(false)` for its `--no-` form, None for neither.
+fn either(yes: bool, no: bool) -> Option<bool> {
+    (yes || no).then_some(yes)
+}
+
+/// A repeatable flag as a setting: not given is not set (a lower source may set it).
+fn list(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
 }
 
 impl FunctionArgs {
     fn settings(&self) -> Settings {
-        let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         Settings {
-            python_version: self.python_version.clone(),
+            python_version: self.python_version,
             handler: self.handler.clone(),
-            arch: self.arch.clone(),
-            include: non_empty(&self.include),
-            exclude: non_empty(&self.exclude),
-            compile_bytecode: if self.compile_bytecode {
-                Some(true)
-            } else if self.no_compile_bytecode {
-                Some(false)
-            } else {
-                None
-            },
+            arch: self.arch,
+            include: list(&self.include),
+            exclude: list(&self.exclude),
+            compile_bytecode: either(self.compile_bytecode, self.no_compile_bytecode),
             ..Default::default()
         }
     }
@@ -174,29 +271,51 @@ impl FunctionArgs {
 /// `verify`).
 #[derive(Args)]
 struct SelectArgs {
-    /// The Lambda of this workspace member [default: the workspace root's].
+    /// The Lambda of this workspace member [default: the workspace root's]
+    /// [env: OCILAMBDA_PACKAGE].
     #[arg(long)]
     package: Option<String>,
-    /// Include an optional dependency group of the project; repeatable.
+    /// Include an optional dependency group of the project; repeatable
+    /// [env: OCILAMBDA_EXTRA].
     #[arg(long)]
     extra: Vec<String>,
-    /// Include every optional dependency group of the project.
+    /// Include every optional dependency group of the project [env: OCILAMBDA_ALL_EXTRAS].
     #[arg(long)]
     all_extras: bool,
-    /// Include a dependency group; repeatable.
+    /// Include a dependency group (`dev` included); repeatable [env: OCILAMBDA_GROUP].
     #[arg(long)]
     group: Vec<String>,
 }
 
+impl SelectArgs {
+    /// `base` with the selection flags given set on it.
+    fn over(&self, base: Settings) -> Settings {
+        Settings {
+            package: self.package.clone(),
+            extras: list(&self.extra),
+            all_extras: self.all_extras.then_some(true),
+            groups: list(&self.group),
+            ..base
+        }
+    }
+}
+
 #[derive(Args)]
+#[command(after_help = PRECEDENCE)]
 struct BuildArgs {
     /// The uv project (workspace root) [default: current directory].
     project_dir: Option<PathBuf>,
     #[command(flatten)]
+    project: ProjectArg,
+    #[command(flatten)]
     settings: SettingArgs,
-    /// Also write a CycloneDX SBOM of the installed distributions, as an OCI referrer.
-    #[arg(long)]
+    /// Also write a CycloneDX SBOM of the installed distributions, as an OCI referrer
+    /// [env: OCILAMBDA_SBOM].
+    #[arg(long, conflicts_with = "no_sbom")]
     sbom: bool,
+    /// No SBOM, whatever the environment or pyproject.toml say.
+    #[arg(long)]
+    no_sbom: bool,
     /// OCI image layout to write [default: <PROJECT_DIR>/.ocilambda/image].
     #[arg(long)]
     output: Option<PathBuf>,
@@ -205,27 +324,24 @@ struct BuildArgs {
     /// Also copy every base-layer blob into the layout (self-contained).
     #[arg(long)]
     complete: bool,
-    /// Resolve the base tag again even if a recent resolution is cached.
-    #[arg(long, conflicts_with = "offline")]
-    pull: bool,
-    /// Never touch the network (base and packages must be cached).
-    #[arg(long)]
-    offline: bool,
-    /// Allow plain HTTP for this registry host; repeatable.
-    #[arg(long)]
-    insecure_registry: Vec<String>,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print a JSON summary on stdout instead of the digest.
     #[arg(long)]
     json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Args)]
+#[command(after_help = PRECEDENCE)]
 struct ZipArgs {
     /// The uv project (workspace root) [default: current directory].
     project_dir: Option<PathBuf>,
+    #[command(flatten)]
+    project: ProjectArg,
     #[command(flatten)]
     function: FunctionArgs,
     /// The zip to write [default: <PROJECT_DIR>/.ocilambda/package.zip]; with --layer, the
@@ -243,17 +359,18 @@ struct ZipArgs {
     /// Print a JSON summary on stdout instead of the zip paths.
     #[arg(long)]
     json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Args)]
+#[command(after_help = PRECEDENCE)]
 struct PushArgs {
-    /// REGISTRY/REPOSITORY[:TAG] [default: the `repository` setting; tag: latest].
+    /// REGISTRY/REPOSITORY[:TAG] [default: the `repository` setting
+    /// (env: OCILAMBDA_REPOSITORY); tag: latest].
     reference: Option<String>,
     /// The project whose configuration and layout to use [default: current directory].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     project: Option<PathBuf>,
     /// The OCI image layout to push [default: <PROJECT>/.ocilambda/image].
     #[arg(long)]
@@ -264,18 +381,13 @@ struct PushArgs {
     /// Blobs uploaded in parallel.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
-    /// Allow plain HTTP for this registry host; repeatable.
-    #[arg(long)]
-    insecure_registry: Vec<String>,
-    /// An extra CA certificate (PEM) to trust [also: SSL_CERT_FILE].
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print a JSON summary on stdout instead of the reference.
     #[arg(long)]
     json: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Args)]
@@ -288,24 +400,18 @@ struct LoginArgs {
     /// Read the password from stdin (the only way: it never appears in the process list).
     #[arg(long, required = true)]
     password_stdin: bool,
-    /// Allow plain HTTP for this registry host; repeatable.
-    #[arg(long)]
-    insecure_registry: Vec<String>,
-    /// An extra CA certificate (PEM) to trust [also: SSL_CERT_FILE].
-    #[arg(long)]
-    ca_cert: Option<PathBuf>,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    registry_args: RegistryArgs,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Args)]
 struct LogoutArgs {
     /// The registry host.
     registry: String,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
 }
 
 #[derive(Args)]
@@ -320,7 +426,7 @@ struct InvokeArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9000")]
     serve: Option<String>,
     /// The project whose build output is the default IMAGE [default: current directory].
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     project: Option<PathBuf>,
     /// A variable for the function: KEY=VALUE, or KEY to pass your own value; repeatable.
     #[arg(long = "env", value_name = "KEY[=VALUE]")]
@@ -332,16 +438,15 @@ struct InvokeArgs {
     /// cgroup can be made (cgroup v2 with memory delegated, or a writable v1 hierarchy) [default: 128].
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
     memory: Option<u32>,
-    /// Allow plain HTTP for this registry host; repeatable.
-    #[arg(long)]
-    insecure_registry: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// No progress output (the function's own logs still go to stderr).
     #[arg(long, short)]
     quiet: bool,
 }
 
 /// Exit 0 for a response, 1 for a function error (its error JSON is the output).
-async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
+async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode> {
     use ocilambda::invoke;
     use std::io::Write;
     output::set_quiet(args.quiet);
@@ -352,7 +457,8 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
         timeout: std::time::Duration::from_secs(args.timeout),
         memory_mb: args.memory.unwrap_or(128),
         memory_explicit: args.memory.is_some(),
-        insecure_registries: args.insecure_registry,
+        ca_cert: args.registry.ca_cert(env),
+        insecure_registries: args.registry.insecure_registry,
     };
     if let Some(addr) = args.serve {
         invoke::serve(opts, &addr, |bound| {
@@ -374,132 +480,155 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Invoke(args) => invoke(args).await,
-        Command::Inspect(a) => Ok(report(
-            ocilambda::audit::inspect_command(
-                &a.image,
-                a.files,
-                a.audit.json,
-                &a.audit.insecure_registry,
-            )
-            .await?,
-        )),
-        Command::Diff(a) => Ok(report(
-            ocilambda::audit::diff_command(
-                &a.image_a,
-                &a.image_b,
-                a.audit.json,
-                &a.audit.insecure_registry,
-            )
-            .await?,
-        )),
-        Command::Verify(a) => Ok(report(
-            ocilambda::audit::verify::verify_command(ocilambda::audit::verify::VerifyRequest {
+/// Print a command's summary: JSON, or its plain result lines.
+fn print_summary<T: serde::Serialize>(
+    json: bool,
+    summary: &T,
+    plain: String,
+) -> anyhow::Result<()> {
+    if json {
+        emit(&format!("{}\n", serde_json::to_string(summary)?));
+    } else {
+        emit(&plain);
+    }
+    Ok(())
+}
+
+async fn audit(command: Command, env: &Environment) -> anyhow::Result<ExitCode> {
+    use ocilambda::audit::{self, verify};
+    let verdict = match command {
+        Command::Inspect(a) => {
+            let ca = a.audit.registry.ca_cert(env);
+            audit::inspect_command(&a.image, a.files, a.audit.json, a.audit.access(&ca)).await?
+        }
+        Command::Diff(a) => {
+            let ca = a.audit.registry.ca_cert(env);
+            audit::diff_command(&a.image_a, &a.image_b, a.audit.json, a.audit.access(&ca)).await?
+        }
+        Command::Lint(a) => {
+            let ca = a.audit.registry.ca_cert(env);
+            audit::lint_command(&a.image, a.audit.json, a.audit.access(&ca)).await?
+        }
+        Command::Verify(a) => {
+            output::set_quiet(a.audit.quiet.quiet);
+            verify::verify_command(verify::VerifyRequest {
                 image: a.image,
-                project_dir: a.project_dir.unwrap_or_else(|| PathBuf::from(".")),
-                cli: a.settings.settings(),
-                package: a.select.package,
-                extras: a.select.extra,
-                all_extras: a.select.all_extras,
-                groups: a.select.group,
-                insecure_registries: a.audit.insecure_registry,
+                project_dir: project_dir(a.project_dir, a.project),
+                cli: a.select.over(a.settings.settings()),
+                env: env.settings()?,
+                ca_cert: a.audit.registry.ca_cert(env),
+                insecure_registries: a.audit.registry.insecure_registry,
+                offline: a.network.offline,
+                pull: a.network.pull,
                 json: a.audit.json,
             })
-            .await?,
-        )),
-        Command::Lint(a) => Ok(report(
-            ocilambda::audit::lint_command(&a.image, a.audit.json, &a.audit.insecure_registry)
-                .await?,
-        )),
-        Command::Push(args) => {
-            output::set_quiet(args.quiet);
-            let request = push::PushRequest {
-                project_dir: args.project.unwrap_or_else(|| PathBuf::from(".")),
-                reference: args.reference,
-                layout: args.layout,
-                tags: args.tags,
-                jobs: usize::from(args.jobs),
-                insecure_registries: args.insecure_registry,
-                ca_cert: args.ca_cert,
-            };
-            let summary = push::push(request).await?;
-            if args.json {
-                emit(&format!("{}\n", serde_json::to_string(&summary)?));
-            } else {
-                emit(&format!("{}\n", summary.reference));
-            }
-            Ok(ExitCode::SUCCESS)
+            .await?
         }
+        _ => unreachable!("not an audit command"),
+    };
+    Ok(report(verdict))
+}
+
+async fn build_command(args: BuildArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    output::set_quiet(args.quiet.quiet);
+    let request = build::BuildRequest {
+        project_dir: project_dir(args.project_dir, args.project),
+        cli: Settings {
+            sbom: either(args.sbom, args.no_sbom),
+            ..args.select.over(args.settings.settings())
+        },
+        env: env.settings()?,
+        output: args.output,
+        complete: args.complete,
+        pull: args.network.pull,
+        offline: args.network.offline,
+        ca_cert: args.registry.ca_cert(env),
+        insecure_registries: args.registry.insecure_registry,
+        epoch: env.source_date_epoch()?,
+        base_digest: None,
+    };
+    let summary = build::build(request).await?;
+    print_summary(args.json, &summary, format!("{}\n", summary.digest))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn zip_command(args: ZipArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    output::set_quiet(args.quiet.quiet);
+    let request = package::ZipRequest {
+        project_dir: project_dir(args.project_dir, args.project),
+        cli: args.select.over(args.function.settings()),
+        env: env.settings()?,
+        output: args.output,
+        layer: args.layer,
+        offline: args.offline,
+    };
+    let summary = package::zip(request)?;
+    let paths: String = summary
+        .zips
+        .iter()
+        .map(|z| format!("{}\n", z.path.display()))
+        .collect();
+    print_summary(args.json, &summary, paths)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    output::set_quiet(args.quiet.quiet);
+    let request = push::PushRequest {
+        project_dir: args.project.unwrap_or_else(|| PathBuf::from(".")),
+        reference: args.reference,
+        layout: args.layout,
+        tags: args.tags,
+        jobs: usize::from(args.jobs),
+        ca_cert: args.registry.ca_cert(env),
+        insecure_registries: args.registry.insecure_registry,
+        env: env.settings()?,
+    };
+    let summary = push::push(request).await?;
+    print_summary(args.json, &summary, format!("{}\n", summary.reference))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Invoke(args) => invoke(args, env).await,
+        c @ (Command::Inspect(_) | Command::Diff(_) | Command::Lint(_) | Command::Verify(_)) => {
+            audit(c, env).await
+        }
+        Command::Push(args) => push_command(args, env).await,
         Command::Login(args) => {
-            output::set_quiet(args.quiet);
+            output::set_quiet(args.quiet.quiet);
             let request = login::LoginRequest {
                 registry: args.registry,
                 username: args.username,
-                insecure_registries: args.insecure_registry,
-                ca_cert: args.ca_cert,
+                ca_cert: args.registry_args.ca_cert(env),
+                insecure_registries: args.registry_args.insecure_registry,
             };
             login::login(request, std::io::stdin().lock()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Logout(args) => {
-            output::set_quiet(args.quiet);
+            output::set_quiet(args.quiet.quiet);
             login::logout(&args.registry).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Zip(args) => {
-            output::set_quiet(args.quiet);
-            let request = package::ZipRequest {
-                project_dir: args.project_dir.unwrap_or_else(|| PathBuf::from(".")),
-                cli: args.function.settings(),
-                output: args.output,
-                layer: args.layer,
-                package: args.select.package,
-                extras: args.select.extra,
-                all_extras: args.select.all_extras,
-                groups: args.select.group,
-                offline: args.offline,
-            };
-            let summary = package::zip(request)?;
-            if args.json {
-                emit(&format!("{}\n", serde_json::to_string(&summary)?));
-            } else {
-                for z in &summary.zips {
-                    emit(&format!("{}\n", z.path.display()));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Build(args) => {
-            output::set_quiet(args.quiet);
-            let request = build::BuildRequest {
-                project_dir: args.project_dir.unwrap_or_else(|| PathBuf::from(".")),
-                cli: Settings {
-                    sbom: args.sbom.then_some(true),
-                    ..args.settings.settings()
-                },
-                output: args.output,
-                package: args.select.package,
-                extras: args.select.extra,
-                all_extras: args.select.all_extras,
-                groups: args.select.group,
-                complete: args.complete,
-                pull: args.pull,
-                offline: args.offline,
-                insecure_registries: args.insecure_registry,
-                epoch: None,
-                base_digest: None,
-            };
-            let summary = build::build(request).await?;
-            if args.json {
-                emit(&format!("{}\n", serde_json::to_string(&summary)?));
-            } else {
-                emit(&format!("{}\n", summary.digest));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Zip(args) => zip_command(args, env),
+        Command::Build(args) => build_command(args, env).await,
     }
+}
+
+/// A usage error from clap (exit 2), with our hint when a value's type names one.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use std::error::Error;
+    let _ = e.print();
+    if !e.use_stderr() {
+        // --help and --version
+        return ExitCode::SUCCESS;
+    }
+    if let Some(h) = e.source().and_then(ocilambda::diagnostics::value_hint) {
+        output::hint(&h);
+    }
+    ExitCode::from(2)
 }
 
 /// Write a result to stdout. A reader that went away (`ocilambda inspect --files | head`)
@@ -511,18 +640,16 @@ fn emit(text: &str) {
 }
 
 fn main() -> ExitCode {
+    // clap's usage errors are exit 2 like every other error; --help/--version are 0.
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // clap's usage errors are exit 2 like every other error; --help/--version are 0.
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(e) => return usage_error(&e),
     };
+    // The one read of the process environment; the library takes these values as inputs.
+    let env = Environment::from_vars(std::env::vars_os());
+    for (var, suggestion) in env.unknown_vars() {
+        output::warning(&format!("unknown variable {var} ignored; {suggestion}"));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -533,7 +660,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, &env)) {
         Ok(code) => code,
         Err(err) => {
             output::error(&error::one_line(&err));
@@ -542,5 +669,118 @@ fn main() -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The README's synopsis of `name`: the lines of its fenced blocks from `ocilambda
+    /// NAME` up to the next command or the end of the block.
+    fn synopsis(readme: &str, name: &str) -> String {
+        let mut out = String::new();
+        let (mut in_block, mut taking) = (false, false);
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_block = !in_block;
+                taking = false;
+                continue;
+            }
+            if in_block && line.starts_with("ocilambda ") {
+                taking = line.starts_with(&format!("ocilambda {name} "))
+                    || line == format!("ocilambda {name}");
+            }
+            if in_block && taking {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn readme_synopses_list_every_flag() {
+        let readme = include_str!("../README.md");
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let name = sub.get_name();
+            let mut text = synopsis(readme, name);
+            assert!(!text.is_empty(), "README has no synopsis of `{name}`");
+            if name == "verify" {
+                // verify takes build's settings flags, listed once under build.
+                text.push_str(&synopsis(readme, "build"));
+            }
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" {
+                    continue;
+                }
+                let flag = format!("--{long}");
+                let listed = text
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .any(|w| w == flag);
+                assert!(
+                    listed,
+                    "the README's synopsis of `{name}` lacks {flag}:\n{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_fail_in_the_parser_before_any_project_is_read() {
+        for args in [
+            &["ocilambda", "build", "/nonexistent", "--arch", "sparc"][..],
+            &["ocilambda", "zip", "--python-version", "3.9"],
+            &["ocilambda", "verify", "img", "--base-ttl", "soon"],
+            &[
+                "ocilambda",
+                "zip",
+                "--compile-bytecode",
+                "--no-compile-bytecode",
+            ],
+            &["ocilambda", "build", "--sbom", "--no-sbom"],
+            &["ocilambda", "build", "dir", "--project", "other"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let Err(err) = Cli::try_parse_from(["ocilambda", "build", "--arch", "sparc"]) else {
+            panic!("sparc is no architecture")
+        };
+        let source = std::error::Error::source(&err).unwrap();
+        assert!(
+            ocilambda::diagnostics::value_hint(source)
+                .unwrap()
+                .contains("arm64")
+        );
+    }
+
+    #[test]
+    fn flags_become_settings_and_unset_flags_do_not() {
+        let Cli {
+            command: Command::Build(b),
+        } = Cli::try_parse_from([
+            "ocilambda",
+            "build",
+            "--arch",
+            "aarch64",
+            "--group",
+            "dev",
+            "--no-sbom",
+            "--no-compile-bytecode",
+        ])
+        .unwrap()
+        else {
+            panic!("a build")
+        };
+        let s = b.select.over(b.settings.settings());
+        assert_eq!(s.arch, Some(Arch::Arm64));
+        assert_eq!(s.groups, Some(vec!["dev".to_string()]));
+        assert_eq!(s.compile_bytecode, Some(false));
+        assert_eq!((s.extras, s.all_extras, s.package), (None, None, None));
+        assert_eq!(either(b.sbom, b.no_sbom), Some(false));
+        assert_eq!(either(false, false), None);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
-/// Silence progress and summaries (errors are still printed).
+/// Silence progress and summaries (warnings and errors are still printed).
 pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
@@ -38,10 +38,9 @@ pub fn error(message: &str) {
     prefixed("error", "31", message);
 }
 
+/// Printed under `--quiet` too: quiet hides progress, not what the user should know.
 pub fn warning(message: &str) {
-    if !is_quiet() {
-        prefixed("warning", "33", message);
-    }
+    prefixed("warning", "33", message);
 }
 
 pub fn hint(message: &str) {

@@ -2,16 +2,18 @@
 //! one function package (dependencies at the root, then the app) or, with `--layer`, a
 //! layer (dependencies under `python/lib/python3.X/site-packages`) and an app-only zip.
 //!
-//! Settings, target, uv staging and bytecode are [`crate::build`]'s; this module decides
-//! where things go inside each zip, caches the dependency zips under a key of everything
-//! that shapes them (so an app-only edit starts no uv process and compresses only the
-//! app), and checks Lambda's size limits before writing anything.
+//! Settings, target, uv staging and bytecode are the staging plan's ([`crate::plan`]);
+//! this module is its zip side: it decides where things go inside each zip, caches the
+//! dependency zips under a key of everything that shapes them (so an app-only edit starts
+//! no uv process and compresses only the app), and checks Lambda's size limits before
+//! writing anything.
 
-use crate::build::{self, Plan, Source};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
 use crate::output;
+use crate::plan::{self, Encoder, Plan, Request};
+use crate::provenance::json_key;
 use crate::sink::zip::{self as zipsink, Entries, Part, Written};
 use crate::stage::{self, Distribution};
 use crate::tree::{self, Tree};
@@ -41,10 +43,8 @@ pub struct ZipRequest {
     /// The zip file; with `layer`, the directory for both zips.
     pub output: Option<PathBuf>,
     pub layer: bool,
-    pub package: Option<String>,
-    pub extras: Vec<String>,
-    pub all_extras: bool,
-    pub groups: Vec<String>,
+    /// Settings from the environment (`OCILAMBDA_*`), below the command line.
+    pub env: Settings,
     pub offline: bool,
 }
 
@@ -102,7 +102,7 @@ struct DepsLayout {
     prefix: String,
     /// Where Lambda will see the files.
     pyc_root: String,
-    /// Console scripts (`bin/`) are left out of a layer, as in the seed's recipe that
+    /// Console scripts (`bin/`) are left out of a layer, as in uv's AWS Lambda guide, which
     /// zips only `lib/`: nothing on Lambda runs them, and `bin/` is not on any path there.
     skip_bin: bool,
 }
@@ -255,18 +255,79 @@ fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static st
     }
 }
 
+/// The zip side of the staging plan: parts become zip entries under `layout`, kept in
+/// memory until the size check passes (a reused part is a cached zip already).
+struct ZipEncoder<'a> {
+    cache: &'a Cache,
+    plan: &'a Plan,
+    layout: &'a DepsLayout,
+}
+
+impl Encoder for ZipEncoder<'_> {
+    type Part = Staged;
+
+    fn cached(&self, _kind: &'static str, key: &str) -> Option<Staged> {
+        cached(self.cache, key).map(Staged::Reused)
+    }
+
+    fn encode(&self, kind: &'static str, _key: &str, dir: &Path) -> Result<Staged> {
+        let started = Instant::now();
+        let distributions = stage::distribution_sizes(dir, &self.plan.target)?;
+        let tree = staged_tree(dir, self.layout)?;
+        let entries = Entries::from_parts(&[Part::Tree(&tree)])?;
+        output::status(&format!(
+            "Staged {kind} ({}, {} files) in {}",
+            output::size(entries.unzipped_size()),
+            output::count(entries.files()),
+            output::duration(started.elapsed())
+        ));
+        Ok(Staged::Fresh {
+            entries,
+            distributions,
+        })
+    }
+
+    fn pyc_root(&self) -> &str {
+        &self.layout.pyc_root
+    }
+}
+
+/// Refuse outputs that would land in the app sources or replace a file zip did not write.
+fn check_outputs(plan: &Plan, outputs: &[(&'static str, PathBuf)]) -> Result<()> {
+    for (_, path) in outputs {
+        if plan.app_sources.would_ship(path) {
+            return Err(zipsink::OutputError::InAppSources(path.clone()).into());
+        }
+        zipsink::check_replaceable(path)?;
+    }
+    Ok(())
+}
+
+/// The budget check over every part and the app: total unzipped size.
+fn check_parts(parts: &[plan::Staged<Staged>], app: &Tree, layer: bool) -> Result<u64> {
+    let app_size = Entries::from_parts(&[Part::Tree(app)])?.unzipped_size();
+    let total = parts.iter().map(|p| p.part.unzipped_size()).sum::<u64>() + app_size;
+    let mut largest: Vec<Distribution> = parts
+        .iter()
+        .flat_map(|p| p.part.distributions().iter().cloned())
+        .collect();
+    largest.push(Distribution {
+        name: "app code".into(),
+        bytes: app_size,
+    });
+    check_budget(total, largest, layer)?;
+    Ok(total)
+}
+
 pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
     let started = Instant::now();
     let mut timings = BTreeMap::new();
     let cache = Cache::open()?;
-    let plan = build::prepare(
-        &Source {
+    let plan = plan::prepare(
+        &Request {
             project_dir: &req.project_dir,
             cli: &req.cli,
-            package: req.package.as_deref(),
-            extras: &req.extras,
-            all_extras: req.all_extras,
-            groups: &req.groups,
+            env: &req.env,
             offline: req.offline,
             bytecode_by_default: false,
         },
@@ -275,102 +336,43 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
     // <PROJECT_DIR>/.ocilambda as given (the workspace root with --package), where the
     // other commands look by default.
     let outputs = output_paths(&req, &plan.project.root)?;
-    for (_, path) in &outputs {
-        if plan.app_sources.would_ship(path) {
-            return Err(zipsink::OutputError::InAppSources(path.clone()).into());
-        }
-        zipsink::check_replaceable(path)?;
-    }
+    check_outputs(&plan, &outputs)?;
     let layout = DepsLayout::new(req.layer, plan.target.python);
-    let (deps_key, members_key) = part_keys(&plan, &layout)?;
-
-    let deps_cached = cached(&cache, &deps_key);
-    let members_cached = members_key.as_ref().map(|k| cached(&cache, k));
-    let need_uv = deps_cached.is_none() || matches!(members_cached, Some(None));
-    let exported = if need_uv {
-        Some(build::export(&plan)?)
-    } else {
-        None
-    };
+    let keys = part_keys(&plan, &layout)?;
     let staging = cache.temp_dir("zip-")?;
-
-    let stage_part = |kind: &'static str, members: bool| -> Result<(Staged, u64)> {
-        let started = Instant::now();
-        let exported = exported.as_ref().expect("uv ran: a part is missing");
-        let dir = staging.path().join(kind);
-        // Hard links from uv's cache: the staged files are only read, once, into a zip.
-        build::stage_into(&plan, exported, members, &dir, &layout.pyc_root, true)
-            .with_context(|| format!("installing the {kind} for the zip"))?;
-        let distributions = stage::distribution_sizes(&dir, &plan.target)?;
-        let tree = staged_tree(&dir, &layout)?;
-        let entries = Entries::from_parts(&[Part::Tree(&tree)])?;
-        output::status(&format!(
-            "Staged {kind} ({}, {} files) in {}",
-            output::size(entries.unzipped_size()),
-            output::count(entries.files()),
-            output::duration(started.elapsed())
-        ));
-        let staged = Staged::Fresh {
-            entries,
-            distributions,
-        };
-        Ok((staged, started.elapsed().as_millis() as u64))
+    let encoder = ZipEncoder {
+        cache: &cache,
+        plan: &plan,
+        layout: &layout,
     };
-    // Members and third-party dependencies are staged at once, as for the image layers.
-    let (deps, members) = std::thread::scope(|s| {
-        let members = s.spawn(|| -> Result<Option<(Staged, u64)>> {
-            match members_cached.clone() {
-                None => Ok(None),
-                Some(Some(c)) => Ok(Some((Staged::Reused(c), 0))),
-                Some(None) => stage_part("workspace", true).map(Some),
-            }
-        });
-        let deps = match deps_cached.clone() {
-            Some(c) => Ok((Staged::Reused(c), 0)),
-            None => stage_part("deps", false),
-        };
-        (deps, members.join().expect("members thread"))
-    });
-    let mut parts = vec![("deps", deps?, deps_key)];
-    if let (Some(m), Some(key)) = (members?, members_key) {
-        parts.push(("workspace", m, key));
-    }
-
-    let app_started = Instant::now();
-    let app = build::app_with_bytecode(&plan, &staging.path().join("app-pyc"), TASK_ROOT)?;
-    let app_size = Entries::from_parts(&[Part::Tree(&app)])?.unzipped_size();
-    timings.insert("app".into(), app_started.elapsed().as_millis() as u64);
+    let scratch = staging.path().join("app-pyc");
+    let staged = plan::stage_parts(&plan, &keys, &encoder, staging.path(), || {
+        let app_started = Instant::now();
+        let app = plan::app_with_bytecode(&plan, &scratch, TASK_ROOT)?;
+        Ok((app, app_started.elapsed().as_millis() as u64))
+    })?;
+    let (app, app_millis) = staged.app;
+    timings.insert("app".into(), app_millis);
+    let mut parts = vec![staged.deps];
+    parts.extend(staged.members);
 
     // The size check comes before any zip is written, the cache's included: a package
     // Lambda refuses is not worth compressing.
-    let total = parts
-        .iter()
-        .map(|(_, (p, _), _)| p.unzipped_size())
-        .sum::<u64>()
-        + app_size;
-    let mut largest: Vec<Distribution> = parts
-        .iter()
-        .flat_map(|(_, (p, _), _)| p.distributions().iter().cloned())
-        .collect();
-    largest.push(Distribution {
-        name: "app code".into(),
-        bytes: app_size,
-    });
-    check_budget(total, largest, req.layer)?;
+    let total = check_parts(&parts, &app, req.layer)?;
 
     let mut part_summaries = Vec::new();
     let mut part_zips = Vec::new();
-    for (kind, (staged, millis), key) in parts {
+    for p in parts {
         part_summaries.push(PartSummary {
-            kind,
-            unzipped_size: staged.unzipped_size(),
-            files: staged.files(),
-            reused: matches!(staged, Staged::Reused(_)),
-            millis,
+            kind: p.kind,
+            unzipped_size: p.part.unzipped_size(),
+            files: p.part.files(),
+            reused: p.reused,
+            millis: p.millis,
         });
-        let written = store(&cache, kind, staged, &key)?;
+        let written = store(&cache, p.kind, p.part, &p.key)?;
         part_zips.push(cache.blob_path(&written.digest)?);
-        timings.insert(kind.to_string(), millis);
+        timings.insert(p.kind.to_string(), p.millis);
     }
 
     let write_started = Instant::now();
@@ -392,7 +394,7 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
         unzipped_total: total,
         unzipped_limit: UNZIPPED_LIMIT,
         parts: part_summaries,
-        uv_version: exported.map(|(uv, _)| uv.version),
+        uv_version: staged.uv.map(|uv| uv.version),
         bytecode_interpreter: plan.interpreter.map(|i| i.version),
         timings_ms: timings,
     })
@@ -400,24 +402,13 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
 
 /// Cache keys of the dependency zip and, with local packages, the members zip: the
 /// staging inputs plus everything that shapes the zip bytes.
-fn part_keys(plan: &Plan, layout: &DepsLayout) -> Result<(String, Option<String>)> {
+fn part_keys(plan: &Plan, layout: &DepsLayout) -> Result<plan::PartKeys> {
     let mut inputs = plan.staging_inputs()?;
     inputs.insert("zip".into(), zipsink::FORMAT_VERSION.into());
     inputs.insert("prefix".into(), layout.prefix.clone().into());
     inputs.insert("pyc_root".into(), layout.pyc_root.clone().into());
     inputs.insert("skip_bin".into(), layout.skip_bin.into());
-    let deps_key = format!("zip-deps:{}", build::json_key(&inputs.into()));
-    let members_key = if plan.project.members.is_empty() {
-        None
-    } else {
-        Some(format!(
-            "zip-workspace:{}",
-            build::json_key(
-                &serde_json::json!({"deps": deps_key, "members": plan.member_hashes()?})
-            )
-        ))
-    };
-    Ok((deps_key, members_key))
+    plan.part_keys("zip-", format!("zip-deps:{}", json_key(&inputs.into())))
 }
 
 /// Compress a freshly staged part into the cache (a reused one is there already).

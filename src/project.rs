@@ -1,7 +1,7 @@
 //! The uv project on disk: pyproject.toml, uv.lock, workspace members, the handler and
 //! the app sources that go into the app layer. Reads only; never runs uv.
 
-use crate::config::Settings;
+use crate::config::{Settings, tool_settings};
 use crate::error::hint;
 use crate::target::{DEFAULT_PYTHON, LAMBDA_PYTHONS, PyVersion};
 use crate::tree::Tree;
@@ -127,18 +127,6 @@ fn read_pyproject(dir: &Path) -> Result<(PathBuf, toml::Table)> {
     Ok((path, table))
 }
 
-fn tool_settings(table: &toml::Table, path: &Path) -> Result<Settings> {
-    match table
-        .get("tool")
-        .and_then(|t| t.get("ocilambda"))
-        .map(|t| t.as_table())
-    {
-        None => Ok(Settings::default()),
-        Some(Some(t)) => Settings::from_table(t, path),
-        Some(None) => bail!("[tool.ocilambda] in {} must be a table", path.display()),
-    }
-}
-
 /// Local packages from uv.lock: (name, path relative to the root). uv records a local
 /// project's location as its `source` (`virtual`, `editable` or `directory`), and a local
 /// wheel or sdist file as a `path` source. `uv export` emits them all as local paths,
@@ -219,6 +207,8 @@ pub fn normalize_name(name: &str) -> String {
 }
 
 impl Project {
+    /// `package`: the member to build as given by a flag or the environment; without one,
+    /// the root's `package` setting, else the root itself.
     pub fn load(dir: &Path, package: Option<&str>) -> Result<Project> {
         let root =
             std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
@@ -238,7 +228,8 @@ impl Project {
         let locals = lock_local_packages(&lock_table);
 
         let mut settings = tool_settings(&root_table, &root_path)?;
-        let (dir, table) = match package {
+        let package = package.map(str::to_string).or(settings.package.clone());
+        let (dir, table) = match package.as_deref() {
             None => (root.clone(), root_table),
             Some(name) => {
                 let wanted = normalize_name(name);
@@ -293,7 +284,7 @@ impl Project {
             dir,
             name,
             version,
-            package: package.map(str::to_string),
+            package,
             requires_python,
             settings,
             lock,
@@ -314,10 +305,14 @@ impl Project {
     /// `--python-version` > the version in a `.../lambda/python:X.Y` base tag > the lower
     /// bound of requires-python when it is a Lambda version > 3.13; it must satisfy
     /// requires-python.
-    pub fn target_python(&self, explicit: Option<&str>, base: Option<&str>) -> Result<PyVersion> {
+    pub fn target_python(
+        &self,
+        explicit: Option<PyVersion>,
+        base: Option<&str>,
+    ) -> Result<PyVersion> {
         let specifiers = self.specifiers()?;
         let version = if let Some(v) = explicit {
-            v.parse()?
+            v
         } else if let Some(v) = base.and_then(version_from_base_tag) {
             v
         } else if let Some(v) = specifiers.as_ref().and_then(lower_bound) {
@@ -733,7 +728,7 @@ mod tests {
     fn target_python_precedence() {
         let p = project(Some(">=3.11"));
         assert_eq!(
-            p.target_python(Some("3.12"), None).unwrap(),
+            p.target_python(Some(PyVersion(3, 12)), None).unwrap(),
             PyVersion(3, 12)
         );
         assert_eq!(
@@ -754,7 +749,7 @@ mod tests {
             PyVersion(3, 13)
         );
         let err = project(Some(">=3.12"))
-            .target_python(Some("3.11"), None)
+            .target_python(Some(PyVersion(3, 11)), None)
             .unwrap_err();
         assert!(err.to_string().contains("`>=3.12`"), "{err}");
         assert!(err.to_string().contains("3.11"), "{err}");

@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,6 +32,8 @@ pub struct PushRequest {
     pub jobs: usize,
     pub insecure_registries: Vec<String>,
     pub ca_cert: Option<PathBuf>,
+    /// Settings from the environment (`OCILAMBDA_*`), above pyproject.toml.
+    pub env: Settings,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,27 +51,12 @@ pub struct PushSummary {
     pub millis: u64,
 }
 
-/// The `repository` setting: OCILAMBDA_REPOSITORY, else `[tool.ocilambda] repository` in
-/// the project's pyproject.toml (read on its own: pushing needs no uv.lock).
-fn configured_repository(project_dir: &Path) -> Result<Option<String>> {
-    let path = project_dir.join("pyproject.toml");
-    let from_file = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let table: toml::Table =
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-            match table
-                .get("tool")
-                .and_then(|t| t.get("ocilambda"))
-                .and_then(|t| t.as_table())
-            {
-                Some(tool) => Settings::from_table(tool, &path)?,
-                None => Settings::default(),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    Ok(from_file.overlaid_with(Settings::from_env()?).repository)
+/// The `repository` setting: the environment's, else `[tool.ocilambda] repository` in the
+/// project's pyproject.toml (read by the one settings reader, without loading the project:
+/// pushing needs no uv.lock).
+fn configured_repository(req: &PushRequest) -> Result<Option<String>> {
+    let from_file = crate::config::read_pyproject(&req.project_dir)?;
+    Ok(from_file.overlaid_with(req.env.clone()).repository)
 }
 
 /// Docker's tag grammar.
@@ -87,7 +74,7 @@ fn check_tag(tag: &str) -> Result<()> {
 pub fn destination(req: &PushRequest) -> Result<Destination> {
     let text = match &req.reference {
         Some(r) => r.clone(),
-        None => configured_repository(&req.project_dir)?.ok_or_else(|| {
+        None => configured_repository(req)?.ok_or_else(|| {
             hint(
                 "no repository to push to",
                 "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml",
@@ -335,6 +322,29 @@ mod tests {
     }
 
     #[test]
+    fn push_reads_pyproject_as_build_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname='x'\n[tool]\nocilambda = 'reg.example/fn'\n",
+        )
+        .unwrap();
+        let req = PushRequest {
+            project_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let err = destination(&req).unwrap_err();
+        assert!(err.to_string().contains("must be a table"), "{err}");
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname='x'\n[tool.ocilambda]\nrepositry = 'reg.example/fn'\n",
+        )
+        .unwrap();
+        let err = destination(&req).unwrap_err();
+        assert!(err.to_string().contains("unknown key `repositry`"), "{err}");
+    }
+
+    #[test]
     fn repository_comes_from_pyproject_when_no_ref() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -346,22 +356,26 @@ mod tests {
             project_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
-        // OCILAMBDA_REPOSITORY would take precedence; it is not set in unit tests.
-        if std::env::var_os("OCILAMBDA_REPOSITORY").is_none() {
-            let d = destination(&req).unwrap();
-            assert_eq!(
-                (d.registry.as_str(), d.tags[0].as_str()),
-                ("reg.example", "prod")
-            );
-        }
+        let d = destination(&req).unwrap();
+        assert_eq!(
+            (d.registry.as_str(), d.tags[0].as_str()),
+            ("reg.example", "prod")
+        );
+        // The environment's value wins over pyproject's.
+        let req = PushRequest {
+            env: Settings {
+                repository: Some("other.example/fn".into()),
+                ..Default::default()
+            },
+            ..req
+        };
+        assert_eq!(destination(&req).unwrap().registry, "other.example");
         let empty = tempfile::tempdir().unwrap();
         let req = PushRequest {
             project_dir: empty.path().to_path_buf(),
             ..Default::default()
         };
-        if std::env::var_os("OCILAMBDA_REPOSITORY").is_none() {
-            let err = destination(&req).unwrap_err();
-            assert_eq!(err.to_string(), "no repository to push to");
-        }
+        let err = destination(&req).unwrap_err();
+        assert_eq!(err.to_string(), "no repository to push to");
     }
 }

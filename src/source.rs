@@ -25,6 +25,7 @@ use std::sync::OnceLock;
 /// one sets up TLS.
 pub struct Remote {
     insecure: Vec<String>,
+    ca_cert: Option<std::path::PathBuf>,
     client: OnceLock<Client>,
 }
 
@@ -33,15 +34,22 @@ impl Remote {
     pub fn new(insecure: &[String]) -> Remote {
         Remote {
             insecure: insecure.to_vec(),
+            ca_cert: None,
             client: OnceLock::new(),
         }
+    }
+
+    /// Also trust this CA certificate (PEM) for registries (`--ca-cert`, SSL_CERT_FILE).
+    pub fn with_ca_cert(mut self, ca_cert: Option<std::path::PathBuf>) -> Remote {
+        self.ca_cert = ca_cert;
+        self
     }
 
     pub fn client(&self) -> Result<&Client> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let made = Client::new(&self.insecure, None)?;
+        let made = Client::new(&self.insecure, self.ca_cert.as_deref())?;
         Ok(self.client.get_or_init(|| made))
     }
 }

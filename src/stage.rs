@@ -4,6 +4,7 @@
 //! machine-independent (console-script shebangs, installer leftovers) and compiled to
 //! hash-based bytecode. uv is always a subprocess: we never resolve or install ourselves.
 
+use crate::config::Selection;
 use crate::error::hint;
 use crate::project::Project;
 use crate::target::Target;
@@ -101,22 +102,15 @@ pub struct Export {
     pub packages: Vec<String>,
 }
 
-pub struct Selection<'a> {
-    pub extras: &'a [String],
-    pub groups: &'a [String],
-    pub all_extras: bool,
-}
-
 /// Run `uv export --locked` (a stale lock is an error, unlike `--frozen`).
-pub fn export(uv: &Uv, project: &Project, sel: &Selection, offline: bool) -> Result<Export> {
+pub fn export(uv: &Uv, project: &Project, sel: &Selection) -> Result<Export> {
     let mut cmd = uv.command(&project.root);
-    if offline {
+    if sel.offline {
         cmd.arg("--offline");
     }
     cmd.args([
         "export",
         "--locked",
-        "--no-dev",
         "--no-editable",
         "--no-emit-project",
         "--emit-index-url",
@@ -125,16 +119,21 @@ pub fn export(uv: &Uv, project: &Project, sel: &Selection, offline: bool) -> Res
         "--no-header",
         "--quiet",
     ]);
+    // uv includes the dev group unless told otherwise, and `--no-dev` wins over
+    // `--group dev`: leave it out only when dev is asked for.
+    if !sel.wants_dev() {
+        cmd.arg("--no-dev");
+    }
     if let Some(p) = &project.package {
         cmd.args(["--package", p]);
     }
-    for e in sel.extras {
+    for e in &sel.extras {
         cmd.args(["--extra", e]);
     }
     if sel.all_extras {
         cmd.arg("--all-extras");
     }
-    for g in sel.groups {
+    for g in &sel.groups {
         cmd.args(["--group", g]);
     }
     let out = cmd.output().context("running `uv export`")?;

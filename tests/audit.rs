@@ -456,6 +456,106 @@ fn verify_refuses_an_image_without_provenance() {
     assert!(stderr(&out).contains("records no"));
 }
 
+/// `verify IMAGE PROJECT` with no other flag, asserted reproducible.
+fn assert_verifies(cache: &Path, layout: &Path, project: &Path, digest: &str) {
+    let out = cmd(
+        cache,
+        &[
+            "verify",
+            layout.to_str().unwrap(),
+            project.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout_raw(&out),
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), format!("reproducible {digest}"));
+}
+
+fn manifest_annotations(layout: &Path) -> Value {
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(blob_path(
+            layout,
+            index["manifests"][0]["digest"].as_str().unwrap(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    m["annotations"].clone()
+}
+
+#[test]
+fn verify_replays_include_and_exclude_without_repeating_them() {
+    let f = fixture();
+    let p = f.project("p");
+    std::fs::create_dir_all(p.join("src/notes")).unwrap();
+    std::fs::write(p.join("src/notes/readme.txt"), "shipped by --include\n").unwrap();
+    std::fs::write(p.join("src/pkgapp/scratch.py"), "LEFT_OUT = True\n").unwrap();
+    let layout = f.layout("img");
+    let digest = build(
+        &f.cache,
+        &p,
+        &layout,
+        &["--include", "notes/**", "--exclude", "pkgapp/scratch.py"],
+    );
+    assert_eq!(
+        manifest_annotations(&layout)["dev.ocilambda.settings"],
+        r#"{"exclude":["pkgapp/scratch.py"],"include":["notes/**"]}"#
+    );
+    assert_verifies(&f.cache, &layout, &p, &digest);
+
+    // A default build records no settings: its bytes are those of the pinned builds.
+    let plain = f.layout("plain");
+    build(&f.cache, &p, &plain, &[]);
+    assert!(manifest_annotations(&plain)["dev.ocilambda.settings"].is_null());
+}
+
+#[test]
+fn verify_replays_package_without_repeating_it() {
+    let f = fixture();
+    let ws = f.tmp.path().join("ws");
+    copy_project("workspace", &ws);
+    let layout = f.layout("img");
+    let digest = build(
+        &f.cache,
+        &ws,
+        &layout,
+        &["--package", "library", "--handler", "library.hello"],
+    );
+    assert_eq!(
+        manifest_annotations(&layout)["dev.ocilambda.settings"],
+        r#"{"package":"library"}"#
+    );
+    assert_verifies(&f.cache, &layout, &ws, &digest);
+}
+
+#[test]
+fn verify_refuses_an_unknown_recorded_architecture() {
+    let f = fixture();
+    let layout = good(&f, "sparc");
+    mutate(&layout, |_, c| c["architecture"] = "sparc".into(), None);
+    let out = cmd(
+        &f.cache,
+        &[
+            "verify",
+            layout.to_str().unwrap(),
+            f.project("q").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown architecture `sparc`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn provenance_annotations_record_the_build_without_machine_details() {
     let f = fixture();

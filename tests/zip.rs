@@ -812,3 +812,68 @@ fn a_name_that_is_not_utf8_can_be_excluded() {
             .any(|n| n.ends_with(".bin"))
     );
 }
+
+// ---------------------------------------------------------------------------
+// Selection: dependency groups (issue 9 item 23)
+// ---------------------------------------------------------------------------
+
+/// src-layout with its one dependency moved into the `dev` group, locked offline.
+fn dev_group_project(dest: &Path) {
+    copy_project("src-layout", dest);
+    let py = std::fs::read_to_string(dest.join("pyproject.toml")).unwrap();
+    let py = py.replace(
+        "dependencies = [\"six\"]",
+        "dependencies = []\n\n[dependency-groups]\ndev = [\"six\"]",
+    );
+    std::fs::write(dest.join("pyproject.toml"), py).unwrap();
+    let mut lock = Command::new("uv");
+    lock.args(["lock", "--offline", "--quiet"])
+        .current_dir(dest);
+    run_checked(lock);
+}
+
+fn zipped_names(zip: &Path) -> Vec<String> {
+    listing(zip)
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn group_dev_installs_the_dev_groups_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("p");
+    dev_group_project(&project);
+    let cache = tmp.path().join("cache");
+    let zip = project.join(".ocilambda/package.zip");
+
+    assert_ok(&run(zip_cmd(&cache, &project, &[])));
+    assert!(
+        !zipped_names(&zip).contains(&"six.py".to_string()),
+        "the dev group is left out by default"
+    );
+    assert_ok(&run(zip_cmd(&cache, &project, &["--group", "dev"])));
+    assert!(
+        zipped_names(&zip).contains(&"six.py".to_string()),
+        "--group dev installs the dev group"
+    );
+
+    // The same from [tool.ocilambda] and from the environment, without flags.
+    std::fs::remove_file(&zip).unwrap();
+    let mut cmd = zip_cmd(&cache, &project, &[]);
+    cmd.env("OCILAMBDA_GROUP", "dev");
+    assert_ok(&run(cmd));
+    assert!(zipped_names(&zip).contains(&"six.py".to_string()));
+    let py = std::fs::read_to_string(project.join("pyproject.toml")).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        py.replace(
+            "[tool.ocilambda]\n",
+            "[tool.ocilambda]\ngroup = [\"dev\"]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&zip).unwrap();
+    assert_ok(&run(zip_cmd(&cache, &project, &[])));
+    assert!(zipped_names(&zip).contains(&"six.py".to_string()));
+}

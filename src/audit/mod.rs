@@ -6,6 +6,7 @@
 use crate::cache::Cache;
 use crate::source::{self, Remote};
 use anyhow::Result;
+use std::path::Path;
 
 pub mod diff;
 pub mod inspect;
@@ -19,17 +20,25 @@ pub struct Report {
     pub ok: bool,
 }
 
-fn session(insecure: &[String]) -> Result<(Remote, Cache)> {
-    Ok((Remote::new(insecure), Cache::open()?))
+/// How the audits reach registries: hosts allowed over plain HTTP and an extra CA.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Access<'a> {
+    pub insecure: &'a [String],
+    pub ca_cert: Option<&'a Path>,
+}
+
+fn session(access: Access) -> Result<(Remote, Cache)> {
+    let remote = Remote::new(access.insecure).with_ca_cert(access.ca_cert.map(Into::into));
+    Ok((remote, Cache::open()?))
 }
 
 pub async fn inspect_command(
     image: &str,
     with_files: bool,
     json: bool,
-    insecure: &[String],
+    access: Access<'_>,
 ) -> Result<Report> {
-    let (remote, cache) = session(insecure)?;
+    let (remote, cache) = session(access)?;
     let opened = source::open(image, &remote, &cache).await?.image()?;
     let inspection = inspect::inspect(&opened, with_files, &remote, &cache).await?;
     let stdout = if json {
@@ -40,8 +49,8 @@ pub async fn inspect_command(
     Ok(Report { stdout, ok: true })
 }
 
-pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> Result<Report> {
-    let (remote, cache) = session(insecure)?;
+pub async fn diff_command(a: &str, b: &str, json: bool, access: Access<'_>) -> Result<Report> {
+    let (remote, cache) = session(access)?;
     let ia = source::open(a, &remote, &cache).await?.image()?;
     let ib = source::open(b, &remote, &cache).await?.image()?;
     ia.check_layout_blobs()?;
@@ -65,8 +74,8 @@ pub async fn diff_command(a: &str, b: &str, json: bool, insecure: &[String]) -> 
     })
 }
 
-pub async fn lint_command(image: &str, json: bool, insecure: &[String]) -> Result<Report> {
-    let (remote, cache) = session(insecure)?;
+pub async fn lint_command(image: &str, json: bool, access: Access<'_>) -> Result<Report> {
+    let (remote, cache) = session(access)?;
     let opened = source::open(image, &remote, &cache).await?;
     let findings = lint::lint(opened, &remote, &cache).await?;
     let errors = findings.iter().any(|f| f.severity == lint::Severity::Error);

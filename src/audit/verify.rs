@@ -1,13 +1,16 @@
 //! `ocilambda verify`: rebuild the project the way the image records it was built (base
-//! digest, SOURCE_DATE_EPOCH, handler, target, bytecode) and compare digests. A mismatch
-//! is explained by the provenance that differs and by the file-level diff.
+//! digest, SOURCE_DATE_EPOCH, handler, target, bytecode, and the app-file and selection
+//! settings when they were not the defaults) and compare digests. A mismatch is explained
+//! by the provenance that differs and by the file-level diff.
 
 use super::{Report, diff};
-use crate::build::{self, BuildRequest, provenance};
+use crate::build::{self, BuildRequest};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
+use crate::provenance::{self, Choices};
 use crate::source::{self, Image, Remote};
+use crate::target::Arch;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -15,13 +18,53 @@ use std::path::PathBuf;
 pub struct VerifyRequest {
     pub image: String,
     pub project_dir: PathBuf,
+    /// Settings given on the command line: they win over what the image records.
     pub cli: Settings,
-    pub package: Option<String>,
-    pub extras: Vec<String>,
-    pub all_extras: bool,
-    pub groups: Vec<String>,
+    /// Settings from the environment (`OCILAMBDA_*`), below what the image records.
+    pub env: Settings,
     pub insecure_registries: Vec<String>,
+    pub ca_cert: Option<PathBuf>,
+    /// Rebuild without touching the network (base and packages must be cached).
+    pub offline: bool,
+    /// Resolve the recorded base again even if a resolution is cached.
+    pub pull: bool,
     pub json: bool,
+}
+
+/// The architecture the image's config records; an image without one, or with one Lambda
+/// does not run, is refused rather than rebuilt for a guess.
+fn recorded_arch(image: &Image) -> Result<Arch> {
+    let name = image.config["architecture"].as_str().ok_or_else(|| {
+        hint(
+            format!("{} records no architecture in its config", image.label),
+            "verify rebuilds for the recorded architecture; this image was not built by ocilambda",
+        )
+    })?;
+    name.parse::<Arch>()
+        .with_context(|| format!("the architecture {} records", image.label))
+}
+
+/// What the image records about how it was built, as settings for the rebuild.
+fn recorded_settings(image: &Image, base_name: String) -> Result<Settings> {
+    let choices = Choices::from_annotation(image.annotation(provenance::CHOICES))?;
+    Ok(Settings {
+        base: Some(base_name),
+        handler: image.annotation(provenance::HANDLER).map(str::to_string),
+        python_version: image
+            .annotation(provenance::PYTHON)
+            .map(str::parse)
+            .transpose()?,
+        arch: Some(recorded_arch(image)?),
+        compile_bytecode: image.annotation(provenance::BYTECODE).map(|b| b != "off"),
+        include: choices.include,
+        exclude: choices.exclude,
+        package: choices.package,
+        // An image records every selection: none recorded means none.
+        extras: Some(choices.extras),
+        all_extras: Some(choices.all_extras),
+        groups: Some(choices.groups),
+        ..Default::default()
+    })
 }
 
 fn required<'a>(image: &'a Image, key: &str) -> Result<&'a str> {
@@ -48,7 +91,7 @@ const EXPLAINING: &[(&str, &str)] = &[
 ];
 
 pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
-    let remote = Remote::new(&req.insecure_registries);
+    let remote = Remote::new(&req.insecure_registries).with_ca_cert(req.ca_cert.clone());
     let cache = Cache::open()?;
     let image = source::open(&req.image, &remote, &cache).await?.image()?;
     image.check_layout_blobs()?;
@@ -59,32 +102,21 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
         .with_context(|| format!("reading the image's creation time `{created}`"))?
         .unix_timestamp()
         .max(0) as u64;
-    let arch = match image.config["architecture"].as_str() {
-        Some("arm64") => "arm64",
-        _ => "x86_64",
-    };
     // What the image records wins over the project's configuration; the flags given to
-    // verify win over both (to replay a build made with flags).
-    let recorded = Settings {
-        base: Some(base_name),
-        handler: image.annotation(provenance::HANDLER).map(str::to_string),
-        python_version: image.annotation(provenance::PYTHON).map(str::to_string),
-        arch: Some(arch.to_string()),
-        compile_bytecode: image.annotation(provenance::BYTECODE).map(|b| b != "off"),
-        ..Default::default()
-    };
+    // verify win over both (to replay a build made with flags the image does not record).
+    let recorded = recorded_settings(&image, base_name)?;
     let scratch = cache.temp_dir("verify-")?;
     let output = scratch.path().join("image");
     let summary = build::build(BuildRequest {
         project_dir: req.project_dir.clone(),
         cli: recorded.overlaid_with(req.cli.clone()),
+        env: req.env.clone(),
         output: Some(output.clone()),
-        package: req.package.clone(),
-        extras: req.extras.clone(),
-        all_extras: req.all_extras,
-        groups: req.groups.clone(),
         insecure_registries: req.insecure_registries.clone(),
-        epoch: Some(epoch),
+        ca_cert: req.ca_cert.clone(),
+        offline: req.offline,
+        pull: req.pull,
+        epoch,
         base_digest: Some(base_digest),
         ..Default::default()
     })

@@ -48,6 +48,8 @@ pub struct InvokeOptions {
     /// `--memory` was given: say so when it cannot be enforced.
     pub memory_explicit: bool,
     pub insecure_registries: Vec<String>,
+    /// An extra CA certificate (PEM) to trust for registries.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// How an invocation ended, as the Invoke API tells its caller.
@@ -245,7 +247,7 @@ impl Function {
         let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
         let user_env = parse_env(&opts.env)?;
         let cache = Cache::open()?;
-        let remote = Remote::new(&opts.insecure_registries);
+        let remote = Remote::new(&opts.insecure_registries).with_ca_cert(opts.ca_cert.clone());
         let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
         image::check_arch(&image)?;
         let run = RunConfig::of(&image.config, &image.label)?;

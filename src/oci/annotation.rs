@@ -16,3 +16,6 @@ pub const PYTHON: &str = "dev.ocilambda.python";
 pub const UV: &str = "dev.ocilambda.uv";
 pub const BYTECODE: &str = "dev.ocilambda.bytecode";
 pub const SETTINGS: &str = "dev.ocilambda.settings.sha256";
+/// The app-file and selection settings as canonical JSON, only when any differs from the
+/// default (so default builds keep their bytes): what `verify` replays.
+pub const CHOICES: &str = "dev.ocilambda.settings";
