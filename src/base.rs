@@ -7,7 +7,7 @@ use crate::cache::Cache;
 use crate::error::hint;
 use crate::registry::{Client, Reference};
 use crate::source;
-use crate::target::Arch;
+use crate::target::{Arch, PyVersion};
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
@@ -215,6 +215,104 @@ pub async fn resolve(
         pinned,
         from_cache,
     })
+}
+
+/// The base runs another Python than the build targets: its wheels (cp3N, manylinux_2_NN)
+/// and bytecode would not load there.
+#[derive(Debug)]
+pub struct PythonMismatch {
+    pub base: String,
+    pub base_python: PyVersion,
+    pub target: PyVersion,
+}
+
+impl std::fmt::Display for PythonMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "base {} runs Python {}, but the build targets Python {}",
+            self.base, self.base_python, self.target
+        )
+    }
+}
+
+impl std::error::Error for PythonMismatch {}
+
+/// Refuse a base whose tag (`…/python:X.Y[-suffix]`) names another Python than `target`.
+/// Checked before anything is installed.
+pub fn check_tag_python(base: &str, target: PyVersion) -> Result<()> {
+    match crate::project::version_from_base_tag(base) {
+        Some(v) if v != target => Err(PythonMismatch {
+            base: crate::registry::name::redact(base).into_owned(),
+            base_python: v,
+            target,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// The Python the base runs, from its files when its tag says nothing (a digest pin): the
+/// interpreter `/var/lang/bin/python3.N` of Lambda's images, looked for from the top layer
+/// down, fetching only the layers it reads. Remembered per base manifest, so this costs
+/// one download per base. `None`: not a Lambda-style base, or offline without the layers.
+pub async fn runtime_python(
+    client: &Client,
+    cache: &Cache,
+    base: &BaseImage,
+    offline: bool,
+) -> Result<Option<PyVersion>> {
+    let key = format!("base-python:{}", base.manifest_digest);
+    if let Some(found) = cache.record_get::<Option<(u32, u32)>>(&key) {
+        return Ok(found.map(|(a, b)| PyVersion(a, b)));
+    }
+    for layer in base.layers.iter().rev() {
+        if !cache.has_blob(&layer.digest) {
+            if offline {
+                return Ok(None);
+            }
+            let path = cache.blob_path(&layer.digest)?;
+            client
+                .get_blob_to(
+                    base.reference.registry(),
+                    base.reference.repository(),
+                    &layer.digest,
+                    layer.size,
+                    &path,
+                )
+                .await?;
+            cache.mark_verified(&layer.digest);
+        }
+        if let Some(v) = python_in_layer(cache, &layer.digest, &layer.media_type)? {
+            cache.record_put(&key, &Some((v.0, v.1)))?;
+            return Ok(Some(v));
+        }
+    }
+    cache.record_put(&key, &None::<(u32, u32)>)?;
+    Ok(None)
+}
+
+fn python_in_layer(cache: &Cache, digest: &str, media_type: &str) -> Result<Option<PyVersion>> {
+    let path = cache.blob_path(digest)?;
+    let mut found = None;
+    crate::layer::read_file(
+        &path,
+        media_type,
+        &mut crate::layer::Budget::lambda(),
+        |entry| {
+            if let crate::layer::Op::Put(p) = &entry.op
+                && let Some(minor) = p
+                    .to_str()
+                    .and_then(|p| p.strip_prefix("var/lang/bin/python3."))
+                    .and_then(|m| m.parse().ok())
+            {
+                found = Some(PyVersion(3, minor));
+            }
+            Ok(())
+        },
+    )
+    .with_context(|| format!("reading base layer {digest}"))?;
+    Ok(found)
 }
 
 /// Make sure every base layer blob is in the cache (for `--complete`), verified.

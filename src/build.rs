@@ -265,6 +265,18 @@ async fn stage_on_base(
     let (plan, staged) = staged.context("the staging thread panicked")?;
     let (base, base_time) = base;
     let base = base?;
+    // A base pinned by digest says nothing of its Python in its name: ask its files.
+    if crate::project::version_from_base_tag(&resolve_ref).is_none()
+        && let Some(v) = base::runtime_python(client, cache, &base, req.offline).await?
+        && v != plan.target.python
+    {
+        return Err(base::PythonMismatch {
+            base: crate::registry::name::redact(&resolve_ref).into_owned(),
+            base_python: v,
+            target: plan.target.python,
+        }
+        .into());
+    }
     let (layers, uv_version) = staged?;
     output::status(&format!(
         "Resolved base {} to {} (linux/{}{})",
@@ -369,6 +381,8 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
         // <PROJECT_DIR>/.ocilambda/image as given (the workspace root with --package),
         // where push and invoke look by default.
         .unwrap_or_else(|| plan.project.root.join(".ocilambda").join("image"));
+    // A base tag that names another Python fails before uv installs anything.
+    base::check_tag_python(&base_refs(&plan, &req)?.0, plan.target.python)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
     let staged = stage_on_base(plan, &req, &client, &cache).await?;
 

@@ -39,6 +39,13 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         {
             return Some(ARCH_HINT.into());
         }
+        if let Some(e) = cause.downcast_ref::<crate::base::PythonMismatch>() {
+            return Some(format!(
+                "use the base of Python {t} (e.g. public.ecr.aws/lambda/python:{t}), or build for the base's Python with --python-version {b}",
+                t = e.target,
+                b = e.base_python
+            ));
+        }
         if let Some(e) = cause.downcast_ref::<crate::handler::NotDefined>() {
             return Some(handler_hint(e));
         }

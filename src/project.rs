@@ -633,7 +633,7 @@ fn matches_self_or_parent(set: &globset::GlobSet, rel: &[u8]) -> bool {
     }
 }
 
-fn version_from_base_tag(base: &str) -> Option<PyVersion> {
+pub fn version_from_base_tag(base: &str) -> Option<PyVersion> {
     let base = base.split('@').next()?;
     let (name, tag) = base.rsplit_once(':')?;
     if !name.ends_with("lambda/python") {

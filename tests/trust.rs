@@ -173,3 +173,55 @@ fn a_handler_function_the_module_does_not_define_is_refused_naming_what_it_does_
         "nothing written"
     );
 }
+
+#[test]
+fn a_base_of_another_python_than_the_target_is_refused_by_tag_and_by_its_files() {
+    let (_tmp, project, cache) = setup();
+    let mut cmd = ocilambda(&cache);
+    cmd.arg("build").arg(&project).args([
+        "--base",
+        &stand_in_base("3.11"),
+        "--python-version",
+        "3.12",
+        "--no-compile-bytecode",
+    ]);
+    assert_user_error(
+        &run(cmd),
+        "runs Python 3.11, but the build targets Python 3.12",
+    );
+    assert!(
+        !project.join(".ocilambda/image").exists(),
+        "nothing written"
+    );
+
+    // Pinned by digest, the name says nothing: the base's interpreter does.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}", stand_in_base("3.11")),
+    ]);
+    let pinned = format!(
+        "{}/lambda/python@sha256:{}",
+        shared_registry().addr,
+        sha256_hex(&raw.stdout)
+    );
+    let mut cmd = ocilambda(&cache);
+    cmd.arg("build").arg(&project).args([
+        "--base",
+        &pinned,
+        "--python-version",
+        "3.12",
+        "--no-compile-bytecode",
+    ]);
+    assert_user_error(
+        &run(cmd),
+        "runs Python 3.11, but the build targets Python 3.12",
+    );
+    // The same pin for the Python it runs builds.
+    let mut cmd = ocilambda(&cache);
+    cmd.arg("build")
+        .arg(&project)
+        .args(["--base", &pinned, "--python-version", "3.11"]);
+    assert_ok(&run(cmd));
+}

@@ -245,6 +245,12 @@ pub static CHECKS: &[Check] = &[
         run: bytecode_version,
     },
     Check {
+        id: "python-version",
+        severity: Severity::Error,
+        fix: "build for the base's Python (its tag python:X.Y), or use the base of the Python you target",
+        run: python_version,
+    },
+    Check {
         id: "bytecode-hash",
         severity: Severity::Warning,
         fix: "compile unchecked-hash .pyc (ocilambda build does)",
@@ -570,11 +576,46 @@ fn python_minor(view: &View) -> Option<u32> {
     })
 }
 
+/// The image was built for the Python its base runs: the target recorded by ocilambda, and
+/// the CPython tags of extension modules under /var/task (`*.cpython-312-….so`), against
+/// the interpreter in /var/lang/bin. A cp312 wheel on a 3.11 base fails at import.
+fn python_version(s: &Subject) -> Vec<String> {
+    let Some(base) = s
+        .view
+        .files
+        .keys()
+        .filter_map(|p| p.strip_prefix("var/lang/bin/python3."))
+        .find_map(|v| v.parse::<u32>().ok())
+    else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let recorded = s.manifest["annotations"][crate::oci::annotation::PYTHON].as_str();
+    if let Some(target) = recorded
+        && target != format!("3.{base}")
+    {
+        found.push(format!(
+            "the image was built for Python {target}, but its base runs Python 3.{base}"
+        ));
+    }
+    let foreign: Vec<String> = function_files(s)
+        .filter(|(p, i)| i.kind == Kind::File && p.ends_with(".so"))
+        .filter(|(p, _)| cache_tag_minor(p).is_some_and(|m| m != base))
+        .map(|(p, _)| format!("/{p}"))
+        .collect();
+    found.extend(listing(foreign, |n, some| {
+        format!(
+            "{n} extension modules are built for another Python than the base's 3.{base}: {some}"
+        )
+    }));
+    found
+}
+
+/// The minor version in a CPython tag: `x.cpython-311.pyc`, `x.cpython-312-x86_64-linux-gnu.so`.
 fn cache_tag_minor(path: &str) -> Option<u32> {
-    path.split(".cpython-3")
-        .nth(1)
-        .and_then(|t| t.split('.').next())
-        .and_then(|m| m.parse().ok())
+    let tag = path.split(".cpython-3").nth(1)?;
+    let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 fn pycs(s: &Subject) -> impl Iterator<Item = (&String, &FileInfo)> {
@@ -839,6 +880,24 @@ mod tests {
             let s = image_with(&[tar_of(APP)], edit);
             assert_eq!(ids(&s), [id]);
         }
+    }
+
+    #[test]
+    fn an_image_built_for_another_python_than_its_base_is_reported() {
+        let s = image_with(&[tar_of(APP)], |s| {
+            s.manifest["annotations"] = json!({crate::oci::annotation::PYTHON: "3.12"})
+        });
+        assert_eq!(ids(&s), ["python-version"]);
+        let same = image_with(&[tar_of(APP)], |s| {
+            s.manifest["annotations"] = json!({crate::oci::annotation::PYTHON: "3.11"})
+        });
+        assert_eq!(ids(&same), Vec::<&str>::new());
+        let wheel: &[E] = &[E::File(
+            "var/task/numpy/_core.cpython-312-x86_64-linux-gnu.so",
+            0o755,
+            "elf",
+        )];
+        assert_eq!(ids(&image(&[APP, wheel])), ["python-version"]);
     }
 
     #[test]
