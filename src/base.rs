@@ -34,31 +34,7 @@ pub struct Fetch {
     pub tag_ttl: Duration,
 }
 
-pub fn parse_reference(text: &str) -> Result<Reference> {
-    // Our own parser (registry::name), not oci-spec's: compiling oci-spec's reference
-    // regex costs ~30 ms, most of an app-only rebuild.
-    let n = crate::registry::name::parse(text).map_err(|e| {
-        use crate::registry::name::{NameError, redact};
-        hint(
-            format!("invalid image reference `{}`: {e}", redact(text)),
-            match e {
-                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
-                _ => "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13",
-            },
-        )
-    })?;
-    Ok(match (n.tag, n.digest) {
-        (Some(tag), Some(digest)) => {
-            Reference::with_tag_and_digest(n.registry, n.repository, tag, digest)
-        }
-        (None, Some(digest)) => Reference::with_digest(n.registry, n.repository, digest),
-        (tag, None) => Reference::with_tag(
-            n.registry,
-            n.repository,
-            tag.unwrap_or_else(|| "latest".into()),
-        ),
-    })
-}
+pub use crate::registry::parse_reference;
 
 async fn manifest_by_digest(
     client: &Client,

@@ -308,7 +308,7 @@ fn sbom_referrer(
     cache: &Cache,
     image: &image::Image,
     epoch: u64,
-) -> Result<sink::layout::Referrer> {
+) -> Result<crate::image::Referrer> {
     let mut dists = Vec::new();
     for l in s.layers.iter().filter(|l| l.kind != "app") {
         dists.extend(crate::sbom::distributions_in_layer(

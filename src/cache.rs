@@ -163,7 +163,7 @@ impl Cache {
         let dir = path.parent().context("cache path has no parent")?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(bytes)?;
-        persist_readable(tmp, path)
+        crate::fs::persist_readable(tmp, path)
     }
 
     fn key_path(&self, kind: &str, key: &str) -> PathBuf {
@@ -214,17 +214,6 @@ impl Cache {
     pub fn record_put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         self.write_atomic(&self.key_path("layers", key), &serde_json::to_vec(value)?)
     }
-}
-
-/// Rename a finished temp file into place as 0644: tempfile creates 0600, and layout
-/// blobs (hard links to cache blobs) must be readable by whoever unpacks or pushes them.
-pub fn persist_readable(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 /// What identifies one version of a file's bytes without reading them.

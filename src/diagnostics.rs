@@ -3,15 +3,15 @@
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
 use crate::layer::LayerError;
+use crate::oci::layout::LayoutError;
 use crate::project::AppSourceError;
 use crate::registry::{BodyKind, RegistryError};
-use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
 use crate::tree::LinkError;
 
 /// The hint for a reference refused because it holds credentials
 /// ([`crate::registry::name::NameError::Credentials`]), for the commands that parse one.
-pub const CREDENTIALS_IN_REFERENCE: &str = "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]";
+const CREDENTIALS_IN_REFERENCE: &str = "an image reference holds no credentials: log in with `ocilambda login REGISTRY --username ... --password-stdin` (or `docker login`) and use REGISTRY/REPOSITORY[:TAG]";
 
 /// The hint for a command-line value refused by its type (`--arch`, `--python-version`).
 pub fn value_hint(err: &(dyn std::error::Error + 'static)) -> Option<String> {
@@ -38,6 +38,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             .is_some()
         {
             return Some(ARCH_HINT.into());
+        }
+        if let Some(e) = cause.downcast_ref::<crate::registry::name::InvalidReference>() {
+            return Some(match e.error {
+                crate::registry::name::NameError::Credentials => CREDENTIALS_IN_REFERENCE.into(),
+                _ => "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13".into(),
+            });
         }
         if let Some(e) = cause.downcast_ref::<crate::base::PythonMismatch>() {
             return Some(format!(

@@ -35,6 +35,16 @@ pub struct Image {
 
 pub use crate::oci::{canonical_json, rfc3339};
 
+/// An artifact that refers to the image (OCI 1.1 `subject`), e.g. its SBOM: listed in
+/// `index.json` next to the image, as OCI layouts hold referrers.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    pub manifest: Vec<u8>,
+    pub artifact_type: String,
+    /// Every blob the manifest references (config and layers).
+    pub blobs: Vec<Vec<u8>>,
+}
+
 pub fn assemble(
     base: &BaseImage,
     new_layers: &[NewLayer],

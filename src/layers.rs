@@ -114,7 +114,7 @@ pub fn write(tree: &Tree, mtime: u64, blob_dir: &Path) -> Result<Layer> {
     file.flush()?;
     drop(file);
     let target = blob_dir.join(crate::digest::hex_part(&digest)?);
-    crate::cache::persist_readable(tmp, &target)?;
+    crate::fs::persist_readable(tmp, &target)?;
     Ok(Layer {
         digest,
         diff_id,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod digest;
 pub mod error;
+pub mod fs;
 pub mod handler;
 pub mod image;
 pub mod invoke;

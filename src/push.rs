@@ -81,16 +81,7 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
             )
         })?,
     };
-    let reference = crate::registry::name::parse(&text).map_err(|e| {
-        use crate::registry::name::{NameError, redact};
-        hint(
-            format!("invalid image reference `{}`: {e}", redact(&text)),
-            match e {
-                NameError::Credentials => crate::diagnostics::CREDENTIALS_IN_REFERENCE,
-                _ => "use REGISTRY/REPOSITORY[:TAG], e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/my-function:v1",
-            },
-        )
-    })?;
+    let reference = crate::registry::name::parse_checked(&text)?;
     if reference.digest.is_some() {
         bail!(hint(
             format!("`{text}` names a digest; a push can only write tags"),
@@ -311,7 +302,7 @@ mod tests {
     fn bad_references_and_tags_are_refused_with_a_hint() {
         for bad in ["127.0.0.1:5000/App Name", "reg.example/app::x"] {
             let err = destination(&request(bad)).unwrap_err();
-            assert!(crate::error::find_hint(&err).is_some(), "{bad}");
+            assert!(crate::diagnostics::hint(&err).is_some(), "{bad}");
         }
         let digest = format!("reg.example/app@sha256:{}", "a".repeat(64));
         let err = destination(&request(&digest)).unwrap_err();

@@ -17,7 +17,7 @@ use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
+pub const MEDIA_TYPE: &str = crate::oci::media::CYCLONEDX_JSON;
 
 /// One installed distribution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ pub fn referrer(
     subject_digest: &str,
     subject_size: usize,
     epoch: u64,
-) -> Result<crate::sink::layout::Referrer> {
+) -> Result<crate::image::Referrer> {
     const EMPTY: &[u8] = b"{}";
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -261,7 +261,7 @@ pub fn referrer(
         },
         "annotations": {"org.opencontainers.image.created": crate::image::rfc3339(epoch)?},
     });
-    Ok(crate::sink::layout::Referrer {
+    Ok(crate::image::Referrer {
         manifest: crate::image::canonical_json(&manifest),
         artifact_type: MEDIA_TYPE.to_string(),
         blobs: vec![EMPTY.to_vec(), sbom.to_vec()],

@@ -11,10 +11,11 @@
 //! Not here: the base a build starts from ([`crate::base`]: tag cache, `--offline`), or
 //! writing images ([`crate::sink`]).
 
-use crate::base::{Descriptor, parse_reference};
-use crate::build::provenance;
 use crate::cache::Cache;
 use crate::error::hint;
+use crate::oci::Descriptor;
+use crate::oci::annotation as provenance;
+use crate::registry::parse_reference;
 use crate::registry::{Client, Reference};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -181,22 +182,6 @@ fn parse_json(bytes: &[u8], what: &str, label: &str) -> Result<Value> {
     serde_json::from_slice(bytes).with_context(|| format!("the {what} of {label} is not JSON"))
 }
 
-fn layout_blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
-    Ok(dir
-        .join("blobs/sha256")
-        .join(crate::digest::hex_part(digest)?))
-}
-
-/// A layout blob's bytes, checked against its digest.
-fn read_layout_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
-    let path = layout_blob_path(dir, digest)?;
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    if crate::digest::of_bytes(&bytes) != digest {
-        return Err(crate::sink::layout::LayoutError::CorruptBlob(path).into());
-    }
-    Ok(bytes)
-}
-
 /// Fetch a blob of `from`'s repository into the cache (verified) and read it: for small
 /// blobs (configs) the cache lacks.
 pub async fn fetch_small_blob(
@@ -248,7 +233,7 @@ pub fn select_platform(
     Ok(digest.to_string())
 }
 
-/// The manifest a layout tags (see [`crate::sink::layout::read_manifest_digest`]):
+/// The manifest a layout tags (see [`crate::oci::layout::read_manifest_digest`]):
 /// its digest and exact bytes, checked against each other.
 fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
     if !dir.join("index.json").is_file() {
@@ -260,8 +245,8 @@ fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
             "build one with `ocilambda build`, or give a registry reference"
         ));
     }
-    let digest = crate::sink::layout::read_manifest_digest(dir)?;
-    let bytes = read_layout_blob(dir, &digest).context("reading its manifest")?;
+    let digest = crate::oci::layout::read_manifest_digest(dir)?;
+    let bytes = crate::oci::layout::read_blob(dir, &digest).context("reading its manifest")?;
     Ok((digest, bytes))
 }
 
@@ -280,7 +265,7 @@ pub fn open_layout(dir: &Path) -> Result<Image> {
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .with_context(|| format!("the manifest of {label} has no config"))?;
-    let config_bytes = read_layout_blob(dir, config_digest)
+    let config_bytes = crate::oci::layout::read_blob(dir, config_digest)
         .with_context(|| format!("reading the config of {label}"))?;
     Ok(Image {
         config: parse_json(&config_bytes, "config", &label)?,
@@ -328,7 +313,7 @@ impl Index {
     ) -> Result<Image> {
         let digest = select_platform(&self.manifest, arch, missing)?;
         let bytes = match &self.origin {
-            Origin::Layout(dir) => read_layout_blob(dir, &digest)
+            Origin::Layout(dir) => crate::oci::layout::read_blob(dir, &digest)
                 .with_context(|| format!("reading the linux/{arch} manifest of {}", self.label))?,
             Origin::Registry(r) => {
                 let pinned = Reference::with_digest(
@@ -371,7 +356,7 @@ impl Image {
             .as_str()
             .with_context(|| format!("the manifest of {label} has no config"))?;
         let config_bytes = match &origin {
-            Origin::Layout(dir) => read_layout_blob(dir, config_digest),
+            Origin::Layout(dir) => crate::oci::layout::read_blob(dir, config_digest),
             Origin::Registry(r) => match cache.read_blob(config_digest) {
                 Some(bytes) => Ok(bytes),
                 None => fetch_small_blob(remote.client()?, cache, r, config_digest).await,
@@ -426,14 +411,14 @@ impl Image {
             return Ok(());
         };
         for (_, digest, _) in self.layers() {
-            let path = layout_blob_path(dir, &digest)?;
+            let path = crate::oci::layout::blob_path(dir, &digest)?;
             if !path.is_file() {
                 continue;
             }
             let actual = crate::digest::of_file(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             if actual != digest {
-                return Err(crate::sink::layout::LayoutError::CorruptBlob(path).into());
+                return Err(crate::oci::layout::LayoutError::CorruptBlob(path).into());
             }
         }
         Ok(())
@@ -449,7 +434,7 @@ impl Image {
     /// file is not hashed here (see [`Image::blob`]).
     pub fn locate(&self, digest: &str, cache: &Cache) -> Result<Location> {
         if let Origin::Layout(dir) = &self.origin {
-            let path = layout_blob_path(dir, digest)?;
+            let path = crate::oci::layout::blob_path(dir, digest)?;
             if path.is_file() {
                 return Ok(Location::Layout(path));
             }
@@ -485,7 +470,7 @@ impl Image {
                 let actual = crate::digest::of_file(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 if actual != digest {
-                    return Err(crate::sink::layout::LayoutError::CorruptBlob(path).into());
+                    return Err(crate::oci::layout::LayoutError::CorruptBlob(path).into());
                 }
                 Ok(LocalBlob {
                     path,

@@ -10,6 +10,8 @@ pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_NONDISTRIBUTABLE_GZIP: &str =
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// The artifact type of the CycloneDX SBOM ocilambda attaches to its images.
+pub const CYCLONEDX_JSON: &str = "application/vnd.cyclonedx+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";

@@ -1,9 +1,10 @@
 //! The OCI vocabulary at the bottom of the house: media types with one predicate per
 //! question, descriptors, annotation keys, platforms and the architecture mapping,
-//! canonical JSON and timestamps. It imports nothing else of ocilambda's, so every layer
-//! above can use it; nothing here does I/O.
+//! canonical JSON and timestamps, and reading OCI layouts. It imports nothing of
+//! ocilambda's but [`crate::digest`], so every layer above can use it.
 
 pub mod annotation;
+pub mod layout;
 pub mod media;
 pub mod platform;
 

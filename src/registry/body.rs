@@ -208,7 +208,7 @@ impl Pipe {
 async fn keep(mut tee: Tee) -> anyhow::Result<()> {
     tee.file.flush().await?;
     drop(tee.file);
-    crate::cache::persist_readable(tee.tmp, &tee.dest)
+    crate::fs::persist_readable(tee.tmp, &tee.dest)
 }
 
 fn into_body(pipe: Pipe) -> reqwest::Body {

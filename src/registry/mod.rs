@@ -15,6 +15,7 @@ mod body;
 pub mod credentials;
 mod error;
 pub mod name;
+pub use name::parse_reference;
 mod tls;
 
 use anyhow::{Context, Result, bail};
@@ -771,7 +772,7 @@ impl Client {
             if got != digest {
                 bail!("{what}: content digest {got} does not match; refusing the download");
             }
-            crate::cache::persist_readable(tmp, dest)?;
+            crate::fs::persist_readable(tmp, dest)?;
             return Ok(len);
         }
     }

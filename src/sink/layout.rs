@@ -8,21 +8,22 @@
 //! manifest to reference blobs the layout does not hold, and pushing fetches them lazily.
 
 use crate::cache::Cache;
-use crate::image::Image;
+use crate::image::{Image, Referrer};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-pub const REF_NAME: &str = "latest";
+pub use crate::oci::layout::{LayoutError, REF_NAME};
+use crate::oci::layout::{entry_digest, read_index, ref_name};
 
 /// The annotation every image ocilambda builds carries; an image tagged [`REF_NAME`]
 /// without it belongs to someone else and is never replaced.
-const OWN_IMAGE_MARK: &str = crate::build::provenance::VERSION;
+const OWN_IMAGE_MARK: &str = crate::oci::annotation::VERSION;
 
 /// The artifact type of the referrers ocilambda attaches (the SBOM): when the image they
 /// refer to is replaced, they go with it.
-const OWN_REFERRER_TYPE: &str = crate::sbom::MEDIA_TYPE;
+const OWN_REFERRER_TYPE: &str = crate::oci::media::CYCLONEDX_JSON;
 
 /// Put a cache blob into the layout as a file of its own: a reflink where the file system
 /// offers one (instant, no extra space until either side changes), a copy otherwise. Never
@@ -62,17 +63,7 @@ fn put_bytes(blobs: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".blob.tmp-")
         .tempfile_in(blobs)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
-    crate::cache::persist_readable(tmp, &to)
-}
-
-/// An artifact that refers to the image (OCI 1.1 `subject`), e.g. its SBOM: listed in
-/// `index.json` next to the image, as OCI layouts hold referrers.
-#[derive(Debug, Clone)]
-pub struct Referrer {
-    pub manifest: Vec<u8>,
-    pub artifact_type: String,
-    /// Every blob the manifest references (config and layers).
-    pub blobs: Vec<Vec<u8>>,
+    crate::fs::persist_readable(tmp, &to)
 }
 
 /// Write `image` under the ref name `latest` in the layout at `dest`, plus its
@@ -104,39 +95,6 @@ pub fn write(
         Ok(_) => Err(LayoutError::NotALayout(dest.to_path_buf()).into()),
     }
 }
-
-/// Why a layout cannot be written; the command layer words the advice.
-#[derive(Debug)]
-pub enum LayoutError {
-    /// The output exists and is not an OCI image layout (nor an empty directory).
-    NotALayout(PathBuf),
-    /// The layout's `latest` tag names an image ocilambda did not build.
-    ForeignTag(PathBuf),
-    /// A blob in the layout does not match its name.
-    CorruptBlob(PathBuf),
-}
-
-impl std::fmt::Display for LayoutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LayoutError::NotALayout(p) => write!(
-                f,
-                "{} exists and is not an OCI image layout; refusing to replace it",
-                p.display()
-            ),
-            LayoutError::ForeignTag(p) => write!(
-                f,
-                "the layout at {} already tags an image `{REF_NAME}` that ocilambda did not build; refusing to replace it",
-                p.display()
-            ),
-            LayoutError::CorruptBlob(p) => {
-                write!(f, "{} does not match its digest", p.display())
-            }
-        }
-    }
-}
-
-impl std::error::Error for LayoutError {}
 
 fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
@@ -271,34 +229,9 @@ fn merge(
         .prefix(".index.json.tmp-")
         .tempfile_in(dest)?;
     std::io::Write::write_all(&mut tmp, &crate::image::canonical_json(&index))?;
-    crate::cache::persist_readable(tmp, &dest.join("index.json"))?;
+    crate::fs::persist_readable(tmp, &dest.join("index.json"))?;
     remove_unreferenced(dest, &index, &replaced);
     Ok(())
-}
-
-fn read_index(dest: &Path) -> Result<Value> {
-    let path = dest.join("index.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not JSON", path.display())),
-        // A layout cut short before its index was written holds no image yet.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [],
-        })),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn ref_name(entry: &Value) -> Option<&str> {
-    entry["annotations"]["org.opencontainers.image.ref.name"].as_str()
-}
-
-fn entry_digest(entry: &Value) -> Result<&str> {
-    entry["digest"]
-        .as_str()
-        .context("an index.json entry has no digest")
 }
 
 /// A blob of the layout parsed as JSON, after checking its bytes against its name.
@@ -384,27 +317,4 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
             .with_context(|| format!("locking {}", dir.display()));
     }
     Ok(file)
-}
-
-/// The image manifest digest the layout's `index.json` tags `latest` (ocilambda's tag), or
-/// its only image manifest when nothing is tagged `latest` (a layout another tool wrote).
-pub fn read_manifest_digest(dir: &Path) -> Result<String> {
-    let index = read_index(dir)?;
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    if let Some(e) = entries.iter().find(|e| ref_name(e) == Some(REF_NAME)) {
-        return Ok(entry_digest(e)?.to_string());
-    }
-    let images: Vec<&Value> = entries
-        .iter()
-        .filter(|e| e["artifactType"].is_null())
-        .collect();
-    match images.as_slice() {
-        [one] => Ok(entry_digest(one)?.to_string()),
-        [] => anyhow::bail!("{}/index.json lists no image", dir.display()),
-        _ => anyhow::bail!(
-            "{}/index.json lists {} images and none is tagged `{REF_NAME}`",
-            dir.display(),
-            images.len()
-        ),
-    }
 }

@@ -459,7 +459,7 @@ impl Pending {
 
     /// Rename into place (0644: tempfile creates 0600, and whoever uploads may be another user).
     pub fn persist(self) -> Result<Written> {
-        crate::cache::persist_readable(self.tmp, &self.dest)?;
+        crate::fs::persist_readable(self.tmp, &self.dest)?;
         Ok(self.written)
     }
 }
