@@ -324,3 +324,163 @@ pub async fn fetch_layers(
     }
     Ok(fetched)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Base resolution from the cache alone (`--offline`): no registry, no network.
+    use super::*;
+    use crate::oci::media;
+    use serde_json::json;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cache: Cache,
+        client: Client,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        Fixture {
+            _dir: dir,
+            cache,
+            client: Client::new(&[], None).unwrap(),
+        }
+    }
+
+    /// A platform manifest (config + one layer) in the cache; its digest.
+    fn manifest(f: &Fixture, arch: &str, media_type: &str) -> String {
+        let config = f
+            .cache
+            .write_blob(
+                &serde_json::to_vec(&json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}))
+                    .unwrap(),
+            )
+            .unwrap();
+        let m = json!({
+            "schemaVersion": 2, "mediaType": media_type,
+            "config": {"mediaType": media::DOCKER_CONFIG, "digest": config, "size": 10},
+            "layers": [{"mediaType": media::DOCKER_LAYER_GZIP, "digest": format!("sha256:{}", "1".repeat(64)), "size": 5}],
+        });
+        f.cache
+            .write_blob(&serde_json::to_vec(&m).unwrap())
+            .unwrap()
+    }
+
+    fn offline() -> Fetch {
+        Fetch {
+            pull: false,
+            offline: true,
+            tag_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    async fn resolve_index(f: &Fixture, index: serde_json::Value, arch: Arch) -> Result<BaseImage> {
+        let digest = f
+            .cache
+            .write_blob(&serde_json::to_vec(&index).unwrap())
+            .unwrap();
+        f.cache
+            .tag_put("reg.test/lambda/python:3.11", &digest)
+            .unwrap();
+        resolve(
+            &f.client,
+            &f.cache,
+            "reg.test/lambda/python:3.11",
+            arch,
+            offline(),
+        )
+        .await
+    }
+
+    fn entry(digest: &str, arch: &str) -> serde_json::Value {
+        json!({"mediaType": media::OCI_MANIFEST, "digest": digest, "size": 1,
+               "platform": {"os": "linux", "architecture": arch}})
+    }
+
+    #[tokio::test]
+    async fn an_oci_index_is_narrowed_to_the_architecture() {
+        let f = fixture();
+        let amd = manifest(&f, "amd64", media::OCI_MANIFEST);
+        let arm = manifest(&f, "arm64", media::OCI_MANIFEST);
+        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX,
+                           "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")]});
+        let base = resolve_index(&f, index, Arch::Arm64).await.unwrap();
+        assert_eq!(base.manifest_digest, arm);
+        assert!(base.from_cache);
+        // Docker media types come out as their OCI equivalents.
+        assert_eq!(base.layers[0].media_type, media::OCI_LAYER_GZIP);
+    }
+
+    #[tokio::test]
+    async fn a_docker_list_with_attestation_entries_picks_the_image() {
+        let f = fixture();
+        let amd = manifest(&f, "amd64", media::DOCKER_MANIFEST);
+        let attestation = json!({"mediaType": media::OCI_MANIFEST,
+            "digest": format!("sha256:{}", "2".repeat(64)), "size": 1,
+            "platform": {"os": "unknown", "architecture": "unknown"},
+            "annotations": {"vnd.docker.reference.type": "attestation-manifest"}});
+        let index = json!({"schemaVersion": 2, "mediaType": media::DOCKER_LIST,
+                           "manifests": [attestation, entry(&amd, "amd64")]});
+        let base = resolve_index(&f, index, Arch::X86_64).await.unwrap();
+        assert_eq!(base.manifest_digest, amd);
+    }
+
+    #[tokio::test]
+    async fn a_missing_platform_names_the_ones_there_are() {
+        let f = fixture();
+        let amd = manifest(&f, "amd64", media::OCI_MANIFEST);
+        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX,
+                           "manifests": [entry(&amd, "amd64")]});
+        let err = resolve_index(&f, index, Arch::Arm64).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("linux/arm64") && text.contains("linux/amd64"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_single_manifest_of_another_architecture_is_refused() {
+        let f = fixture();
+        let amd = manifest(&f, "amd64", media::OCI_MANIFEST);
+        f.cache
+            .tag_put("reg.test/lambda/python:3.11", &amd)
+            .unwrap();
+        let err = resolve(
+            &f.client,
+            &f.cache,
+            "reg.test/lambda/python:3.11",
+            Arch::Arm64,
+            offline(),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("amd64"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn offline_without_a_cached_resolution_is_an_error() {
+        let f = fixture();
+        let err = resolve(
+            &f.client,
+            &f.cache,
+            "reg.test/lambda/python:3.12",
+            Arch::X86_64,
+            offline(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("never been resolved"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_tag_naming_another_python_is_refused() {
+        assert!(check_tag_python("reg.test/lambda/python:3.11", PyVersion(3, 11)).is_ok());
+        assert!(check_tag_python("reg.test/lambda/python:3.11-arm64", PyVersion(3, 12)).is_err());
+        assert!(check_tag_python("reg.test/lambda/python@sha256:00", PyVersion(3, 12)).is_ok());
+    }
+}

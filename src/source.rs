@@ -509,3 +509,124 @@ impl Image {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The blob locator on a layout: hit, miss, corrupt; no registry needed.
+    use super::*;
+    use serde_json::json;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        cache: Cache,
+        layer: Vec<u8>,
+        digest: String,
+    }
+
+    /// A layout holding one image whose one layer blob is `in_layout` or not; the image
+    /// names a base when `base` is given.
+    fn fixture(in_layout: bool, base: Option<&str>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let cache = Cache::at(dir.path().join("cache")).unwrap();
+        let put = |bytes: &[u8]| {
+            let d = crate::digest::of_bytes(bytes);
+            std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+            d
+        };
+        let layer = b"layer bytes".to_vec();
+        let digest = crate::digest::of_bytes(&layer);
+        if in_layout {
+            put(&layer);
+        }
+        let config = put(br#"{"architecture":"amd64","os":"linux"}"#);
+        let mut manifest = json!({
+            "schemaVersion": 2, "mediaType": crate::oci::media::OCI_MANIFEST,
+            "config": {"mediaType": crate::oci::media::OCI_CONFIG, "digest": config, "size": 36},
+            "layers": [{"mediaType": crate::oci::media::OCI_LAYER_GZIP, "digest": digest, "size": layer.len()}],
+        });
+        if let Some(b) = base {
+            manifest["annotations"] = json!({provenance::BASE_NAME: b});
+        }
+        let m = serde_json::to_vec(&manifest).unwrap();
+        let md = put(&m);
+        std::fs::write(
+            layout.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            layout.join("index.json"),
+            serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [
+                {"mediaType": crate::oci::media::OCI_MANIFEST, "digest": md, "size": m.len(),
+                 "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+            .unwrap(),
+        )
+        .unwrap();
+        Fixture {
+            dir,
+            cache,
+            layer,
+            digest,
+        }
+    }
+
+    fn image(f: &Fixture) -> Image {
+        open_layout(&f.dir.path().join("layout")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_layout_blob_is_found_and_hashed_before_use() {
+        let f = fixture(true, None);
+        let img = image(&f);
+        assert!(matches!(
+            img.locate(&f.digest, &f.cache).unwrap(),
+            Location::Layout(_)
+        ));
+        let remote = Remote::new(&[]);
+        let blob = img.blob(&f.digest, &remote, &f.cache).await.unwrap();
+        assert_eq!(std::fs::read(blob.path).unwrap(), f.layer);
+        // Damaged in the layout: refused, never handed out.
+        std::fs::write(
+            crate::oci::layout::blob_path(&f.dir.path().join("layout"), &f.digest).unwrap(),
+            b"layer bytez",
+        )
+        .unwrap();
+        let err = img.blob(&f.digest, &remote, &f.cache).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not match its digest"),
+            "{err:#}"
+        );
+        assert!(img.check_layout_blobs().is_err());
+    }
+
+    #[test]
+    fn a_blob_the_layout_leaves_out_comes_from_the_cache_only_if_intact() {
+        let f = fixture(false, Some("reg.test/lambda/python:3.11"));
+        let img = image(&f);
+        f.cache.write_blob(&f.layer).unwrap();
+        assert!(matches!(
+            img.locate(&f.digest, &f.cache).unwrap(),
+            Location::Cache(_)
+        ));
+        std::fs::write(f.cache.blob_path(&f.digest).unwrap(), b"layer bytez").unwrap();
+        // A damaged cache entry is dropped: the base's registry is asked instead.
+        match img.locate(&f.digest, &f.cache).unwrap() {
+            Location::Remote { from, keep_at } => {
+                assert_eq!(from.repository(), "lambda/python");
+                assert_eq!(keep_at, f.cache.blob_path(&f.digest).unwrap());
+            }
+            other => panic!("expected the base registry, got {other:?}"),
+        }
+        assert!(!f.cache.blob_path(&f.digest).unwrap().exists());
+    }
+
+    #[test]
+    fn a_blob_nobody_holds_is_a_typed_miss() {
+        let f = fixture(false, None);
+        let err = image(&f).locate(&f.digest, &f.cache).unwrap_err();
+        assert!(err.downcast_ref::<MissingBlob>().is_some(), "{err:#}");
+    }
+}

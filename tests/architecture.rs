@@ -57,7 +57,12 @@ fn every_import_points_down_the_layers() {
     let mut seen = 0;
     for entry in walk(&src) {
         let rel = entry.strip_prefix(&src).unwrap();
-        let top = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = top.trim_end_matches(".rs").to_string();
         if module == "main" || module == "lib" {
             continue;

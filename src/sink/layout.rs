@@ -318,3 +318,103 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::layout::read_manifest_digest;
+    use serde_json::json;
+
+    /// An image whose manifest carries ocilambda's mark (or not) and one app layer,
+    /// its layer blob in `cache`.
+    fn image(cache: &Cache, app: &[u8], ours: bool) -> (Image, String) {
+        let layer = cache.write_blob(app).unwrap();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let config_digest = crate::digest::of_bytes(&config);
+        let mut m = json!({"schemaVersion": 2, "mediaType": crate::oci::media::OCI_MANIFEST,
+            "config": {"mediaType": crate::oci::media::OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": crate::oci::media::OCI_LAYER_GZIP, "digest": layer, "size": app.len()}]});
+        if ours {
+            m["annotations"] = json!({OWN_IMAGE_MARK: "0.0.0"});
+        }
+        let manifest = crate::oci::canonical_json(&m);
+        let image = Image {
+            manifest_digest: crate::digest::of_bytes(&manifest),
+            manifest,
+            config,
+            config_digest,
+            layers: Vec::new(),
+        };
+        (image, layer)
+    }
+
+    fn blobs(dir: &Path) -> HashSet<String> {
+        std::fs::read_dir(dir.join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_rebuild_replaces_its_own_image_and_keeps_what_others_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        let dest = tmp.path().join("layout");
+        // Someone else's image, tagged `theirs`, written first.
+        let (theirs, their_layer) = image(&cache, b"their layer", false);
+        write(&dest, &theirs, &cache, &[their_layer.clone()], &[]).unwrap();
+        let mut index: Value =
+            serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+        index["manifests"][0]["annotations"][crate::oci::annotation::REF_NAME] = json!("theirs");
+        std::fs::write(dest.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        std::fs::write(dest.join("NOTES"), b"mine").unwrap();
+
+        let (first, first_layer) = image(&cache, b"app v1", true);
+        write(&dest, &first, &cache, &[first_layer.clone()], &[]).unwrap();
+        assert_eq!(read_manifest_digest(&dest).unwrap(), first.manifest_digest);
+        let (second, second_layer) = image(&cache, b"app v2", true);
+        write(&dest, &second, &cache, &[second_layer.clone()], &[]).unwrap();
+        assert_eq!(read_manifest_digest(&dest).unwrap(), second.manifest_digest);
+
+        let left = blobs(&dest);
+        let hex = |d: &str| d[7..].to_string();
+        assert!(left.contains(&hex(&their_layer)) && left.contains(&hex(&theirs.manifest_digest)));
+        assert!(left.contains(&hex(&second_layer)));
+        assert!(
+            !left.contains(&hex(&first_layer)),
+            "the replaced image's own blobs go"
+        );
+        assert!(!left.contains(&hex(&first.manifest_digest)));
+        assert_eq!(std::fs::read(dest.join("NOTES")).unwrap(), b"mine");
+        // The blobs are files of their own: damaging the cache does not reach the layout.
+        let layout_blob = dest.join("blobs/sha256").join(hex(&second_layer));
+        std::fs::write(cache.blob_path(&second_layer).unwrap(), b"XXXXXX").unwrap();
+        assert_eq!(std::fs::read(layout_blob).unwrap(), b"app v2");
+    }
+
+    #[test]
+    fn a_latest_that_is_not_ours_and_a_directory_that_is_no_layout_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        let dest = tmp.path().join("layout");
+        let (theirs, l) = image(&cache, b"their layer", false);
+        write(&dest, &theirs, &cache, &[l], &[]).unwrap();
+        let (ours, l2) = image(&cache, b"app", true);
+        let err = write(&dest, &ours, &cache, &[l2.clone()], &[]).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(LayoutError::ForeignTag(_))),
+            "{err:#}"
+        );
+        assert_eq!(read_manifest_digest(&dest).unwrap(), theirs.manifest_digest);
+
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("file"), b"x").unwrap();
+        let err = write(&other, &ours, &cache, &[l2], &[]).unwrap_err();
+        assert!(
+            matches!(err.downcast_ref(), Some(LayoutError::NotALayout(_))),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read(other.join("file")).unwrap(), b"x");
+    }
+}
