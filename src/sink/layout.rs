@@ -362,7 +362,7 @@ mod tests {
         let dest = tmp.path().join("layout");
         // Someone else's image, tagged `theirs`, written first.
         let (theirs, their_layer) = image(&cache, b"their layer", false);
-        write(&dest, &theirs, &cache, &[their_layer.clone()], &[]).unwrap();
+        write(&dest, &theirs, &cache, std::slice::from_ref(&their_layer), &[]).unwrap();
         let mut index: Value =
             serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
         index["manifests"][0]["annotations"][crate::oci::annotation::REF_NAME] = json!("theirs");
@@ -370,10 +370,10 @@ mod tests {
         std::fs::write(dest.join("NOTES"), b"mine").unwrap();
 
         let (first, first_layer) = image(&cache, b"app v1", true);
-        write(&dest, &first, &cache, &[first_layer.clone()], &[]).unwrap();
+        write(&dest, &first, &cache, std::slice::from_ref(&first_layer), &[]).unwrap();
         assert_eq!(read_manifest_digest(&dest).unwrap(), first.manifest_digest);
         let (second, second_layer) = image(&cache, b"app v2", true);
-        write(&dest, &second, &cache, &[second_layer.clone()], &[]).unwrap();
+        write(&dest, &second, &cache, std::slice::from_ref(&second_layer), &[]).unwrap();
         assert_eq!(read_manifest_digest(&dest).unwrap(), second.manifest_digest);
 
         let left = blobs(&dest);
@@ -400,7 +400,7 @@ mod tests {
         let (theirs, l) = image(&cache, b"their layer", false);
         write(&dest, &theirs, &cache, &[l], &[]).unwrap();
         let (ours, l2) = image(&cache, b"app", true);
-        let err = write(&dest, &ours, &cache, &[l2.clone()], &[]).unwrap_err();
+        let err = write(&dest, &ours, &cache, std::slice::from_ref(&l2), &[]).unwrap_err();
         assert!(
             matches!(err.downcast_ref(), Some(LayoutError::ForeignTag(_))),
             "{err:#}"
