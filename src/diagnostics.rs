@@ -45,6 +45,14 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
                 _ => "use REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], e.g. public.ecr.aws/lambda/python:3.13".into(),
             });
         }
+        if cause
+            .downcast_ref::<crate::sink::registry::LayoutChanged>()
+            .is_some()
+        {
+            return Some(
+                "push again once the build has finished (or push a copy: ocilambda build --output DIR, then ocilambda push --layout DIR)".into(),
+            );
+        }
         if let Some(e) = cause.downcast_ref::<crate::base::PythonMismatch>() {
             return Some(format!(
                 "use the base of Python {t} (e.g. public.ecr.aws/lambda/python:{t}), or build for the base's Python with --python-version {b}",

@@ -320,14 +320,14 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::oci::layout::read_manifest_digest;
     use serde_json::json;
 
     /// An image whose manifest carries ocilambda's mark (or not) and one app layer,
     /// its layer blob in `cache`.
-    fn image(cache: &Cache, app: &[u8], ours: bool) -> (Image, String) {
+    pub(crate) fn image(cache: &Cache, app: &[u8], ours: bool) -> (Image, String) {
         let layer = cache.write_blob(app).unwrap();
         let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
         let config_digest = crate::digest::of_bytes(&config);
@@ -362,7 +362,14 @@ mod tests {
         let dest = tmp.path().join("layout");
         // Someone else's image, tagged `theirs`, written first.
         let (theirs, their_layer) = image(&cache, b"their layer", false);
-        write(&dest, &theirs, &cache, std::slice::from_ref(&their_layer), &[]).unwrap();
+        write(
+            &dest,
+            &theirs,
+            &cache,
+            std::slice::from_ref(&their_layer),
+            &[],
+        )
+        .unwrap();
         let mut index: Value =
             serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
         index["manifests"][0]["annotations"][crate::oci::annotation::REF_NAME] = json!("theirs");
@@ -370,10 +377,24 @@ mod tests {
         std::fs::write(dest.join("NOTES"), b"mine").unwrap();
 
         let (first, first_layer) = image(&cache, b"app v1", true);
-        write(&dest, &first, &cache, std::slice::from_ref(&first_layer), &[]).unwrap();
+        write(
+            &dest,
+            &first,
+            &cache,
+            std::slice::from_ref(&first_layer),
+            &[],
+        )
+        .unwrap();
         assert_eq!(read_manifest_digest(&dest).unwrap(), first.manifest_digest);
         let (second, second_layer) = image(&cache, b"app v2", true);
-        write(&dest, &second, &cache, std::slice::from_ref(&second_layer), &[]).unwrap();
+        write(
+            &dest,
+            &second,
+            &cache,
+            std::slice::from_ref(&second_layer),
+            &[],
+        )
+        .unwrap();
         assert_eq!(read_manifest_digest(&dest).unwrap(), second.manifest_digest);
 
         let left = blobs(&dest);

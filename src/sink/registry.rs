@@ -237,7 +237,8 @@ pub async fn push(
             .map(|blob| push_one(client, cache, image, dest, blob, observer))
             .buffer_unordered(jobs.max(1))
             .try_collect()
-            .await?;
+            .await
+            .map_err(|e| changed_during_push(image).unwrap_or(e))?;
     }
     for tag in &stale {
         client
@@ -255,6 +256,44 @@ pub async fn push(
         up_to_date: false,
         blobs: reports,
         tagged: stale,
+    })
+}
+
+/// The layout was rebuilt while it was being pushed: a blob that vanished with the image it
+/// belonged to is then no fault of any registry.
+#[derive(Debug)]
+pub struct LayoutChanged {
+    pub dir: PathBuf,
+    pub pushing: String,
+    pub now: String,
+}
+
+impl std::fmt::Display for LayoutChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the layout at {} changed during the push: it held {} when the push began and now holds {}",
+            self.dir.display(),
+            self.pushing,
+            self.now
+        )
+    }
+}
+
+impl std::error::Error for LayoutChanged {}
+
+/// After a failure: did the layout change under the push? (Checked only then, so a normal
+/// push reads `index.json` once.)
+fn changed_during_push(image: &LayoutImage) -> Option<anyhow::Error> {
+    let now = crate::oci::layout::read_manifest_digest(&image.dir)
+        .unwrap_or_else(|_| "no image".to_string());
+    (now != image.digest).then(|| {
+        LayoutChanged {
+            dir: image.dir.clone(),
+            pushing: image.digest.clone(),
+            now,
+        }
+        .into()
     })
 }
 
@@ -450,4 +489,27 @@ pub async fn push_referrers(
         )
         .await?;
     Ok(pushed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layout_rebuilt_under_a_push_is_told_apart_from_a_registry_fault() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        let dest = tmp.path().join("layout");
+        let (first, l1) = crate::sink::layout::tests::image(&cache, b"app v1", true);
+        crate::sink::layout::write(&dest, &first, &cache, &[l1], &[]).unwrap();
+        let pushing = read_layout(&dest, &cache).unwrap();
+        assert!(
+            changed_during_push(&pushing).is_none(),
+            "unchanged: the fault stands"
+        );
+        let (second, l2) = crate::sink::layout::tests::image(&cache, b"app v2", true);
+        crate::sink::layout::write(&dest, &second, &cache, &[l2], &[]).unwrap();
+        let err = changed_during_push(&pushing).expect("the layout changed");
+        assert!(err.to_string().contains("changed during the push"), "{err}");
+    }
 }
