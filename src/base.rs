@@ -4,7 +4,6 @@
 //! (`--complete`, or a push to a registry that lacks them), as ko's lazy layers do.
 
 use crate::cache::Cache;
-use crate::error::hint;
 use crate::registry::{Client, Reference};
 use crate::source;
 use crate::target::{Arch, PyVersion};
@@ -36,6 +35,58 @@ pub struct Fetch {
 
 pub use crate::registry::parse_reference;
 
+/// Why a base cannot be used; the command layer words the advice.
+#[derive(Debug)]
+pub enum BaseError {
+    /// `--offline` and the tag was never resolved here.
+    NeverResolved { name: String },
+    /// `--offline` and a blob (`what`: "base manifest …", "base layer …") is not cached.
+    NotCached { what: String },
+    /// The index has no manifest for the target platform.
+    PlatformMissing {
+        name: String,
+        want: String,
+        have: Vec<String>,
+    },
+    UnsupportedManifest { name: String, media_type: String },
+    /// A single-platform base of another architecture.
+    WrongArch {
+        name: String,
+        image_arch: String,
+        target: Arch,
+    },
+}
+
+impl std::fmt::Display for BaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseError::NeverResolved { name } => {
+                write!(f, "base {name} has never been resolved on this machine")
+            }
+            BaseError::NotCached { what } => write!(f, "{what} is not in the cache"),
+            BaseError::PlatformMissing { name, want, have } => write!(
+                f,
+                "base {name} has no manifest for {want} (it has: {})",
+                have.join(", ")
+            ),
+            BaseError::UnsupportedManifest { name, media_type } => {
+                write!(f, "base {name} has an unsupported manifest type `{media_type}`")
+            }
+            BaseError::WrongArch {
+                name,
+                image_arch,
+                target,
+            } => write!(
+                f,
+                "base {name} is a {image_arch} image, but the target architecture is {}",
+                target.lambda_name()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BaseError {}
+
 async fn manifest_by_digest(
     client: &Client,
     cache: &Cache,
@@ -47,13 +98,9 @@ async fn manifest_by_digest(
         return Ok((bytes, true));
     }
     if fetch.offline {
-        bail!(hint(
-            format!(
-                "base manifest {digest} of {} is not in the cache",
-                reference.whole()
-            ),
-            "run once without --offline to fill the cache"
-        ));
+        bail!(BaseError::NotCached {
+            what: format!("base manifest {digest} of {}", reference.whole()),
+        });
     }
     let pinned = Reference::with_digest(
         reference.registry().to_string(),
@@ -63,6 +110,91 @@ async fn manifest_by_digest(
     let manifest = client.get_manifest(&pinned).await?;
     cache.write_blob(&manifest.bytes)?;
     Ok((manifest.bytes, false))
+}
+
+/// What a tag (or digest) names now: from the reference itself, the tag cache within its
+/// TTL, or the registry. Returns the digest and whether no request was made.
+async fn top_digest(
+    client: &Client,
+    cache: &Cache,
+    reference: &Reference,
+    fetch: Fetch,
+) -> Result<(String, bool)> {
+    if let Some(d) = reference.digest() {
+        return Ok((d.to_string(), true));
+    }
+    let name = reference.whole();
+    let cached = if fetch.pull {
+        None
+    } else {
+        cache.tag_get(&name, (!fetch.offline).then_some(fetch.tag_ttl))
+    };
+    match cached {
+        Some(entry) => Ok((entry.digest, true)),
+        None if fetch.offline => bail!(BaseError::NeverResolved { name }),
+        None => {
+            let manifest = client
+                .get_manifest(reference)
+                .await
+                .with_context(|| format!("resolving base {name}"))?;
+            cache.write_blob(&manifest.bytes)?;
+            cache.tag_put(&name, &manifest.digest)?;
+            Ok((manifest.digest, false))
+        }
+    }
+}
+
+/// The `arch` manifest of what `top` is (itself, or an entry of an index): its digest and
+/// bytes, and whether they came from the cache.
+async fn platform_manifest(
+    client: &Client,
+    cache: &Cache,
+    reference: &Reference,
+    (top_digest, top): (&str, Vec<u8>),
+    arch: Arch,
+    fetch: Fetch,
+) -> Result<(String, Vec<u8>, bool)> {
+    let name = reference.whole();
+    let top_value: serde_json::Value = serde_json::from_slice(&top)
+        .with_context(|| format!("base {name}: manifest is not JSON"))?;
+    if !crate::oci::media::json_is_index(&top_value) {
+        return Ok((top_digest.to_string(), top, true));
+    }
+    let want = format!("linux/{}", arch.oci_name());
+    let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
+        BaseError::PlatformMissing {
+            name: name.clone(),
+            want: want.clone(),
+            have: have.to_vec(),
+        }
+        .into()
+    })?;
+    let (bytes, hit) = manifest_by_digest(client, cache, reference, &digest, fetch)
+        .await
+        .with_context(|| format!("reading base {name} ({want})"))?;
+    Ok((digest, bytes, hit))
+}
+
+/// The base config: from the cache, else fetched (verified); and whether it was cached.
+async fn config(
+    client: &Client,
+    cache: &Cache,
+    reference: &Reference,
+    digest: &str,
+    fetch: Fetch,
+) -> Result<(Vec<u8>, bool)> {
+    if let Some(bytes) = cache.read_blob(digest) {
+        return Ok((bytes, true));
+    }
+    if fetch.offline {
+        bail!(BaseError::NotCached {
+            what: format!("base config {digest} of {}", reference.whole()),
+        });
+    }
+    let bytes = source::fetch_small_blob(client, cache, reference, digest)
+        .await
+        .with_context(|| format!("fetching the config of base {}", reference.whole()))?;
+    Ok((bytes, false))
 }
 
 /// Resolve `text` for `arch`.
@@ -75,105 +207,39 @@ pub async fn resolve(
 ) -> Result<BaseImage> {
     let reference = parse_reference(text)?;
     let name = reference.whole();
-    let pinned = reference.digest().is_some();
-    let mut from_cache = true;
-    let top_digest = if let Some(d) = reference.digest() {
-        d.to_string()
-    } else {
-        let cached = if fetch.pull {
-            None
-        } else {
-            cache.tag_get(&name, (!fetch.offline).then_some(fetch.tag_ttl))
-        };
-        match cached {
-            Some(entry) => entry.digest,
-            None if fetch.offline => bail!(hint(
-                format!("base {name} has never been resolved on this machine"),
-                "run once without --offline, or pin the base by digest"
-            )),
-            None => {
-                from_cache = false;
-                let manifest = client
-                    .get_manifest(&reference)
-                    .await
-                    .with_context(|| format!("resolving base {name}"))?;
-                cache.write_blob(&manifest.bytes)?;
-                cache.tag_put(&name, &manifest.digest)?;
-                manifest.digest
-            }
-        }
-    };
+    let (top_digest, mut from_cache) = top_digest(client, cache, &reference, fetch).await?;
     let (top, hit) = manifest_by_digest(client, cache, &reference, &top_digest, fetch)
         .await
         .with_context(|| format!("reading base {name}"))?;
     from_cache &= hit;
-    let top_value: serde_json::Value = serde_json::from_slice(&top)
-        .with_context(|| format!("base {name}: manifest is not JSON"))?;
-
-    let (manifest_digest, manifest) = if crate::oci::media::json_is_index(&top_value) {
-        let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
-            hint(
-                format!(
-                    "base {name} has no manifest for linux/{} (it has: {})",
-                    arch.oci_name(),
-                    have.join(", ")
-                ),
-                "choose the other --arch, or a base image built for this architecture",
-            )
-        })?;
-        let (bytes, hit) = manifest_by_digest(client, cache, &reference, &digest, fetch)
-            .await
-            .with_context(|| format!("reading base {name} (linux/{})", arch.oci_name()))?;
-        from_cache &= hit;
-        (digest, bytes)
-    } else {
-        (top_digest.clone(), top)
-    };
+    let (manifest_digest, manifest, hit) =
+        platform_manifest(client, cache, &reference, (&top_digest, top), arch, fetch).await?;
+    from_cache &= hit;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest)?;
-    let media_type = manifest
-        .get("mediaType")
-        .and_then(|m| m.as_str())
+    let media_type = manifest["mediaType"]
+        .as_str()
         .unwrap_or(crate::oci::media::OCI_MANIFEST);
     if !crate::oci::media::is_image_manifest(media_type) {
-        bail!(hint(
-            format!("base {name} has an unsupported manifest type `{media_type}`"),
-            "use an OCI or Docker v2 schema 2 image"
-        ));
+        bail!(BaseError::UnsupportedManifest {
+            name,
+            media_type: media_type.to_string(),
+        });
     }
     let config_desc = Descriptor::from_json(
         manifest
             .get("config")
             .context("base manifest has no config")?,
     )?;
-    let config = match cache.read_blob(&config_desc.digest) {
-        Some(bytes) => bytes,
-        None if fetch.offline => bail!(hint(
-            format!(
-                "base config {} of {name} is not in the cache",
-                config_desc.digest
-            ),
-            "run once without --offline"
-        )),
-        None => {
-            from_cache = false;
-            source::fetch_small_blob(client, cache, &reference, &config_desc.digest)
-                .await
-                .with_context(|| format!("fetching the config of base {name}"))?
-        }
-    };
+    let (config, hit) = config(client, cache, &reference, &config_desc.digest, fetch).await?;
+    from_cache &= hit;
     let config_value: serde_json::Value = serde_json::from_slice(&config)?;
-    let config_arch = config_value
-        .get("architecture")
-        .and_then(|a| a.as_str())
-        .unwrap_or("");
-    if config_arch != arch.oci_name() {
-        bail!(hint(
-            format!(
-                "base {name} is a {config_arch} image, but the target architecture is {}",
-                arch.lambda_name()
-            ),
-            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
-        ));
+    let image_arch = config_value["architecture"].as_str().unwrap_or("");
+    if image_arch != arch.oci_name() {
+        bail!(BaseError::WrongArch {
+            name,
+            image_arch: image_arch.to_string(),
+            target: arch,
+        });
     }
     let layers = manifest
         .get("layers")
@@ -183,12 +249,12 @@ pub async fn resolve(
         .map(Descriptor::from_json)
         .collect::<Result<Vec<_>>>()?;
     Ok(BaseImage {
+        pinned: reference.digest().is_some(),
         reference,
         top_digest,
         manifest_digest,
         config,
         layers,
-        pinned,
         from_cache,
     })
 }
@@ -304,10 +370,9 @@ pub async fn fetch_layers(
             continue;
         }
         if offline {
-            bail!(hint(
-                format!("base layer {} is not in the cache", layer.digest),
-                "run once without --offline to fetch the base layers"
-            ));
+            bail!(BaseError::NotCached {
+                what: format!("base layer {}", layer.digest),
+            });
         }
         let path = cache.blob_path(&layer.digest)?;
         fetched += client

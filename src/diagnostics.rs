@@ -53,6 +53,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
                 "push again once the build has finished (or push a copy: ocilambda build --output DIR, then ocilambda push --layout DIR)".into(),
             );
         }
+        if let Some(e) = cause.downcast_ref::<crate::base::BaseError>() {
+            return Some(base_hint(e).into());
+        }
         if let Some(e) = cause.downcast_ref::<crate::base::PythonMismatch>() {
             return Some(format!(
                 "use the base of Python {t} (e.g. public.ecr.aws/lambda/python:{t}), or build for the base's Python with --python-version {b}",
@@ -218,5 +221,20 @@ fn registry_hint(e: &RegistryError) -> String {
             "fix or remove `auths.\"{key}\"` in {} (its `auth` must be base64 of USER:PASSWORD), or log in again with `ocilambda login`",
             file.display()
         ),
+    }
+}
+
+fn base_hint(e: &crate::base::BaseError) -> &'static str {
+    use crate::base::BaseError::*;
+    match e {
+        NeverResolved { .. } => "run once without --offline, or pin the base by digest",
+        NotCached { .. } => "run once without --offline to fill the cache",
+        PlatformMissing { .. } => {
+            "choose the other --arch, or a base image built for this architecture"
+        }
+        UnsupportedManifest { .. } => "use an OCI or Docker v2 schema 2 image",
+        WrongArch { .. } => {
+            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
+        }
     }
 }

@@ -52,13 +52,49 @@ pub fn assemble(
     epoch: u64,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Image> {
-    let created = rfc3339(epoch)?;
+    let config_bytes = config_on_base(base, new_layers, handler, &rfc3339(epoch)?)?;
+    let config_digest = crate::digest::of_bytes(&config_bytes);
+    let mut layers = base.layers.clone();
+    for l in new_layers {
+        layers.push(Descriptor {
+            media_type: LAYER_MEDIA_TYPE.into(),
+            digest: l.layer.digest.clone(),
+            size: l.layer.size,
+        });
+    }
+    let manifest_bytes = manifest(&config_digest, config_bytes.len(), &layers, annotations)?;
+    if manifest_bytes.len() > MAX_MANIFEST_BYTES {
+        bail!(crate::error::hint(
+            format!(
+                "the image manifest is {} bytes, over Lambda's limit of {MAX_MANIFEST_BYTES}",
+                manifest_bytes.len()
+            ),
+            "use a base image with fewer layers"
+        ));
+    }
+    Ok(Image {
+        manifest_digest: crate::digest::of_bytes(&manifest_bytes),
+        manifest: manifest_bytes,
+        config: config_bytes,
+        config_digest,
+        layers,
+    })
+}
+
+/// The base config with the handler as `Cmd`, the new layers' diff_ids and history lines,
+/// and `created`; every field the base has and we do not know is kept as it is.
+fn config_on_base(
+    base: &BaseImage,
+    new_layers: &[NewLayer],
+    handler: &str,
+    created: &str,
+) -> Result<Vec<u8>> {
     let mut config: serde_json::Value =
         serde_json::from_slice(&base.config).context("base config is not JSON")?;
     let obj = config
         .as_object_mut()
         .context("base config is not a JSON object")?;
-    obj.insert("created".into(), created.clone().into());
+    obj.insert("created".into(), created.into());
     let inner = obj
         .entry("config")
         .or_insert_with(|| serde_json::json!({}))
@@ -94,17 +130,16 @@ pub fn assemble(
             "comment": "ocilambda",
         }));
     }
-    let config_bytes = canonical_json(&config);
-    let config_digest = crate::digest::of_bytes(&config_bytes);
+    Ok(canonical_json(&config))
+}
 
-    let mut layers = base.layers.clone();
-    for l in new_layers {
-        layers.push(Descriptor {
-            media_type: LAYER_MEDIA_TYPE.into(),
-            digest: l.layer.digest.clone(),
-            size: l.layer.size,
-        });
-    }
+/// The OCI image manifest, through oci-spec's builder (which checks every descriptor).
+fn manifest(
+    config_digest: &str,
+    config_len: usize,
+    layers: &[Descriptor],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
     let descriptor =
         |media_type: &str, digest: &str, size: u64| -> Result<oci_spec::image::Descriptor> {
             Ok(DescriptorBuilder::default()
@@ -117,9 +152,9 @@ pub fn assemble(
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(descriptor(
-            "application/vnd.oci.image.config.v1+json",
-            &config_digest,
-            config_bytes.len() as u64,
+            crate::oci::media::OCI_CONFIG,
+            config_digest,
+            config_len as u64,
         )?)
         .layers(
             layers
@@ -134,23 +169,7 @@ pub fn assemble(
                 .collect::<HashMap<_, _>>(),
         )
         .build()?;
-    let manifest_bytes = canonical_json(&serde_json::to_value(&manifest)?);
-    if manifest_bytes.len() > MAX_MANIFEST_BYTES {
-        bail!(crate::error::hint(
-            format!(
-                "the image manifest is {} bytes, over Lambda's limit of {MAX_MANIFEST_BYTES}",
-                manifest_bytes.len()
-            ),
-            "use a base image with fewer layers"
-        ));
-    }
-    Ok(Image {
-        manifest_digest: crate::digest::of_bytes(&manifest_bytes),
-        manifest: manifest_bytes,
-        config: config_bytes,
-        config_digest,
-        layers,
-    })
+    Ok(canonical_json(&serde_json::to_value(&manifest)?))
 }
 
 #[cfg(test)]
