@@ -367,8 +367,83 @@ async fn push_one(
     Ok(report)
 }
 
+/// A referrer of the image in its layout (e.g. the SBOM `build --sbom` wrote).
+struct LocalReferrer {
+    digest: String,
+    artifact_type: String,
+    bytes: Vec<u8>,
+    manifest: serde_json::Value,
+}
+
+/// The layout's referrers whose `subject` is the image, each manifest checked against its
+/// digest.
+fn layout_referrers(image: &LayoutImage) -> Result<Vec<LocalReferrer>> {
+    let index = crate::oci::layout::read_index(&image.dir)?;
+    let mut found = Vec::new();
+    for entry in index["manifests"].as_array().into_iter().flatten() {
+        let (Some(digest), Some(artifact_type)) =
+            (entry["digest"].as_str(), entry["artifactType"].as_str())
+        else {
+            continue;
+        };
+        let bytes = crate::oci::layout::read_blob(&image.dir, digest)?;
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
+        if manifest["subject"]["digest"].as_str() != Some(image.digest.as_str()) {
+            continue;
+        }
+        found.push(LocalReferrer {
+            digest: digest.to_string(),
+            artifact_type: artifact_type.to_string(),
+            bytes,
+            manifest,
+        });
+    }
+    Ok(found)
+}
+
+/// One referrer's blobs, then its manifest by digest.
+async fn push_referrer(
+    client: &Client,
+    image: &LayoutImage,
+    dest: &Destination,
+    r: &LocalReferrer,
+) -> Result<()> {
+    let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
+    let blobs = std::iter::once(&r.manifest["config"])
+        .chain(r.manifest["layers"].as_array().into_iter().flatten());
+    for b in blobs {
+        let d = b["digest"]
+            .as_str()
+            .context("referrer descriptor without digest")?;
+        let source = BlobSource::File(image.blob_path(d)?);
+        client
+            .push_blob(
+                registry,
+                repo,
+                BlobPush {
+                    digest: d,
+                    size: b["size"].as_u64().unwrap_or(0),
+                    source: &source,
+                    mount_from: None,
+                    progress: std::sync::Arc::new(|_| {}),
+                },
+            )
+            .await?;
+    }
+    client
+        .put_manifest(
+            registry,
+            repo,
+            &r.digest,
+            &r.bytes,
+            crate::oci::media::OCI_MANIFEST,
+            &r.digest,
+        )
+        .await
+}
+
 /// Push the layout's referrers of the image (e.g. the SBOM `build --sbom` wrote): their
-/// blobs, then their manifests by digest. Where the registry lacks the referrers API, the
+/// blobs, then their manifests by digest. Where the registry has no referrers API, the
 /// OCI 1.1 tag-schema fallback keeps an index of them at tag `sha256-<image hex>`. The
 /// image's own tags are never touched, so they still name the single-platform manifest.
 /// Returns the artifact types pushed.
@@ -378,81 +453,42 @@ pub async fn push_referrers(
     dest: &Destination,
 ) -> Result<Vec<String>> {
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(image.dir.join("index.json"))?)?;
     let mut pushed = Vec::new();
     let mut descriptors = Vec::new();
-    for entry in index["manifests"].as_array().into_iter().flatten().skip(1) {
-        let (Some(digest), Some(artifact_type)) =
-            (entry["digest"].as_str(), entry["artifactType"].as_str())
-        else {
-            continue;
-        };
-        let bytes = std::fs::read(image.blob_path(digest)?)?;
-        if crate::digest::of_bytes(&bytes) != digest {
-            bail!(hint(
-                format!(
-                    "the referrer manifest {digest} in {} does not match its digest",
-                    image.dir.display()
-                ),
-                "the layout is damaged: run `ocilambda build` again"
-            ));
-        }
-        let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
-        if manifest["subject"]["digest"].as_str() != Some(image.digest.as_str()) {
-            continue;
-        }
+    for r in layout_referrers(image)? {
         // Already there (and indexed, since that step follows the manifest): nothing to do.
         if client
-            .manifest_digest(registry, repo, digest)
+            .manifest_digest(registry, repo, &r.digest)
             .await?
             .is_some()
         {
             continue;
         }
-        let blobs = std::iter::once(&manifest["config"])
-            .chain(manifest["layers"].as_array().into_iter().flatten());
-        for b in blobs {
-            let d = b["digest"]
-                .as_str()
-                .context("referrer descriptor without digest")?;
-            let source = BlobSource::File(image.blob_path(d)?);
-            client
-                .push_blob(
-                    registry,
-                    repo,
-                    BlobPush {
-                        digest: d,
-                        size: b["size"].as_u64().unwrap_or(0),
-                        source: &source,
-                        mount_from: None,
-                        progress: std::sync::Arc::new(|_| {}),
-                    },
-                )
-                .await?;
-        }
-        client
-            .put_manifest(
-                registry,
-                repo,
-                digest,
-                &bytes,
-                crate::oci::media::OCI_MANIFEST,
-                digest,
-            )
-            .await?;
+        push_referrer(client, image, dest, &r).await?;
         descriptors.push(serde_json::json!({
             "mediaType": crate::oci::media::OCI_MANIFEST,
-            "digest": digest,
-            "size": bytes.len(),
-            "artifactType": artifact_type,
+            "digest": r.digest,
+            "size": r.bytes.len(),
+            "artifactType": r.artifact_type,
         }));
-        pushed.push(artifact_type.to_string());
+        pushed.push(r.artifact_type);
     }
     if descriptors.is_empty() || client.referrers_api(registry, repo, &image.digest).await? {
         return Ok(pushed);
     }
-    // Tag-schema fallback: merge ours into whatever index the tag already holds.
+    tag_schema_fallback(client, image, dest, descriptors).await?;
+    Ok(pushed)
+}
+
+/// The referrers tag-schema fallback: merge `descriptors` into whatever index the
+/// `sha256-<image hex>` tag already holds.
+async fn tag_schema_fallback(
+    client: &Client,
+    image: &LayoutImage,
+    dest: &Destination,
+    descriptors: Vec<serde_json::Value>,
+) -> Result<()> {
+    let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
     let tag = format!("sha256-{}", crate::digest::hex_part(&image.digest)?);
     let reference =
         crate::registry::Reference::with_tag(registry.to_string(), repo.to_string(), tag.clone());
@@ -487,8 +523,7 @@ pub async fn push_referrers(
             crate::oci::media::OCI_INDEX,
             &digest,
         )
-        .await?;
-    Ok(pushed)
+        .await
 }
 
 #[cfg(test)]
