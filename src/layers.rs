@@ -36,6 +36,63 @@ pub struct Layer {
     pub files: u64,
 }
 
+/// One tree entry as a normalised tar entry: uid/gid 0, `mtime`, fixed modes; a file that
+/// shares an inode with one written before becomes a hard link to it.
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &str,
+    node: &Node,
+    mtime: u64,
+    first_link: &mut HashMap<(u64, u64), String>,
+) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    match node {
+        Node::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            // Fixed modes, so the layer is not sensitive to the umask it was built under.
+            header.set_mode(0o755);
+            header.set_size(0);
+            builder.append_data(&mut header, format!("{path}/"), std::io::empty())?;
+        }
+        Node::Symlink { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            builder.append_link(&mut header, path, target)?;
+        }
+        Node::File {
+            source,
+            size,
+            executable,
+            inode,
+        } => {
+            // Lambda runs functions as an unprivileged user: files must be
+            // world-readable, and only the execute bit survives from the source.
+            header.set_mode(if *executable { 0o755 } else { 0o644 });
+            if let Some(first) = inode.and_then(|i| first_link.get(&i)) {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder.append_link(&mut header, path, first)?;
+                return Ok(());
+            }
+            if let Some(i) = inode {
+                first_link.insert(*i, path.to_string());
+            }
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(*size);
+            let file = std::fs::File::open(source)
+                .with_context(|| format!("reading {}", source.display()))?;
+            builder
+                .append_data(&mut header, path, file)
+                .with_context(|| format!("adding {} to a layer", source.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Write `tree` as a gzip-compressed tar into `blob_dir/<hex>`, every entry stamped with
 /// `mtime` (SOURCE_DATE_EPOCH). Safe to run concurrently with other writers of the same
 /// directory: the blob appears by rename, and identical content gives the identical name.
@@ -61,51 +118,7 @@ pub fn write(tree: &Tree, mtime: u64, blob_dir: &Path) -> Result<Layer> {
 
     let mut first_link: HashMap<(u64, u64), String> = HashMap::new();
     for (path, node) in tree.entries() {
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        match node {
-            Node::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                // Fixed modes, so the layer is not sensitive to the umask it was built under.
-                header.set_mode(0o755);
-                header.set_size(0);
-                builder.append_data(&mut header, format!("{path}/"), std::io::empty())?;
-            }
-            Node::Symlink { target } => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                builder.append_link(&mut header, path, target)?;
-            }
-            Node::File {
-                source,
-                size,
-                executable,
-                inode,
-            } => {
-                // Lambda runs functions as an unprivileged user: files must be
-                // world-readable, and only the execute bit survives from the source.
-                header.set_mode(if *executable { 0o755 } else { 0o644 });
-                if let Some(first) = inode.and_then(|i| first_link.get(&i)) {
-                    header.set_entry_type(tar::EntryType::Link);
-                    header.set_size(0);
-                    builder.append_link(&mut header, path, first)?;
-                    continue;
-                }
-                if let Some(i) = inode {
-                    first_link.insert(*i, path.clone());
-                }
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(*size);
-                let file = std::fs::File::open(source)
-                    .with_context(|| format!("reading {}", source.display()))?;
-                builder
-                    .append_data(&mut header, path, file)
-                    .with_context(|| format!("adding {} to a layer", source.display()))?;
-            }
-        }
+        append(&mut builder, path, node, mtime, &mut first_link)?;
     }
     let uncompressed = builder.into_inner()?;
     let (gz, diff_id, uncompressed_size) = uncompressed.finish();
