@@ -39,16 +39,23 @@ pub use crate::registry::parse_reference;
 #[derive(Debug)]
 pub enum BaseError {
     /// `--offline` and the tag was never resolved here.
-    NeverResolved { name: String },
+    NeverResolved {
+        name: String,
+    },
     /// `--offline` and a blob (`what`: "base manifest …", "base layer …") is not cached.
-    NotCached { what: String },
+    NotCached {
+        what: String,
+    },
     /// The index has no manifest for the target platform.
     PlatformMissing {
         name: String,
         want: String,
         have: Vec<String>,
     },
-    UnsupportedManifest { name: String, media_type: String },
+    UnsupportedManifest {
+        name: String,
+        media_type: String,
+    },
     /// A single-platform base of another architecture.
     WrongArch {
         name: String,
@@ -70,7 +77,10 @@ impl std::fmt::Display for BaseError {
                 have.join(", ")
             ),
             BaseError::UnsupportedManifest { name, media_type } => {
-                write!(f, "base {name} has an unsupported manifest type `{media_type}`")
+                write!(
+                    f,
+                    "base {name} has an unsupported manifest type `{media_type}`"
+                )
             }
             BaseError::WrongArch {
                 name,
@@ -87,6 +97,41 @@ impl std::fmt::Display for BaseError {
 
 impl std::error::Error for BaseError {}
 
+/// A manifest or config of the base (`kind`): the cache's verified copy, else fetched
+/// (verified, then cached); and whether it came from the cache.
+async fn small_blob(
+    client: &Client,
+    cache: &Cache,
+    reference: &Reference,
+    digest: &str,
+    fetch: Fetch,
+    kind: &str,
+) -> Result<(Vec<u8>, bool)> {
+    if let Some(bytes) = cache.read_blob(digest) {
+        return Ok((bytes, true));
+    }
+    if fetch.offline {
+        bail!(BaseError::NotCached {
+            what: format!("base {kind} {digest} of {}", reference.whole()),
+        });
+    }
+    let bytes = if kind == "config" {
+        source::fetch_small_blob(client, cache, reference, digest)
+            .await
+            .with_context(|| format!("fetching the config of base {}", reference.whole()))?
+    } else {
+        let pinned = Reference::with_digest(
+            reference.registry().to_string(),
+            reference.repository().to_string(),
+            digest.to_string(),
+        );
+        let manifest = client.get_manifest(&pinned).await?;
+        cache.write_blob(&manifest.bytes)?;
+        manifest.bytes
+    };
+    Ok((bytes, false))
+}
+
 async fn manifest_by_digest(
     client: &Client,
     cache: &Cache,
@@ -94,22 +139,7 @@ async fn manifest_by_digest(
     digest: &str,
     fetch: Fetch,
 ) -> Result<(Vec<u8>, bool)> {
-    if let Some(bytes) = cache.read_blob(digest) {
-        return Ok((bytes, true));
-    }
-    if fetch.offline {
-        bail!(BaseError::NotCached {
-            what: format!("base manifest {digest} of {}", reference.whole()),
-        });
-    }
-    let pinned = Reference::with_digest(
-        reference.registry().to_string(),
-        reference.repository().to_string(),
-        digest.to_string(),
-    );
-    let manifest = client.get_manifest(&pinned).await?;
-    cache.write_blob(&manifest.bytes)?;
-    Ok((manifest.bytes, false))
+    small_blob(client, cache, reference, digest, fetch, "manifest").await
 }
 
 /// What a tag (or digest) names now: from the reference itself, the tag cache within its
@@ -183,18 +213,7 @@ async fn config(
     digest: &str,
     fetch: Fetch,
 ) -> Result<(Vec<u8>, bool)> {
-    if let Some(bytes) = cache.read_blob(digest) {
-        return Ok((bytes, true));
-    }
-    if fetch.offline {
-        bail!(BaseError::NotCached {
-            what: format!("base config {digest} of {}", reference.whole()),
-        });
-    }
-    let bytes = source::fetch_small_blob(client, cache, reference, digest)
-        .await
-        .with_context(|| format!("fetching the config of base {}", reference.whole()))?;
-    Ok((bytes, false))
+    small_blob(client, cache, reference, digest, fetch, "config").await
 }
 
 /// Resolve `text` for `arch`.
