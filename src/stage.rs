@@ -62,9 +62,7 @@ impl Uv {
     }
 
     pub fn version_of(path: &Path) -> Result<Uv> {
-        let out = Command::new(path)
-            .arg("--version")
-            .output()
+        let out = crate::children::output(Command::new(path).arg("--version"))
             .with_context(|| format!("running {} --version", path.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = text
@@ -138,7 +136,7 @@ pub fn export(uv: &Uv, project: &Project, sel: &Selection) -> Result<Export> {
     for g in &sel.groups {
         cmd.args(["--group", g]);
     }
-    let out = cmd.output().context("running `uv export`")?;
+    let out = crate::children::output(&mut cmd).context("running `uv export`")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         if stderr.contains("needs to be updated") || stderr.contains("--locked") {
@@ -267,7 +265,7 @@ fn says_wheel_less(rest: &str) -> bool {
     }
     let platform_end = match rest.strip_prefix('`') {
         Some(marker) => marker.find('`').map(|i| i + 2),
-        None => rest.find(|c: char| c == ' ' || c == '-'),
+        None => rest.find([' ', '-']),
     };
     platform_end.is_some_and(|i| rest[i..].starts_with("-compatible wheels"))
 }
@@ -386,15 +384,14 @@ pub fn install(
         .args(["--python-version", &target.python.to_string()])
         .args(["--python-platform", &target.uv_platform()])
         .arg("-r")
-        .arg(&req_file)
-        .stdin(Stdio::null());
+        .arg(&req_file);
         if no_build {
             cmd.arg("--no-build");
         }
         if opts.offline {
             cmd.arg("--offline");
         }
-        cmd.output().context("running `uv pip install`")
+        crate::children::output(&mut cmd).context("running `uv pip install`")
     };
     // Third-party packages: wheels only at first, so a package without a wheel for the
     // runtime fails fast here instead of being compiled for the wrong machine.
@@ -585,19 +582,57 @@ pub fn interpreter_stamp(path: &Path) -> String {
 
 /// `uv python find X.Y`, outside any project so a local .venv does not answer.
 pub fn find_interpreter(uv: &Uv, target: &Target) -> Option<PathBuf> {
-    let out = uv
-        .command(Path::new("/"))
-        .args(["python", "find", "--no-project", "--system"])
-        .arg(target.python.to_string())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let mut cmd = uv.command(Path::new("/"));
+    cmd.args(["python", "find", "--no-project", "--system"])
+        .arg(target.python.to_string());
+    let out = crate::children::output(&mut cmd).ok()?;
     if !out.status.success() {
         return None;
     }
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     path.is_file().then_some(path)
 }
+
+/// `uv python install X.Y`: one of uv's managed builds, which for a given uv version are
+/// the same on every machine. `--no-bin`: nothing is put on the user's PATH for us. On
+/// failure, uv's own line says why (no network, no such build).
+pub fn install_interpreter(uv: &Uv, target: &Target) -> std::result::Result<(), String> {
+    let mut cmd = uv.command(Path::new("/"));
+    cmd.args(["python", "install", "--no-bin"])
+        .arg(target.python.to_string());
+    let out = crate::children::output(&mut cmd).map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(last_error_line(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// No interpreter of the target version could be had to compile bytecode: shipping
+/// without it would make the image's digest depend on the machine, so it is an error.
+#[derive(Debug)]
+pub struct NoInterpreter {
+    pub python: crate::target::PyVersion,
+    /// Why uv could not install one; None when installing was not tried (offline).
+    pub install_failed: Option<String>,
+}
+
+impl std::fmt::Display for NoInterpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let python = self.python;
+        match &self.install_failed {
+            Some(why) => write!(
+                f,
+                "no Python {python} interpreter to compile bytecode: uv found none and could not install one ({why})"
+            ),
+            None => write!(
+                f,
+                "no Python {python} interpreter to compile bytecode: uv found none, and installing one needs the network"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoInterpreter {}
 
 /// Compile `files` (relative path, source file) into `out_root`'s `__pycache__` dirs
 /// with embedded paths under `dest_root`. Returns the interpreter's full version.
@@ -616,8 +651,7 @@ pub fn compile(
             cmd.env_remove(key);
         }
     }
-    let mut child = cmd
-        .args(["-s", "-c", COMPILE_SCRIPT])
+    cmd.args(["-s", "-c", COMPILE_SCRIPT])
         .arg(target.python.to_string())
         .arg(out_root)
         .arg(dest_root)
@@ -627,11 +661,11 @@ pub fn compile(
         .env("PYTHONHASHSEED", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let mut child = crate::children::spawn(&mut cmd)
         .with_context(|| format!("starting {}", python.display()))?;
     {
-        let mut stdin = child.stdin.take().context("no stdin")?;
+        let mut stdin = child.stdin().context("no stdin")?;
         for (rel, source) in files {
             writeln!(stdin, "{rel}\t{}", source.display())?;
         }
