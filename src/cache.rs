@@ -150,13 +150,13 @@ impl Cache {
         Ok(digest)
     }
 
-    /// A fresh temporary directory inside the cache (same filesystem as the blobs, so
-    /// finished files can be renamed or hard-linked instead of copied).
-    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir> {
-        tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(self.root.join("tmp"))
-            .context("creating a staging directory in the cache")
+    /// A fresh staging directory inside the cache (same filesystem as the blobs, so
+    /// finished files can be renamed or hard-linked instead of copied), owned by this
+    /// process until dropped. Stale ones, left by builds that were killed, are swept first.
+    pub fn temp_dir(&self, prefix: &str) -> Result<StagingDir> {
+        let tmp = self.root.join("tmp");
+        sweep_stale_staging(&tmp);
+        StagingDir::create(&tmp, prefix).context("creating a staging directory in the cache")
     }
 
     pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -214,6 +214,127 @@ impl Cache {
     pub fn record_put<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
         self.write_atomic(&self.key_path("layers", key), &serde_json::to_vec(value)?)
     }
+}
+
+/// A staging directory `tmp/NAME` and its lock file `tmp/NAME.lock`, locked (flock) for
+/// as long as the value lives: the kernel drops the lock when the process dies however it
+/// dies, so a directory whose lock is free belongs to no live build.
+///
+/// Order is what makes sweeping safe: the lock file is created and locked before the
+/// directory, and removed after it (by its owner or by a sweeper holding the lock).
+#[derive(Debug)]
+pub struct StagingDir {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl StagingDir {
+    fn create(tmp: &Path, prefix: &str) -> Result<StagingDir> {
+        let (lock, lock_path) = tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(LOCK_SUFFIX)
+            .tempfile_in(tmp)?
+            .into_parts();
+        let lock_path = lock_path.keep()?;
+        let dir = PathBuf::from(
+            lock_path
+                .to_string_lossy()
+                .strip_suffix(LOCK_SUFFIX)
+                .context("a lock file's name")?,
+        );
+        let made = try_lock(&lock).and_then(|()| Ok(std::fs::create_dir(&dir)?));
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(&lock_path);
+            return Err(e);
+        }
+        Ok(StagingDir {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // Still locked here: a sweeper that opened this file before it goes finds another
+        // file (or none) at the path, and leaves it.
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+const LOCK_SUFFIX: &str = ".lock";
+
+/// Staging directories made before they carried a lock: removed once untouched this long
+/// (an older ocilambda sharing the cache may still be using a fresh one).
+const UNLOCKED_STAGING_AGE: Duration = Duration::from_secs(3600);
+
+fn try_lock(file: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Remove the staging directories in `tmp` that no live process owns: those whose lock
+/// file this process can lock, and old ones from before locks. Best effort: what cannot
+/// be removed now is tried again by the next build.
+pub fn sweep_stale_staging(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(LOCK_SUFFIX) {
+            sweep_locked(&entry.path(), &tmp.join(stem));
+        } else if ["stage-", "zip-", "verify-"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+            && !tmp.join(format!("{name}{LOCK_SUFFIX}")).exists()
+            && older_than(&entry.path(), UNLOCKED_STAGING_AGE)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Remove `dir` and its lock file when the lock is free and still the one at `lock_path`.
+fn sweep_locked(lock_path: &Path, dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(lock) = std::fs::File::open(lock_path) else {
+        return;
+    };
+    if try_lock(&lock).is_err() {
+        return; // a live build's
+    }
+    // The file may have been removed and its name reused since we opened it.
+    let same = match (lock.metadata(), std::fs::metadata(lock_path)) {
+        (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+        _ => false,
+    };
+    // No directory yet: a build between creating its lock file and locking it, unless
+    // it died there long ago.
+    if !same || (!dir.exists() && !older_than(lock_path, UNLOCKED_STAGING_AGE)) {
+        return;
+    }
+    if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+        let _ = std::fs::remove_file(lock_path);
+    }
+}
+
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
 }
 
 /// What identifies one version of a file's bytes without reading them.
@@ -281,6 +402,68 @@ mod tests {
         // Written again (as a fresh download would be) without reading it first.
         cache.write_blob(br#"{"schemaVersion":2}"#).unwrap();
         assert_eq!(cache.read_blob(&d).unwrap(), br#"{"schemaVersion":2}"#);
+    }
+
+    /// A staging dir is removed with its lock when dropped, and kept from sweeps while
+    /// held (flock conflicts between two opens of the file, even in one process).
+    #[test]
+    fn a_held_staging_dir_survives_a_sweep_and_goes_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        let held = cache.temp_dir("stage-").unwrap();
+        std::fs::write(held.path().join("f"), b"x").unwrap();
+        let lock = PathBuf::from(format!("{}{LOCK_SUFFIX}", held.path().display()));
+        assert!(lock.is_file());
+        sweep_stale_staging(&dir.path().join("tmp"));
+        assert!(
+            held.path().join("f").is_file(),
+            "a live build's dir is kept"
+        );
+        let path = held.path().to_path_buf();
+        drop(held);
+        assert!(!path.exists() && !lock.exists());
+    }
+
+    /// What a killed build leaves (a dir and a lock file nobody holds) is swept by the
+    /// next staging dir made; a lock-less dir from before locks only once it is old.
+    #[test]
+    fn stale_staging_dirs_are_swept_and_fresh_unlocked_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        let tmp = dir.path().join("tmp");
+        let killed = cache.temp_dir("stage-").unwrap();
+        let killed_path = killed.path().to_path_buf();
+        // As after kill -9: no destructor ran, the kernel dropped the lock.
+        std::mem::forget(killed);
+        // Forgetting keeps the descriptor open (and locked): release it as death would.
+        let lock_path = PathBuf::from(format!("{}{LOCK_SUFFIX}", killed_path.display()));
+        for fd in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|t| t == lock_path) {
+                let n: i32 = fd.file_name().to_string_lossy().parse().unwrap();
+                // SAFETY: closing the descriptor of the forgotten lock file.
+                unsafe { libc::close(n) };
+            }
+        }
+        std::fs::write(killed_path.join("partial"), b"x").unwrap();
+        for name in ["stage-old", "zip-fresh"] {
+            std::fs::create_dir(tmp.join(name)).unwrap();
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+        std::fs::File::open(tmp.join("stage-old"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let next = cache.temp_dir("stage-").unwrap();
+        assert!(!killed_path.exists() && !lock_path.exists(), "swept");
+        assert!(
+            !tmp.join("stage-old").exists(),
+            "an old lock-less dir is swept"
+        );
+        assert!(
+            tmp.join("zip-fresh").is_dir(),
+            "a fresh lock-less dir may be in use"
+        );
+        assert!(next.path().is_dir());
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<RegistryError>() {
             return Some(registry_hint(e));
         }
+        if let Some(e) = cause.downcast_ref::<crate::stage::NoInterpreter>() {
+            return Some(no_interpreter_hint(e));
+        }
     }
     crate::error::find_hint(err).map(str::to_string)
 }
@@ -168,6 +171,13 @@ fn app_source_hint(e: &AppSourceError) -> &'static str {
             "flatten that directory, or leave it out with --exclude"
         }
     }
+}
+
+fn no_interpreter_hint(e: &crate::stage::NoInterpreter) -> String {
+    let python = e.python;
+    format!(
+        "install one with `uv python install {python}`, or pass --no-compile-bytecode to ship without bytecode"
+    )
 }
 
 fn registry_hint(e: &RegistryError) -> String {

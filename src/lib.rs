@@ -13,6 +13,7 @@ pub mod audit;
 pub mod base;
 pub mod build;
 pub mod cache;
+pub mod children;
 pub mod config;
 pub mod diagnostics;
 pub mod digest;

@@ -16,7 +16,7 @@ use crate::provenance::{Choices, json_key, sha_hex};
 use crate::stage::{self, Export, Interpreter, Uv};
 use crate::target::{Arch, Target};
 use crate::tree::Tree;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -215,9 +215,12 @@ pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     let (uv_path, uv_identity, uv_known) = Uv::locate()?;
     let compile = settings.compile_bytecode.unwrap_or(req.bytecode_by_default);
     let interpreter = if compile {
-        let found =
-            bytecode_interpreter(cache, &uv_path, &uv_identity, uv_known.as_ref(), &target)?;
-        no_interpreter_is_fine(found, settings.compile_bytecode == Some(true), &target)?
+        Some(bytecode_interpreter(
+            cache,
+            (&uv_path, &uv_identity, uv_known.as_ref()),
+            &target,
+            req.offline,
+        )?)
     } else {
         None
     };
@@ -247,74 +250,71 @@ fn unintended_warning(paths: &[String]) -> String {
     )
 }
 
-/// Without an interpreter, bytecode that was asked for is an error, and bytecode that is
-/// only the default is dropped with a warning.
-fn no_interpreter_is_fine(
-    found: Option<Interpreter>,
-    asked: bool,
-    target: &Target,
-) -> Result<Option<Interpreter>> {
-    let python = target.python;
-    match found {
-        Some(i) => Ok(Some(i)),
-        None if asked => bail!(hint(
-            format!(
-                "no Python {python} interpreter found to compile bytecode (--compile-bytecode was given)"
-            ),
-            format!("install one with `uv python install {python}`, or pass --no-compile-bytecode")
-        )),
-        None => {
-            output::warning(&format!(
-                "no Python {python} interpreter found: shipping without bytecode (install one with `uv python install {python}`)"
-            ));
-            Ok(None)
-        }
-    }
-}
-
 /// The interpreter for bytecode, remembered per (uv binary, version) so the common path
-/// starts no uv process; a remembered path that vanished is looked up again.
+/// starts no uv process; a remembered path that vanished is looked up again. uv finds one,
+/// else installs one of its managed builds (unless offline), else it is an error: shipping
+/// without bytecode would give this machine another image digest than one that has it.
 fn bytecode_interpreter(
     cache: &Cache,
-    uv_path: &Path,
-    uv_identity: &str,
-    uv_known: Option<&Uv>,
+    (uv_path, uv_identity, uv_known): (&Path, &str, Option<&Uv>),
     target: &Target,
-) -> Result<Option<Interpreter>> {
+    offline: bool,
+) -> Result<Interpreter> {
     let key = format!("interpreter:{uv_identity}:{}", target.python);
     if let Some(found) = cache.record_get::<Interpreter>(&key)
         && found.path.is_file()
         && found.stamp == stage::interpreter_stamp(&found.path)
     {
-        return Ok(Some(found));
+        return Ok(found);
     }
     let uv = match uv_known {
         Some(uv) => uv.clone(),
         None => Uv::version_of(uv_path)?,
     };
-    let Some(path) = stage::find_interpreter(&uv, target) else {
-        return Ok(None);
+    let lookup = || match stage::find_interpreter(&uv, target) {
+        Some(path) => interpreter_at(path, target),
+        None => Ok(None),
     };
-    let out = std::process::Command::new(&path)
-        .args([
-            "-E",
-            "-c",
-            "import sys; print('%d.%d.%d' % sys.version_info[:3])",
-        ])
-        .output()
-        .with_context(|| format!("running {}", path.display()))?;
+    let no_interpreter = |install_failed| stage::NoInterpreter {
+        python: target.python,
+        install_failed,
+    };
+    let found = match lookup()? {
+        Some(found) => found,
+        None if offline => return Err(no_interpreter(None).into()),
+        None => {
+            output::status(&format!(
+                "Installing Python {} with uv to compile bytecode",
+                target.python
+            ));
+            stage::install_interpreter(&uv, target).map_err(|why| no_interpreter(Some(why)))?;
+            lookup()?.ok_or_else(|| {
+                no_interpreter(Some("uv installed it but does not find it".into()))
+            })?
+        }
+    };
+    cache.record_put(&key, &found)?;
+    Ok(found)
+}
+
+/// The interpreter at `path`, when it is of the target's version.
+fn interpreter_at(path: PathBuf, target: &Target) -> Result<Option<Interpreter>> {
+    let out = crate::children::output(std::process::Command::new(&path).args([
+        "-E",
+        "-c",
+        "import sys; print('%d.%d.%d' % sys.version_info[:3])",
+    ]))
+    .with_context(|| format!("running {}", path.display()))?;
     let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !version.starts_with(&format!("{}.", target.python)) {
         return Ok(None);
     }
     let stamp = stage::interpreter_stamp(&path);
-    let found = Interpreter {
+    Ok(Some(Interpreter {
         path,
         version,
         stamp,
-    };
-    cache.record_put(&key, &found)?;
-    Ok(Some(found))
+    }))
 }
 
 /// `uv export` of the locked requirements, with the summary lines both sides print.

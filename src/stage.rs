@@ -62,9 +62,7 @@ impl Uv {
     }
 
     pub fn version_of(path: &Path) -> Result<Uv> {
-        let out = Command::new(path)
-            .arg("--version")
-            .output()
+        let out = crate::children::output(Command::new(path).arg("--version"))
             .with_context(|| format!("running {} --version", path.display()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = text
@@ -83,6 +81,8 @@ impl Uv {
         cmd.current_dir(cwd)
             .env("UV_NO_PROGRESS", "1")
             .env("NO_COLOR", "1")
+            // Errors on one line each: their text is read (see [`wheel_less_names`]).
+            .env("UV_NO_WRAP", "1")
             // Our own flags decide these; a user's environment must not change the layer.
             .env_remove("UV_COMPILE_BYTECODE")
             .env_remove("UV_LINK_MODE")
@@ -136,7 +136,7 @@ pub fn export(uv: &Uv, project: &Project, sel: &Selection) -> Result<Export> {
     for g in &sel.groups {
         cmd.args(["--group", g]);
     }
-    let out = cmd.output().context("running `uv export`")?;
+    let out = crate::children::output(&mut cmd).context("running `uv export`")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         if stderr.contains("needs to be updated") || stderr.contains("--locked") {
@@ -238,25 +238,107 @@ fn packages_with_wheels(lock: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Names uv reports as lacking a usable wheel.
+/// Names uv reports as lacking a usable wheel, among `candidates`.
 fn packages_without_wheels(stderr: &str, candidates: &[String]) -> Vec<String> {
-    let text = stderr.to_ascii_lowercase().replace('_', "-");
+    let named = wheel_less_names(stderr);
     candidates
         .iter()
-        .filter(|name| {
-            [format!("{name}=="), format!("`{name}`"), format!("{name} ")]
-                .iter()
-                .any(|needle| {
-                    text.match_indices(needle.as_str()).any(|(i, _)| {
-                        let after = &text[i..text.len().min(i + 200)];
-                        after.contains("no usable wheels")
-                            || after.contains("doesn't have a source distribution or wheel")
-                            || after.contains("has no wheels")
-                    })
-                })
-        })
+        .filter(|c| named.contains(c))
         .cloned()
         .collect()
+}
+
+/// Whether `rest`, what follows "has " or "have " in uv's resolver text, says a package
+/// has no wheel it can use (uv-distribution-types' `IncompatibleDist`): "no usable wheels"
+/// when an sdist exists but building is off (`--no-build`); "no wheels with a matching
+/// platform tag (e.g. …)" and its kin when there is no sdist; "no Linux-compatible wheels"
+/// or "no `MARKER`-compatible wheels" when the lock's wheels cover no such platform.
+fn says_wheel_less(rest: &str) -> bool {
+    let Some(rest) = rest.strip_prefix("no ") else {
+        return false;
+    };
+    if ["usable wheels", "wheels with ", "compatible wheels"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+    {
+        return true;
+    }
+    let platform_end = match rest.strip_prefix('`') {
+        Some(marker) => marker.find('`').map(|i| i + 2),
+        None => rest.find([' ', '-']),
+    };
+    platform_end.is_some_and(|i| rest[i..].starts_with("-compatible wheels"))
+}
+
+/// Every package uv's error text names as having no wheel for the target, normalised. The
+/// subject of each such clause is read back from the phrase, so that extras, markers
+/// (`numpy[dev]{python_full_version < '3.12'}==2.4.6`, spaces inside the braces) and
+/// version ranges do not hide the name, and a name elsewhere in the sentence ("Because
+/// six==1 is available and numpy==2 has no usable wheels") is not taken for it. uv's
+/// hint "Wheels are required for `x` because building from source is disabled" is not
+/// such a clause: it follows any `--no-build` failure, also for a pure sdist.
+fn wheel_less_names(stderr: &str) -> Vec<String> {
+    // uv wraps long lines at the terminal width: words of one clause may be on two lines.
+    // The box-drawing gutter of its graphical reports (`╰─▶`, `│`) is not part of a clause.
+    let text = stderr
+        .split_whitespace()
+        .filter(|w| {
+            !w.chars()
+                .all(|c| matches!(c, '\u{2500}'..='\u{257f}' | '▶' | '×'))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
+    let mut names = Vec::new();
+    let mut add = |subject: &str| {
+        let end = subject
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            .unwrap_or(subject.len());
+        let name = &subject[..end];
+        if name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            let name = crate::project::normalize_name(name);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    };
+    for verb in [" has no ", " have no "] {
+        for (at, _) in text.match_indices(verb) {
+            if says_wheel_less(&text[at + verb.len() - "no ".len()..]) {
+                add(subject_before(&text[..at]));
+            }
+        }
+    }
+    // A lock-based install: "Distribution `numpy==2.4.6 @ registry+…` can't be installed
+    // because it doesn't have a source distribution or wheel for the current platform".
+    for (at, _) in text.match_indices(
+        "` can't be installed because it doesn't have a source distribution or wheel",
+    ) {
+        let before = &text[..at];
+        add(before.rsplit('`').next().unwrap_or(before));
+    }
+    // uv's hints after a tag mismatch name packages that have wheels, only not this one.
+    for lead in ["wheels are available for `", "we only found wheels for `"] {
+        for (at, _) in text.match_indices(lead) {
+            add(&text[at + lead.len()..]);
+        }
+    }
+    names
+}
+
+/// The requirement a clause ending at `before`'s end is about: back to the previous space
+/// outside `{…}` and `[…]` (markers hold spaces).
+fn subject_before(before: &str) -> &str {
+    let mut depth = 0i32;
+    for (i, c) in before.char_indices().rev() {
+        match c {
+            '}' | ']' => depth += 1,
+            '{' | '[' => depth -= 1,
+            ' ' | '`' | '(' if depth <= 0 => return &before[i + 1..],
+            _ => {}
+        }
+    }
+    before
 }
 
 /// What `install` installs: third-party wheels or workspace members.
@@ -302,15 +384,14 @@ pub fn install(
         .args(["--python-version", &target.python.to_string()])
         .args(["--python-platform", &target.uv_platform()])
         .arg("-r")
-        .arg(&req_file)
-        .stdin(Stdio::null());
+        .arg(&req_file);
         if no_build {
             cmd.arg("--no-build");
         }
         if opts.offline {
             cmd.arg("--offline");
         }
-        cmd.output().context("running `uv pip install`")
+        crate::children::output(&mut cmd).context("running `uv pip install`")
     };
     // Third-party packages: wheels only at first, so a package without a wheel for the
     // runtime fails fast here instead of being compiled for the wrong machine.
@@ -501,19 +582,57 @@ pub fn interpreter_stamp(path: &Path) -> String {
 
 /// `uv python find X.Y`, outside any project so a local .venv does not answer.
 pub fn find_interpreter(uv: &Uv, target: &Target) -> Option<PathBuf> {
-    let out = uv
-        .command(Path::new("/"))
-        .args(["python", "find", "--no-project", "--system"])
-        .arg(target.python.to_string())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
+    let mut cmd = uv.command(Path::new("/"));
+    cmd.args(["python", "find", "--no-project", "--system"])
+        .arg(target.python.to_string());
+    let out = crate::children::output(&mut cmd).ok()?;
     if !out.status.success() {
         return None;
     }
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     path.is_file().then_some(path)
 }
+
+/// `uv python install X.Y`: one of uv's managed builds, which for a given uv version are
+/// the same on every machine. `--no-bin`: nothing is put on the user's PATH for us. On
+/// failure, uv's own line says why (no network, no such build).
+pub fn install_interpreter(uv: &Uv, target: &Target) -> std::result::Result<(), String> {
+    let mut cmd = uv.command(Path::new("/"));
+    cmd.args(["python", "install", "--no-bin"])
+        .arg(target.python.to_string());
+    let out = crate::children::output(&mut cmd).map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(last_error_line(&String::from_utf8_lossy(&out.stderr)))
+}
+
+/// No interpreter of the target version could be had to compile bytecode: shipping
+/// without it would make the image's digest depend on the machine, so it is an error.
+#[derive(Debug)]
+pub struct NoInterpreter {
+    pub python: crate::target::PyVersion,
+    /// Why uv could not install one; None when installing was not tried (offline).
+    pub install_failed: Option<String>,
+}
+
+impl std::fmt::Display for NoInterpreter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let python = self.python;
+        match &self.install_failed {
+            Some(why) => write!(
+                f,
+                "no Python {python} interpreter to compile bytecode: uv found none and could not install one ({why})"
+            ),
+            None => write!(
+                f,
+                "no Python {python} interpreter to compile bytecode: uv found none, and installing one needs the network"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoInterpreter {}
 
 /// Compile `files` (relative path, source file) into `out_root`'s `__pycache__` dirs
 /// with embedded paths under `dest_root`. Returns the interpreter's full version.
@@ -532,8 +651,7 @@ pub fn compile(
             cmd.env_remove(key);
         }
     }
-    let mut child = cmd
-        .args(["-s", "-c", COMPILE_SCRIPT])
+    cmd.args(["-s", "-c", COMPILE_SCRIPT])
         .arg(target.python.to_string())
         .arg(out_root)
         .arg(dest_root)
@@ -543,11 +661,11 @@ pub fn compile(
         .env("PYTHONHASHSEED", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let mut child = crate::children::spawn(&mut cmd)
         .with_context(|| format!("starting {}", python.display()))?;
     {
-        let mut stdin = child.stdin.take().context("no stdin")?;
+        let mut stdin = child.stdin().context("no stdin")?;
         for (rel, source) in files {
             writeln!(stdin, "{rel}\t{}", source.display())?;
         }
@@ -682,6 +800,104 @@ mod tests {
         let stderr = "  × No solution found when resolving dependencies:\n  ╰─▶ Because numpy==2.4.0 has no usable wheels and you require numpy==2.4.0, we can conclude that your requirements are unsatisfiable.";
         let got = packages_without_wheels(stderr, &["numpy".into(), "six".into()]);
         assert_eq!(got, ["numpy"]);
+    }
+
+    /// Every form of uv's "no wheel" clause seen from `uv pip install --no-build` (0.13)
+    /// and read in uv's resolver sources: the subject may carry extras, a marker in braces
+    /// (with spaces), a range, or be "all versions of"; the clause may be wrapped.
+    #[test]
+    fn missing_wheels_are_found_in_every_form_uv_prints() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "error: No solution found when resolving dependencies\n  cause: Because numpy==2.4.1 has no usable wheels and you require numpy==2.4.1, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are required for `numpy` because building from source is disabled for all packages (i.e., with `--no-build`)",
+                &["numpy"],
+            ),
+            (
+                "  cause: Because numpy{python_full_version < '3.12'}==2.4.6 has no usable wheels and you require numpy{python_full_version < '3.12'}==2.4.6, we can conclude that your requirements are unsatisfiable.",
+                &["numpy"],
+            ),
+            (
+                "  cause: Because numpy[dev]==2.4.1 has no usable wheels and you require numpy[dev]==2.4.1, we can conclude that your requirements are unsatisfiable.",
+                &["numpy"],
+            ),
+            (
+                "Because Pydantic_Core[timezone]{python_full_version < '3.12' and platform_machine == 'aarch64'}>=2.0,<3 has no usable wheels and you require it",
+                &["pydantic-core"],
+            ),
+            (
+                "╰─▶ Because all versions of anyio have no usable wheels and you require anyio, we can conclude that your requirements are unsatisfiable.",
+                &["anyio"],
+            ),
+            (
+                "╰─▶ Because all versions of numpy{python_full_version < '3.12'} have no usable wheels and you require numpy",
+                &["numpy"],
+            ),
+            // Wrapped at the terminal width, inside the clause.
+            (
+                "  ╰─▶ Because numpy{python_full_version < '3.12'}==2.4.6 has no\n      usable wheels and you require numpy==2.4.6, we can conclude that your\n      requirements are unsatisfiable.",
+                &["numpy"],
+            ),
+            // No sdist at all: the wheels' tags are what does not fit.
+            (
+                "Because cryptography==44.0.0 has no wheels with a matching platform tag (e.g., `manylinux_2_17_aarch64`) and you require cryptography==44.0.0, we can conclude that your requirements are unsatisfiable.",
+                &["cryptography"],
+            ),
+            (
+                "Because numpy==2.4.1 has no wheels with a matching Python ABI tag (e.g., `cp311`) and you require numpy==2.4.1",
+                &["numpy"],
+            ),
+            (
+                "Because all versions of torch have no wheels with a matching Python implementation tag",
+                &["torch"],
+            ),
+            (
+                "Because numpy==2.4.1 has no Linux-compatible wheels and you require numpy",
+                &["numpy"],
+            ),
+            (
+                "Because numpy==2.4.1 has no `sys_platform == 'linux' and platform_machine == 'aarch64'`-compatible wheels",
+                &["numpy"],
+            ),
+            // Another package named in the same sentence is not the one without wheels.
+            (
+                "Because only six==1.16.0 is available and numpy==2.4.1 has no usable wheels, we can conclude that all versions of six depend on numpy",
+                &["numpy"],
+            ),
+            (
+                "Because orjson==3.10.0 has no usable wheels and pandas==2.2.0 has no wheels with a matching platform tag, we can conclude …",
+                &["orjson", "pandas"],
+            ),
+            // Installing from a lock.
+            (
+                "error: Distribution `numpy==2.4.6 @ registry+https://pypi.org/simple` can't be installed because it doesn't have a source distribution or wheel for the current platform",
+                &["numpy"],
+            ),
+            // uv's hints after a tag mismatch.
+            (
+                "hint: Wheels are available for `numpy` (v2.4.1) on the following platforms: `manylinux_2_27_aarch64`, `macosx_14_0_arm64`",
+                &["numpy"],
+            ),
+            (
+                "hint: You require CPython 3.11 (`cp311`), but we only found wheels for `numpy` (v2.4.1) with the following Python ABI tags: `cp312`, `cp313`",
+                &["numpy"],
+            ),
+            // Failures that are not about wheels name nothing.
+            (
+                "hint: Wheels are required for `six` because building from source is disabled for all packages (i.e., with `--no-build`)",
+                &[],
+            ),
+            (
+                "Because six==9.9 was not found in the package registry and you require six==9.9, we can conclude that your requirements are unsatisfiable.",
+                &[],
+            ),
+            (
+                "Because numpy==2.4.1 has no versions in the range and you require numpy",
+                &[],
+            ),
+        ];
+        for (stderr, want) in cases {
+            assert_eq!(wheel_less_names(stderr), *want, "{stderr}");
+        }
     }
 
     #[test]

@@ -7,7 +7,12 @@ use std::path::Path;
 
 /// Layer of each top-level module, bottom first (see ARCHITECTURE.md).
 const LAYERS: &[(u32, &[&str])] = &[
-    (0, &["layer", "tree", "digest", "fs", "error", "output"]),
+    (
+        0,
+        &[
+            "layer", "tree", "digest", "fs", "error", "output", "children",
+        ],
+    ),
     (1, &["oci"]),
     (2, &["target"]),
     (3, &["config", "layers", "provenance"]),

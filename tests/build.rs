@@ -871,6 +871,19 @@ fn no_wheel_for_the_runtime_glibc_names_package_glibc_and_fix() {
     assert!(err.contains("Python 3.12+"), "{err}");
 }
 
+/// uv names the requirement with its marker (`numpy{python_full_version < '3.12'}==2.4.1
+/// has no usable wheels`): the hint must survive that form too (issue 9 item 20).
+#[test]
+fn no_wheel_for_the_runtime_glibc_is_recognised_behind_a_marker() {
+    let (_t, p) = project_copy("numpy-arm64-marker");
+    let out = failing_build(
+        &p,
+        &["--base", &stand_in_base("3.11")],
+        "no wheel of `numpy`",
+    );
+    assert!(stderr(&out).contains("glibc 2.26"), "{}", stderr(&out));
+}
+
 #[test]
 fn native_source_build_is_refused_naming_the_package() {
     let (_t, p) = project_copy("native-member");

@@ -1,0 +1,5 @@
+import numpy
+
+
+def handler(event, context):
+    return {"numpy": numpy.__version__}
