@@ -66,6 +66,27 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
     crate::error::find_hint(err).map(str::to_string)
 }
 
+/// The hint for any error: its typed kind's, else a generic one that is still true. An
+/// untyped error is one the library did not foresee (most often an I/O error on a path it
+/// names), so the honest advice is to look at that path, or at the command's usage.
+pub fn hint_or_fallback(err: &anyhow::Error) -> String {
+    if let Some(h) = hint(err) {
+        return h;
+    }
+    let io = err.chain().find_map(|e| e.downcast_ref::<std::io::Error>());
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::NotFound) => {
+            "check that the path named above exists (relative paths are from the current directory)"
+                .into()
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            "check the permissions of the path named above, or choose another".into()
+        }
+        Some(_) => "check the path named above: its file system refused the operation".into(),
+        None => "see `ocilambda help` and the command's `--help` for what it expects".into(),
+    }
+}
+
 fn layout_hint(e: &LayoutError) -> &'static str {
     match e {
         LayoutError::NotALayout(_) => {

@@ -3,8 +3,8 @@
 //! docker, skopeo and ocilambda share one login. The password comes from stdin only.
 
 use crate::error::hint;
-use crate::output;
 use crate::registry::{Client, Credential, credentials};
+use crate::report::{Event, Reporter};
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::PathBuf;
@@ -56,7 +56,7 @@ fn read_password(mut input: impl Read) -> Result<String> {
 }
 
 /// Verify the credentials with the registry, then store them.
-pub async fn login(req: LoginRequest, password: impl Read) -> Result<()> {
+pub async fn login(req: LoginRequest, password: impl Read, reporter: &dyn Reporter) -> Result<()> {
     let registry = normalize_registry(&req.registry)?;
     if req.username.is_empty() {
         bail!(hint("no username given", "pass --username"));
@@ -80,19 +80,21 @@ pub async fn login(req: LoginRequest, password: impl Read) -> Result<()> {
     let stored = credentials::store(&registry, &req.username, &password)
         .await
         .with_context(|| format!("storing the credentials for {registry}"))?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Logged in to {registry} (credentials in {stored})"
-    ));
+    )));
     Ok(())
 }
 
 /// Forget the stored credentials; not being logged in is not an error.
-pub async fn logout(registry: &str) -> Result<()> {
+pub async fn logout(registry: &str, reporter: &dyn Reporter) -> Result<()> {
     let registry = normalize_registry(registry)?;
     if credentials::erase(&registry).await? {
-        output::status(&format!("Removed the credentials for {registry}"));
+        reporter.event(Event::Step(format!(
+            "Removed the credentials for {registry}"
+        )));
     } else {
-        output::status(&format!("Not logged in to {registry}"));
+        reporter.event(Event::Step(format!("Not logged in to {registry}")));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::error::hint;
 use crate::output;
 use crate::project::{Handler, Project};
 use crate::provenance::{Choices, json_key, sha_hex};
+use crate::report::{Event, Reporter};
 use crate::stage::{self, Export, Interpreter, Uv};
 use crate::target::{Arch, Target};
 use crate::tree::Tree;
@@ -33,6 +34,7 @@ pub struct Request<'a> {
     /// (as in uv's AWS Lambda guide's zip recipe, where the first import writes nothing
     /// back anyway).
     pub bytecode_by_default: bool,
+    pub reporter: &'a dyn Reporter,
 }
 
 /// Everything resolved from the project, the settings and the environment before any uv
@@ -206,7 +208,8 @@ pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     );
     let app = project.app_tree(&handler, include, exclude)?;
     if !app.unintended.is_empty() {
-        output::warning(&unintended_warning(&app.unintended));
+        req.reporter
+            .event(Event::Warning(unintended_warning(&app.unintended)));
     }
     let app = app.tree;
     crate::handler::check(&app, &handler)?;
@@ -217,7 +220,12 @@ pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     let interpreter = if compile {
         let found =
             bytecode_interpreter(cache, &uv_path, &uv_identity, uv_known.as_ref(), &target)?;
-        no_interpreter_is_fine(found, settings.compile_bytecode == Some(true), &target)?
+        no_interpreter_is_fine(
+            found,
+            settings.compile_bytecode == Some(true),
+            &target,
+            req.reporter,
+        )?
     } else {
         None
     };
@@ -253,6 +261,7 @@ fn no_interpreter_is_fine(
     found: Option<Interpreter>,
     asked: bool,
     target: &Target,
+    reporter: &dyn Reporter,
 ) -> Result<Option<Interpreter>> {
     let python = target.python;
     match found {
@@ -264,9 +273,9 @@ fn no_interpreter_is_fine(
             format!("install one with `uv python install {python}`, or pass --no-compile-bytecode")
         )),
         None => {
-            output::warning(&format!(
+            reporter.event(Event::Warning(format!(
                 "no Python {python} interpreter found: shipping without bytecode (install one with `uv python install {python}`)"
-            ));
+            )));
             Ok(None)
         }
     }
@@ -318,15 +327,15 @@ fn bytecode_interpreter(
 }
 
 /// `uv export` of the locked requirements, with the summary lines both sides print.
-pub fn export(plan: &Plan) -> Result<(Uv, Export)> {
+pub fn export(plan: &Plan, reporter: &dyn Reporter) -> Result<(Uv, Export)> {
     let uv = match &plan.uv_known {
         Some(uv) => uv.clone(),
         None => Uv::version_of(&plan.uv_path)?,
     };
-    output::status(&format!("Using uv {}", uv.version));
+    reporter.event(Event::Step(format!("Using uv {}", uv.version)));
     let started = Instant::now();
     let e = stage::export(&uv, &plan.project, &plan.selection)?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Exported {} locked packages{} in {}",
         e.packages.len(),
         if e.members.is_empty() {
@@ -339,7 +348,7 @@ pub fn export(plan: &Plan) -> Result<(Uv, Export)> {
             )
         },
         output::duration(started.elapsed())
-    ));
+    )));
     Ok((uv, e))
 }
 
@@ -440,6 +449,8 @@ pub trait Encoder: Sync {
     fn encode(&self, kind: &'static str, key: &str, dir: &Path) -> Result<Self::Part>;
     /// Where Lambda sees the staged files: the path their bytecode embeds.
     fn pyc_root(&self) -> &str;
+    /// Where staging reports what it did.
+    fn reporter(&self) -> &dyn Reporter;
 }
 
 /// A part after staging: reused from the cache or freshly encoded.
@@ -477,7 +488,11 @@ pub fn stage_parts<E: Encoder, A: Send>(
         .as_ref()
         .map(|k| encoder.cached("workspace", k));
     let need_uv = deps_cached.is_none() || matches!(members_cached, Some(None));
-    let exported = if need_uv { Some(export(plan)?) } else { None };
+    let exported = if need_uv {
+        Some(export(plan, encoder.reporter())?)
+    } else {
+        None
+    };
     let stage = |kind: &'static str, key: &str, members: bool| -> Result<Staged<E::Part>> {
         let started = Instant::now();
         let exported = exported.as_ref().expect("uv ran: a part is missing");

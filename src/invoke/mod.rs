@@ -15,6 +15,7 @@ pub mod sandbox;
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::output;
+use crate::report::{Event as Said, Reporter};
 use crate::source::Remote;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -104,8 +105,12 @@ pub fn read_event(source: Option<&Path>) -> Result<Bytes> {
 }
 
 /// Invoke the image once with `event`.
-pub async fn invoke(opts: InvokeOptions, event: Bytes) -> Result<Outcome> {
-    let mut function = Function::prepare(&opts).await?;
+pub async fn invoke(
+    opts: InvokeOptions,
+    event: Bytes,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Outcome> {
+    let mut function = Function::prepare(&opts, reporter).await?;
     let outcome = function.invoke(event).await;
     function.stop().await;
     outcome
@@ -114,8 +119,13 @@ pub async fn invoke(opts: InvokeOptions, event: Bytes) -> Result<Outcome> {
 /// Serve the Runtime Interface Emulator's endpoint (`POST
 /// /2015-03-31/functions/function/invocations`) on `addr` until Ctrl-C, one warm sandbox
 /// behind it, started by the first invocation. `ready` gets the bound address.
-pub async fn serve(opts: InvokeOptions, addr: &str, ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    let function = Function::prepare(&opts).await?;
+pub async fn serve(
+    opts: InvokeOptions,
+    addr: &str,
+    reporter: Arc<dyn Reporter>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let function = Function::prepare(&opts, reporter.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         hint(
             format!("cannot listen on {addr}: {e}"),
@@ -128,9 +138,9 @@ pub async fn serve(opts: InvokeOptions, addr: &str, ready: impl FnOnce(SocketAdd
         let function = function.clone();
         move |req| endpoint(function.clone(), req)
     });
-    output::status(&format!(
+    reporter.event(Said::Step(format!(
         "Serving POST http://{bound}/2015-03-31/functions/function/invocations (Ctrl-C to stop)"
-    ));
+    )));
     ready(bound);
     let stopped = tokio::signal::ctrl_c().await;
     server.abort();
@@ -192,15 +202,11 @@ async fn endpoint(
             response
         }
         Err(e) => {
-            output::error(&crate::error::one_line(&e));
-            if let Some(h) = crate::error::find_hint(&e) {
-                output::hint(h);
-            }
-            runtime_api::json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            let body =
                 serde_json::json!({"Type": "Service", "message": crate::error::one_line(&e)})
-                    .to_string(),
-            )
+                    .to_string();
+            function.lock().await.reporter.event(Said::RequestFailed(e));
+            runtime_api::json_response(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
     }
 }
@@ -218,6 +224,7 @@ struct Function {
     memory_explicit: bool,
     memory_warned: bool,
     warm: Option<Warm>,
+    reporter: Arc<dyn Reporter>,
 }
 
 struct Warm {
@@ -243,10 +250,10 @@ enum End {
 impl Function {
     /// Find bwrap, open the image, check it can run here, and unpack it (or reuse the
     /// unpacked tree).
-    async fn prepare(opts: &InvokeOptions) -> Result<Function> {
+    async fn prepare(opts: &InvokeOptions, reporter: Arc<dyn Reporter>) -> Result<Function> {
         let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
         let user_env = parse_env(&opts.env)?;
-        let cache = Cache::open()?;
+        let cache = Cache::open(reporter.clone())?;
         let remote = Remote::new(&opts.insecure_registries).with_ca_cert(opts.ca_cert.clone());
         let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
         image::check_arch(&image)?;
@@ -254,19 +261,19 @@ impl Function {
         let short = output::short_digest(&image.manifest_digest);
         let rootfs = match rootfs::cached(cache.root(), &image.manifest_digest)? {
             Some(dir) => {
-                output::status(&format!("Reused unpacked image {short}"));
+                reporter.event(Said::Step(format!("Reused unpacked image {short}")));
                 dir
             }
             None => {
                 let fetching = Instant::now();
                 let (blobs, count, bytes) = image::layer_blobs(&image, &remote, &cache).await?;
                 if count > 0 {
-                    output::status(&format!(
+                    reporter.event(Said::Step(format!(
                         "Fetched {count} layer{} ({}) in {}",
                         if count == 1 { "" } else { "s" },
                         output::size(bytes),
                         output::duration(fetching.elapsed())
-                    ));
+                    )));
                 }
                 let started = Instant::now();
                 let (root, digest) = (cache.root().to_path_buf(), image.manifest_digest.clone());
@@ -275,13 +282,13 @@ impl Function {
                         .await
                         .context("the unpacking thread panicked")?
                         .with_context(|| format!("unpacking {}", image.label))?;
-                output::status(&format!(
+                reporter.event(Said::Step(format!(
                     "Unpacked image {short} ({} layers, {} files, {}) in {}",
                     stats.layers,
                     output::count(stats.files),
                     output::size(stats.bytes),
                     output::duration(started.elapsed())
-                ));
+                )));
                 dir
             }
         };
@@ -308,6 +315,7 @@ impl Function {
             memory_explicit: opts.memory_explicit,
             memory_warned: false,
             warm: None,
+            reporter,
         })
     }
 
@@ -320,10 +328,10 @@ impl Function {
             Ok(cg) => Some(cg),
             Err(why) => {
                 if self.memory_explicit && !self.memory_warned {
-                    output::warning(&format!(
-                        "--memory {} is not enforced ({why}); it only sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                        self.memory_mb
-                    ));
+                    self.reporter.event(Said::MemoryNotEnforced {
+                        memory_mb: self.memory_mb,
+                        why: why.to_string(),
+                    });
                 }
                 self.memory_warned = true;
                 None
@@ -387,7 +395,7 @@ impl Function {
                         if warm.init.is_none() {
                             warm.init = Some(at - warm.started);
                         }
-                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"));
+                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"), &*self.reporter);
                     }
                     Some(Event::Response { id: got, body }) if got == id => break End::Response(body),
                     Some(Event::Error { id: got, body }) if got == id => break End::Error(body),
@@ -438,7 +446,8 @@ impl Function {
             End::Timeout(after) => {
                 self.stop().await;
                 let message = format!("Task timed out after {:.2} seconds", after.as_secs_f64());
-                output::status(&format!("{} {id} {message}", timestamp()));
+                self.reporter
+                    .event(Said::Step(format!("{} {id} {message}", timestamp())));
                 Outcome::FunctionError(lambda_error(
                     "Sandbox.Timedout",
                     &format!("RequestId: {id} Error: {message}"),
@@ -450,8 +459,8 @@ impl Function {
             report(&id, init, duration, self.memory_mb, peak),
         ] {
             match self.warm.as_mut() {
-                Some(warm) => warm.sandbox.log(&line),
-                None => output::status(&line),
+                Some(warm) => warm.sandbox.log(&line, &*self.reporter),
+                None => self.reporter.event(Said::Step(line)),
             }
         }
         Ok(outcome)
