@@ -17,6 +17,24 @@ pub struct LoginRequest {
     pub ca_cert: Option<PathBuf>,
 }
 
+/// Credentials missing from the login command; the command layer says how to give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    NoPassword,
+    NoUsername,
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoginError::NoPassword => "no password on stdin",
+            LoginError::NoUsername => "no username given",
+        })
+    }
+}
+
+impl std::error::Error for LoginError {}
+
 /// `https://reg.example/` or `reg.example/v2/` → `reg.example`, as docker accepts them.
 pub fn normalize_registry(text: &str) -> Result<String> {
     let trimmed = text.trim();
@@ -47,10 +65,7 @@ fn read_password(mut input: impl Read) -> Result<String> {
         .unwrap_or(&text)
         .to_string();
     if password.is_empty() {
-        bail!(hint(
-            "no password on stdin",
-            "pipe it in, e.g. `aws ecr get-login-password | ocilambda login REGISTRY --username AWS --password-stdin`"
-        ));
+        bail!(LoginError::NoPassword);
     }
     Ok(password)
 }
@@ -59,7 +74,7 @@ fn read_password(mut input: impl Read) -> Result<String> {
 pub async fn login(req: LoginRequest, password: impl Read, reporter: &dyn Reporter) -> Result<()> {
     let registry = normalize_registry(&req.registry)?;
     if req.username.is_empty() {
-        bail!(hint("no username given", "pass --username"));
+        bail!(LoginError::NoUsername);
     }
     let password = read_password(password)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;

@@ -180,11 +180,12 @@ fn parse_arch(s: &str) -> Result<Arch, ocilambda::oci::platform::UnknownArch> {
     s.parse()
 }
 
-/// `--python-version`: typed before anything is read, keeping the hint of a bad version.
+/// `--python-version`: typed before anything is read, keeping the kind of a bad version
+/// for its hint.
 fn parse_python(s: &str) -> Result<PyVersion, Box<dyn std::error::Error + Send + Sync>> {
     s.parse::<PyVersion>()
-        .map_err(|e| match e.downcast::<error::Hint>() {
-            Ok(h) => Box::new(h) as Box<dyn std::error::Error + Send + Sync>,
+        .map_err(|e| match e.downcast::<ocilambda::target::VersionError>() {
+            Ok(v) => Box::new(v) as Box<dyn std::error::Error + Send + Sync>,
             Err(e) => e.into(),
         })
 }

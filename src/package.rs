@@ -10,7 +10,6 @@
 
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::error::hint;
 use crate::output;
 use crate::plan::{self, Encoder, Plan, Request};
 use crate::provenance::json_key;
@@ -189,6 +188,35 @@ fn staged_tree(dir: &Path, layout: &DepsLayout) -> Result<Tree> {
     Ok(tree)
 }
 
+/// Why a zip cannot be written; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipError {
+    /// With layer zips, the output must be a directory.
+    OutputIsFile(PathBuf),
+    /// Without, it must be a file.
+    OutputIsDirectory(PathBuf),
+    /// Over Lambda's unzipped limit: what is too large, and the sizes, already worded.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for ZipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZipError::OutputIsFile(p) => write!(
+                f,
+                "the output {} is a file, not a directory for the layer and app zips",
+                p.display()
+            ),
+            ZipError::OutputIsDirectory(p) => {
+                write!(f, "the output {} is a directory", p.display())
+            }
+            ZipError::TooLarge(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ZipError {}
+
 /// Refuse a package Lambda would refuse, naming what makes it large.
 fn check_budget(total: u64, mut largest: Vec<Distribution>, layer: bool) -> Result<()> {
     if total <= UNZIPPED_LIMIT {
@@ -200,21 +228,18 @@ fn check_budget(total: u64, mut largest: Vec<Distribution>, layer: bool) -> Resu
         .take(LARGEST_SHOWN)
         .map(|d| format!("{} ({})", d.name, output::size(d.bytes)))
         .collect();
-    bail!(hint(
-        format!(
-            "the {} unzips to {} ({} bytes), over Lambda's limit of 250 MiB ({} bytes) for zip deployments, layers included; largest: {}",
-            if layer {
-                "function with its layer"
-            } else {
-                "function package"
-            },
-            output::size(total),
-            output::count(total),
-            output::count(UNZIPPED_LIMIT),
-            shown.join(", ")
-        ),
-        "build a container image instead (`ocilambda build`: images may be up to 10 GB), or drop dependencies the function does not need at run time"
-    ));
+    bail!(ZipError::TooLarge(format!(
+        "the {} unzips to {} ({} bytes), over Lambda's limit of 250 MiB ({} bytes) for zip deployments, layers included; largest: {}",
+        if layer {
+            "function with its layer"
+        } else {
+            "function package"
+        },
+        output::size(total),
+        output::count(total),
+        output::count(UNZIPPED_LIMIT),
+        shown.join(", ")
+    )));
 }
 
 fn describe(w: &Written) -> Result<String> {
@@ -233,10 +258,7 @@ fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static st
     if req.layer {
         let dir = req.output.clone().unwrap_or(default_dir);
         if dir.is_file() {
-            bail!(hint(
-                format!("--output {} is a file", dir.display()),
-                "with --layer, --output names the directory for layer_content.zip and app.zip"
-            ));
+            bail!(ZipError::OutputIsFile(dir));
         }
         Ok(vec![
             ("layer", dir.join("layer_content.zip")),
@@ -248,10 +270,7 @@ fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static st
             .clone()
             .unwrap_or_else(|| default_dir.join("package.zip"));
         if file.is_dir() {
-            bail!(hint(
-                format!("--output {} is a directory", file.display()),
-                "--output names the zip file to write (e.g. dist/package.zip); with --layer it names a directory"
-            ));
+            bail!(ZipError::OutputIsDirectory(file));
         }
         Ok(vec![("package", file)])
     }
@@ -534,7 +553,7 @@ mod tests {
         assert!(!text.contains("d1 1.0"), "ten shown: {text}");
         assert!(!text.contains('\n'));
         assert!(
-            crate::error::find_hint(&err)
+            crate::diagnostics::hint(&err)
                 .unwrap()
                 .contains("ocilambda build")
         );

@@ -9,7 +9,6 @@
 
 use crate::cache::Cache;
 use crate::config::{Selection, Settings};
-use crate::error::hint;
 use crate::output;
 use crate::project::{Handler, Project};
 use crate::provenance::{Choices, json_key, sha_hex};
@@ -189,15 +188,34 @@ fn load_project(req: &Request) -> Result<(Project, Settings)> {
     Ok((project, settings))
 }
 
+/// Why a staging plan cannot be made; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// No `handler` setting from any source.
+    NoHandler,
+    /// Bytecode was asked for (not only the default) and no interpreter of the target
+    /// version was found.
+    NoInterpreter(crate::target::PyVersion),
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::NoHandler => write!(f, "no handler configured"),
+            PlanError::NoInterpreter(python) => write!(
+                f,
+                "no Python {python} interpreter found to compile bytecode (compile-bytecode is set)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
 /// Resolve settings, target, handler, app sources, uv and the bytecode interpreter.
 pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     let (project, settings) = load_project(req)?;
-    let handler_text = settings.handler.clone().ok_or_else(|| {
-        hint(
-            "no handler configured",
-            "pass --handler MODULE.FUNCTION (e.g. app.main.handler), or set `handler` in [tool.ocilambda]",
-        )
-    })?;
+    let handler_text = settings.handler.clone().ok_or(PlanError::NoHandler)?;
     let handler: Handler = handler_text.parse()?;
     let arch = settings.arch.unwrap_or(Arch::X86_64);
     let python = project.target_python(settings.python_version, settings.base.as_deref())?;
@@ -266,12 +284,7 @@ fn no_interpreter_is_fine(
     let python = target.python;
     match found {
         Some(i) => Ok(Some(i)),
-        None if asked => bail!(hint(
-            format!(
-                "no Python {python} interpreter found to compile bytecode (--compile-bytecode was given)"
-            ),
-            format!("install one with `uv python install {python}`, or pass --no-compile-bytecode")
-        )),
+        None if asked => bail!(PlanError::NoInterpreter(python)),
         None => {
             reporter.event(Event::Warning(format!(
                 "no Python {python} interpreter found: shipping without bytecode (install one with `uv python install {python}`)"

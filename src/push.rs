@@ -57,6 +57,18 @@ fn configured_repository(req: &PushRequest) -> Result<Option<String>> {
     Ok(from_file.overlaid_with(req.env.clone()).repository)
 }
 
+/// No REF given and no `repository` setting; the command layer says where to set one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRepository;
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no repository to push to")
+    }
+}
+
+impl std::error::Error for NoRepository {}
+
 /// Docker's tag grammar.
 fn check_tag(tag: &str) -> Result<()> {
     if !crate::registry::name::valid_tag(tag) {
@@ -72,12 +84,7 @@ fn check_tag(tag: &str) -> Result<()> {
 pub fn destination(req: &PushRequest) -> Result<Destination> {
     let text = match &req.reference {
         Some(r) => r.clone(),
-        None => configured_repository(req)?.ok_or_else(|| {
-            hint(
-                "no repository to push to",
-                "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml",
-            )
-        })?,
+        None => configured_repository(req)?.ok_or(NoRepository)?,
     };
     let reference = crate::registry::name::parse(&text).map_err(|e| {
         use crate::registry::name::{NameError, redact};

@@ -13,7 +13,6 @@ pub mod runtime_api;
 pub mod sandbox;
 
 use crate::cache::Cache;
-use crate::error::hint;
 use crate::output;
 use crate::report::{Event as Said, Reporter};
 use crate::source::Remote;
@@ -29,6 +28,76 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lambda's limit on the init phase of an on-demand function.
+/// Why an image cannot be invoked as asked; the command layer words the advice.
+#[derive(Debug)]
+pub enum InvokeError {
+    /// No IMAGE given and the project has no build output.
+    NoLayout(PathBuf),
+    /// An index without an image for this machine; `arch` in Lambda's names.
+    NoPlatform {
+        spec: String,
+        arch: String,
+        have: Vec<String>,
+    },
+    /// An image for another machine (no emulation); architectures in Lambda's names.
+    WrongPlatform {
+        label: String,
+        os: String,
+        arch: String,
+        host: String,
+    },
+    EventTooLarge(usize),
+    EventNotJson(serde_json::Error),
+    CannotListen {
+        addr: String,
+        error: std::io::Error,
+    },
+    /// A variable for the function that is not KEY[=VALUE].
+    BadVariable(String),
+    /// AWS_LAMBDA_RUNTIME_API, which only ocilambda sets.
+    ReservedVariable,
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::NoLayout(p) => write!(f, "no OCI image layout at {}", p.display()),
+            InvokeError::NoPlatform { spec, arch, have } => write!(
+                f,
+                "{spec} has no image for this machine's linux/{arch} (it has: {})",
+                have.join(", ")
+            ),
+            InvokeError::WrongPlatform {
+                label,
+                os,
+                arch,
+                host,
+            } => write!(
+                f,
+                "{label} is a {os}/{arch} image, but this machine runs linux/{host}"
+            ),
+            InvokeError::EventTooLarge(bytes) => write!(
+                f,
+                "the event is {bytes} bytes, over Lambda's limit of {} for a synchronous invocation",
+                runtime_api::MAX_PAYLOAD
+            ),
+            InvokeError::EventNotJson(e) => write!(f, "the event is not JSON: {e}"),
+            InvokeError::CannotListen { addr, error } => {
+                write!(f, "cannot listen on {addr}: {error}")
+            }
+            InvokeError::BadVariable(item) => {
+                write!(f, "invalid variable `{item}` for the function")
+            }
+            InvokeError::ReservedVariable => write!(
+                f,
+                "AWS_LAMBDA_RUNTIME_API cannot be set: it points the runtime at ocilambda"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvokeError {}
+
 const INIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// The defaults the Runtime Interface Emulator uses, so logs and ARNs look the same.
@@ -86,20 +155,10 @@ pub fn read_event(source: Option<&Path>) -> Result<Bytes> {
         }
     };
     if bytes.len() > runtime_api::MAX_PAYLOAD {
-        bail!(hint(
-            format!(
-                "the event is {} bytes, over Lambda's limit of {} for a synchronous invocation",
-                bytes.len(),
-                runtime_api::MAX_PAYLOAD
-            ),
-            "pass a smaller event"
-        ));
+        bail!(InvokeError::EventTooLarge(bytes.len()));
     }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        bail!(hint(
-            format!("the event is not JSON: {e}"),
-            "Lambda events are JSON documents, e.g. --event event.json with {\"key\": \"value\"}"
-        ));
+        bail!(InvokeError::EventNotJson(e));
     }
     Ok(Bytes::from(bytes))
 }
@@ -126,12 +185,13 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     let function = Function::prepare(&opts, reporter.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        hint(
-            format!("cannot listen on {addr}: {e}"),
-            "give --serve a free HOST:PORT, e.g. --serve 127.0.0.1:9001 (an IMAGE goes before --serve)",
-        )
-    })?;
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| InvokeError::CannotListen {
+                addr: addr.to_string(),
+                error,
+            })?;
     let bound = listener.local_addr()?;
     let function = Arc::new(tokio::sync::Mutex::new(function));
     let server = runtime_api::serve(listener, {
@@ -506,16 +566,10 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>> {
             None => (item.clone(), std::env::var(item).ok()),
         };
         if key.is_empty() || key.contains('\0') {
-            bail!(hint(
-                format!("invalid --env `{item}`"),
-                "use --env KEY=VALUE, or --env KEY to pass your own value"
-            ));
+            bail!(InvokeError::BadVariable(item.clone()));
         }
         if key == "AWS_LAMBDA_RUNTIME_API" {
-            bail!(hint(
-                "--env AWS_LAMBDA_RUNTIME_API cannot be set: it points the runtime at ocilambda",
-                "leave it out"
-            ));
+            bail!(InvokeError::ReservedVariable);
         }
         if let Some(value) = value {
             out.push((key, value));
