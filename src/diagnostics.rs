@@ -84,18 +84,28 @@ pub fn hint_or_fallback(err: &anyhow::Error) -> String {
     if let Some(h) = hint(err) {
         return h;
     }
-    let io = err.chain().find_map(|e| e.downcast_ref::<std::io::Error>());
-    match io.map(std::io::Error::kind) {
-        Some(std::io::ErrorKind::NotFound) => {
-            "check that the path named above exists (relative paths are from the current directory)"
-                .into()
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check that the path named above exists (relative paths are from the current directory)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "check the permissions of the path named above, or choose another"
+                }
+                _ => "check the path named above: its file system refused the operation",
+            }
+            .into();
         }
-        Some(std::io::ErrorKind::PermissionDenied) => {
-            "check the permissions of the path named above, or choose another".into()
+        if cause.downcast_ref::<toml::de::Error>().is_some() {
+            return "fix the TOML at the line and column shown".into();
         }
-        Some(_) => "check the path named above: its file system refused the operation".into(),
-        None => "see `ocilambda help` and the command's `--help` for what it expects".into(),
+        if cause.downcast_ref::<serde_json::Error>().is_some() {
+            return "the document named above is damaged or not what ocilambda expects there: check where it came from".into();
+        }
     }
+    "the message above says what failed; `ocilambda COMMAND --help` shows what a command expects"
+        .into()
 }
 
 /// The kinds of the steps behind the commands (project, plan, zip, push, login, invoke).
@@ -680,6 +690,9 @@ mod tests {
         );
         let plain = anyhow::anyhow!("something odd");
         assert!(hint_or_fallback(&plain).contains("--help"));
+        let toml = toml::from_str::<toml::Table>("not toml [").unwrap_err();
+        let e = anyhow::Error::new(toml).context("parsing pyproject.toml");
+        assert!(hint_or_fallback(&e).contains("TOML"));
         let typed = anyhow::Error::new(LoginError::NoUsername);
         assert_eq!(hint_or_fallback(&typed), "pass --username");
     }
