@@ -3,6 +3,9 @@
 //! config are fetched; base layer blobs stay remote until something needs their bytes
 //! (`--complete`, or a push to a registry that lacks them), as ko's lazy layers do.
 
+mod error;
+pub use error::BaseError;
+
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::registry::{Client, Reference};
@@ -71,13 +74,10 @@ async fn manifest_by_digest(
         return Ok((bytes, true));
     }
     if fetch.offline {
-        bail!(hint(
-            format!(
-                "base manifest {digest} of {} is not in the cache",
-                reference.whole()
-            ),
-            "run once without --offline to fill the cache"
-        ));
+        bail!(BaseError::NotCached(format!(
+            "base manifest {digest} of {}",
+            reference.whole()
+        )));
     }
     let pinned = Reference::with_digest(
         reference.registry().to_string(),
@@ -111,10 +111,7 @@ pub async fn resolve(
         };
         match cached {
             Some(entry) => entry.digest,
-            None if fetch.offline => bail!(hint(
-                format!("base {name} has never been resolved on this machine"),
-                "run once without --offline, or pin the base by digest"
-            )),
+            None if fetch.offline => bail!(BaseError::NeverResolved(name.clone())),
             None => {
                 from_cache = false;
                 let manifest = client
@@ -136,14 +133,12 @@ pub async fn resolve(
 
     let (manifest_digest, manifest) = if crate::oci::media::json_is_index(&top_value) {
         let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
-            hint(
-                format!(
-                    "base {name} has no manifest for linux/{} (it has: {})",
-                    arch.oci_name(),
-                    have.join(", ")
-                ),
-                "choose the other --arch, or a base image built for this architecture",
-            )
+            BaseError::NoPlatform {
+                name: name.clone(),
+                platform: format!("linux/{}", arch.oci_name()),
+                have: have.to_vec(),
+            }
+            .into()
         })?;
         let (bytes, hit) = manifest_by_digest(client, cache, &reference, &digest, fetch)
             .await
@@ -159,10 +154,10 @@ pub async fn resolve(
         .and_then(|m| m.as_str())
         .unwrap_or(crate::oci::media::OCI_MANIFEST);
     if !crate::oci::media::is_image_manifest(media_type) {
-        bail!(hint(
-            format!("base {name} has an unsupported manifest type `{media_type}`"),
-            "use an OCI or Docker v2 schema 2 image"
-        ));
+        bail!(BaseError::UnsupportedManifest {
+            name: name.clone(),
+            media_type: media_type.to_string(),
+        });
     }
     let config_desc = Descriptor::from_json(
         manifest
@@ -171,13 +166,10 @@ pub async fn resolve(
     )?;
     let config = match cache.read_blob(&config_desc.digest) {
         Some(bytes) => bytes,
-        None if fetch.offline => bail!(hint(
-            format!(
-                "base config {} of {name} is not in the cache",
-                config_desc.digest
-            ),
-            "run once without --offline"
-        )),
+        None if fetch.offline => bail!(BaseError::NotCached(format!(
+            "base config {} of {name}",
+            config_desc.digest
+        ))),
         None => {
             from_cache = false;
             source::fetch_small_blob(client, cache, &reference, &config_desc.digest)
@@ -191,13 +183,11 @@ pub async fn resolve(
         .and_then(|a| a.as_str())
         .unwrap_or("");
     if config_arch != arch.oci_name() {
-        bail!(hint(
-            format!(
-                "base {name} is a {config_arch} image, but the target architecture is {}",
-                arch.lambda_name()
-            ),
-            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
-        ));
+        bail!(BaseError::WrongArch {
+            name: name.clone(),
+            arch: config_arch.to_string(),
+            target: arch.lambda_name().to_string(),
+        });
     }
     let layers = manifest
         .get("layers")
@@ -230,10 +220,7 @@ pub async fn fetch_layers(
             continue;
         }
         if offline {
-            bail!(hint(
-                format!("base layer {} is not in the cache", layer.digest),
-                "run once without --offline to fetch the base layers"
-            ));
+            bail!(BaseError::NotCached(format!("base layer {}", layer.digest)));
         }
         let path = cache.blob_path(&layer.digest)?;
         fetched += client

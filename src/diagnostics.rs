@@ -2,6 +2,7 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::base::BaseError;
 use crate::invoke::InvokeError;
 use crate::layer::LayerError;
 use crate::login::LoginError;
@@ -11,6 +12,7 @@ use crate::project::{AppSourceError, ProjectError};
 use crate::registry::{BodyKind, RegistryError};
 use crate::sink::layout::LayoutError;
 use crate::sink::zip::OutputError;
+use crate::source::SourceError;
 use crate::target::VersionError;
 use crate::tree::LinkError;
 
@@ -131,7 +133,39 @@ fn command_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(e) = cause.downcast_ref::<InvokeError>() {
         return Some(invoke_hint(e));
     }
+    if let Some(e) = cause.downcast_ref::<BaseError>() {
+        return Some(base_hint(e).into());
+    }
+    if let Some(e) = cause.downcast_ref::<SourceError>() {
+        return Some(source_hint(e).into());
+    }
     None
+}
+
+fn base_hint(e: &BaseError) -> &'static str {
+    match e {
+        BaseError::NotCached(_) => "run once without --offline to fill the cache",
+        BaseError::NeverResolved(_) => "run once without --offline, or pin the base by digest",
+        BaseError::NoPlatform { .. } => {
+            "choose the other --arch, or a base image built for this architecture"
+        }
+        BaseError::WrongArch { .. } => {
+            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
+        }
+        BaseError::UnsupportedManifest { .. } => "use an OCI or Docker v2 schema 2 image",
+    }
+}
+
+fn source_hint(e: &SourceError) -> &'static str {
+    match e {
+        SourceError::NoLayout(_) => {
+            "pass a layout directory written by `ocilambda build` (default .ocilambda/image), or a registry reference REGISTRY/REPOSITORY[:TAG]"
+        }
+        SourceError::NoIndex(_) => "build one with `ocilambda build`, or give a registry reference",
+        SourceError::NothingBuilt(_) => {
+            "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
+        }
+    }
 }
 
 const NO_REPOSITORY: &str = "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml";
@@ -606,8 +640,47 @@ mod tests {
         ]
     }
 
+    fn every_base() -> Vec<BaseError> {
+        use BaseError::*;
+        match NotCached(s()) {
+            NotCached(_)
+            | NeverResolved(_)
+            | NoPlatform { .. }
+            | WrongArch { .. }
+            | UnsupportedManifest { .. } => {}
+        }
+        vec![
+            NotCached(s()),
+            NeverResolved(s()),
+            NoPlatform {
+                name: s(),
+                platform: s(),
+                have: vec![s()],
+            },
+            WrongArch {
+                name: s(),
+                arch: s(),
+                target: s(),
+            },
+            UnsupportedManifest {
+                name: s(),
+                media_type: s(),
+            },
+        ]
+    }
+
+    fn every_source() -> Vec<SourceError> {
+        use SourceError::*;
+        match NoLayout(s()) {
+            NoLayout(_) | NoIndex(_) | NothingBuilt(_) => {}
+        }
+        vec![NoLayout(s()), NoIndex(p()), NothingBuilt(p())]
+    }
+
     #[test]
     fn every_error_kind_has_a_hint() {
+        every_base().into_iter().for_each(|e| drop(hint_of(e)));
+        every_source().into_iter().for_each(|e| drop(hint_of(e)));
         every_layout().into_iter().for_each(|e| drop(hint_of(e)));
         every_output().into_iter().for_each(|e| drop(hint_of(e)));
         every_layer().into_iter().for_each(|e| drop(hint_of(e)));

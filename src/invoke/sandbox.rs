@@ -47,7 +47,7 @@ pub fn find_bwrap(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
         });
     found.ok_or_else(|| {
         hint(
-            "bwrap (bubblewrap) was not found on PATH: `ocilambda invoke` runs the image in a bubblewrap sandbox",
+            "bwrap (bubblewrap) was not found on PATH: invoking runs the image in a bubblewrap sandbox",
             INSTALL_HINT,
         )
     })

@@ -7,7 +7,6 @@
 //! and in which order; the HTTP, retries and credentials are [`crate::registry`]'s.
 
 use crate::cache::Cache;
-use crate::error::hint;
 use crate::oci::Descriptor;
 use crate::registry::name::{self, Name};
 use crate::registry::{BlobPush, BlobSource, Client, Progress, Pushed};
@@ -73,10 +72,7 @@ impl LayoutImage {
 /// Read the image `build` wrote to `dir` (the manifest its index tags `latest`).
 pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
     if !dir.join("index.json").is_file() {
-        bail!(hint(
-            format!("no image layout at {}", dir.display()),
-            "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
-        ));
+        bail!(source::SourceError::NothingBuilt(dir.to_path_buf()));
     }
     let image = source::open_layout(dir)?;
     let base = image
@@ -349,15 +345,10 @@ pub async fn push_referrers(
         else {
             continue;
         };
-        let bytes = std::fs::read(image.blob_path(digest)?)?;
+        let path = image.blob_path(digest)?;
+        let bytes = std::fs::read(&path)?;
         if crate::digest::of_bytes(&bytes) != digest {
-            bail!(hint(
-                format!(
-                    "the referrer manifest {digest} in {} does not match its digest",
-                    image.dir.display()
-                ),
-                "the layout is damaged: run `ocilambda build` again"
-            ));
+            bail!(crate::sink::layout::LayoutError::CorruptBlob(path));
         }
         let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
         if manifest["subject"]["digest"].as_str() != Some(image.digest.as_str()) {
