@@ -14,12 +14,14 @@ use crate::output;
 use crate::plan::{self, Encoder, Plan, Request};
 use crate::provenance::json_key;
 use crate::registry::Client;
+use crate::report::{Event, Reporter};
 use crate::sink;
 use crate::tree::Tree;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::config::DEFAULT_EPOCH;
@@ -92,6 +94,7 @@ pub struct BuildSummary {
 struct LayerEncoder<'a> {
     cache: &'a Cache,
     epoch: u64,
+    reporter: &'a dyn Reporter,
 }
 
 impl LayerEncoder<'_> {
@@ -104,21 +107,21 @@ impl LayerEncoder<'_> {
         // The writer hashed the bytes it wrote: no need to hash them again on reuse.
         self.cache.mark_verified(&layer.digest);
         self.cache.layer_put(key, &layer)?;
-        output::status(&format!(
+        self.reporter.event(Event::Step(format!(
             "Built {kind} layer ({}, {} files) in {}",
             output::size(layer.size),
             output::count(layer.files),
             output::duration(started.elapsed())
-        ));
+        )));
         Ok(layer)
     }
 
     fn reused(&self, kind: &str, layer: Layer) -> Layer {
-        output::status(&format!(
+        self.reporter.event(Event::Step(format!(
             "Reused {kind} layer {} ({})",
             output::short_digest(&layer.digest),
             output::size(layer.size)
-        ));
+        )));
         layer
     }
 }
@@ -135,6 +138,10 @@ impl Encoder for LayerEncoder<'_> {
         let mut tree = Tree::new();
         tree.add_dir_all(dir, "")?;
         self.write(kind, key, &tree, started)
+    }
+
+    fn reporter(&self) -> &dyn Reporter {
+        self.reporter
     }
 
     fn pyc_root(&self) -> &str {
@@ -185,9 +192,18 @@ fn app_layer(plan: &Plan, enc: &LayerEncoder, scratch: &Path) -> Result<LayerSum
 }
 
 /// Stage and encode every layer of `plan`: (layers, uv version).
-fn stage_layers(plan: &Plan, cache: &Cache, epoch: u64) -> Result<(Vec<LayerSummary>, String)> {
+fn stage_layers(
+    plan: &Plan,
+    cache: &Cache,
+    epoch: u64,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<LayerSummary>, String)> {
     let keys = layer_keys(plan, epoch)?;
-    let enc = LayerEncoder { cache, epoch };
+    let enc = LayerEncoder {
+        cache,
+        epoch,
+        reporter,
+    };
     let staging = cache.temp_dir("stage-")?;
     let scratch = staging.path().join("app-pyc");
     let parts = plan::stage_parts(plan, &keys, &enc, staging.path(), || {
@@ -239,6 +255,7 @@ async fn stage_on_base(
     req: &BuildRequest,
     client: &Client,
     cache: &Cache,
+    reporter: &Arc<dyn Reporter>,
 ) -> Result<Staged> {
     let (_, resolve_ref) = base_refs(&plan, req)?;
     let fetch = Fetch {
@@ -251,8 +268,9 @@ async fn stage_on_base(
     let base_future = base::resolve(client, cache, &resolve_ref, arch, fetch);
     let stage_cache = cache.clone();
     let epoch = req.epoch;
+    let stage_reporter = reporter.clone();
     let stage_future = tokio::task::spawn_blocking(move || {
-        let result = stage_layers(&plan, &stage_cache, epoch);
+        let result = stage_layers(&plan, &stage_cache, epoch, &*stage_reporter);
         (plan, result)
     });
     let (base, staged) = tokio::join!(
@@ -278,20 +296,19 @@ async fn stage_on_base(
         .into());
     }
     let (layers, uv_version) = staged?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Resolved base {} to {} (linux/{}{})",
         base.reference.whole(),
         output::short_digest(&base.top_digest),
         arch.oci_name(),
         if base.from_cache { ", cached" } else { "" }
-    ));
-    if !base.pinned && !output::is_quiet() {
-        output::hint(&format!(
-            "pin the base for reproducible rebuilds: --base {}/{}@{}",
-            base.reference.registry(),
-            base.reference.repository(),
-            base.top_digest
-        ));
+    )));
+    if !base.pinned {
+        reporter.event(Event::UnpinnedBase {
+            registry: base.reference.registry().to_string(),
+            repository: base.reference.repository().to_string(),
+            digest: base.top_digest.clone(),
+        });
     }
     Ok(Staged {
         plan,
@@ -308,6 +325,7 @@ fn sbom_referrer(
     cache: &Cache,
     image: &image::Image,
     epoch: u64,
+    reporter: &dyn Reporter,
 ) -> Result<crate::image::Referrer> {
     let mut dists = Vec::new();
     for l in s.layers.iter().filter(|l| l.kind != "app") {
@@ -322,7 +340,10 @@ fn sbom_referrer(
         &project.lock,
         epoch,
     )?;
-    output::status(&format!("Wrote SBOM ({} distributions)", dists.len()));
+    reporter.event(Event::Step(format!(
+        "Wrote SBOM ({} distributions)",
+        dists.len()
+    )));
     crate::sbom::referrer(&sbom, &image.manifest_digest, image.manifest.len(), epoch)
 }
 
@@ -362,9 +383,9 @@ fn assemble(s: &Staged, req: &BuildRequest) -> Result<(image::Image, String)> {
 }
 
 /// Build the image `req` describes and write it as an OCI layout.
-pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
+pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<BuildSummary> {
     let started = Instant::now();
-    let cache = Cache::open()?;
+    let cache = Cache::open(reporter.clone())?;
     let plan = plan::prepare(
         &Request {
             project_dir: &req.project_dir,
@@ -372,6 +393,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
             env: &req.env,
             offline: req.offline,
             bytecode_by_default: true,
+            reporter: &*reporter,
         },
         &cache,
     )?;
@@ -384,7 +406,7 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
     // A base tag that names another Python fails before uv installs anything.
     base::check_tag_python(&base_refs(&plan, &req)?.0, plan.target.python)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
-    let staged = stage_on_base(plan, &req, &client, &cache).await?;
+    let staged = stage_on_base(plan, &req, &client, &cache, &reporter).await?;
 
     let mut with_blobs: Vec<String> = staged
         .layers
@@ -397,23 +419,28 @@ pub async fn build(req: BuildRequest) -> Result<BuildSummary> {
             .await
             .with_context(|| format!("fetching the layers of base {}", base.reference.whole()))?;
         if fetched > 0 {
-            output::status(&format!("Fetched base layers ({})", output::size(fetched)));
+            reporter.event(Event::Step(format!(
+                "Fetched base layers ({})",
+                output::size(fetched)
+            )));
         }
         with_blobs.extend(base.layers.iter().map(|l| l.digest.clone()));
     }
     let (image, base_name) = assemble(&staged, &req)?;
     let mut referrers = Vec::new();
     if staged.plan.settings.sbom == Some(true) {
-        referrers.push(sbom_referrer(&staged, &cache, &image, req.epoch)?);
+        referrers.push(sbom_referrer(
+            &staged, &cache, &image, req.epoch, &*reporter,
+        )?);
     }
     sink::layout::write(&output_dir, &image, &cache, &with_blobs, &referrers)
         .with_context(|| format!("writing the image layout to {}", output_dir.display()))?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Wrote image {} to {} in {}",
         output::short_digest(&image.manifest_digest),
         output_dir.display(),
         output::duration(started.elapsed())
-    ));
+    )));
     Ok(summary(
         staged,
         image.manifest_digest,

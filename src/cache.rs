@@ -7,15 +7,26 @@
 //! Credentials never come here.
 
 use crate::layers::Layer;
+use crate::report::{Event, Reporter};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// Told when a corrupt entry is dropped: the cache repairs itself, but the user
+    /// should know their disk or a tool changed it.
+    reporter: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("root", &self.root).finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,7 +38,7 @@ pub struct TagEntry {
 }
 
 impl Cache {
-    pub fn open() -> Result<Cache> {
+    pub fn open(reporter: Arc<dyn Reporter>) -> Result<Cache> {
         let root = if let Some(dir) =
             std::env::var_os("OCILAMBDA_CACHE_DIR").filter(|d| !d.is_empty())
         {
@@ -42,16 +53,23 @@ impl Cache {
                 "set OCILAMBDA_CACHE_DIR to a writable directory"
             ));
         };
-        Self::at(root)
+        Ok(Cache {
+            reporter,
+            ..Self::at(root)?
+        })
     }
 
+    /// The cache at `root`, reporting nothing (tests, tools).
     pub fn at(root: PathBuf) -> Result<Cache> {
         for sub in ["blobs/sha256", "blobs/verified", "tags", "layers", "tmp"] {
             std::fs::create_dir_all(root.join(sub)).with_context(|| {
                 format!("creating cache directory {}", root.join(sub).display())
             })?;
         }
-        Ok(Cache { root })
+        Ok(Cache {
+            root,
+            reporter: Arc::new(crate::report::Silent),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -117,9 +135,9 @@ impl Cache {
     }
 
     fn drop_corrupt(&self, digest: &str, path: &Path) {
-        crate::output::warning(&format!(
+        self.reporter.event(Event::Warning(format!(
             "the cached blob {digest} does not match its digest; removed it, it will be fetched or rebuilt"
-        ));
+        )));
         let _ = std::fs::remove_file(path);
         if let Some(mark) = self.fingerprint_path(digest) {
             let _ = std::fs::remove_file(mark);
@@ -363,13 +381,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn corrupted_blob_reads_as_missing() {
+    fn corrupted_blob_reads_as_missing_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::at(dir.path().to_path_buf()).unwrap();
+        let recorder = Arc::new(crate::report::Recorder::default());
+        let cache = Cache {
+            reporter: recorder.clone(),
+            ..Cache::at(dir.path().to_path_buf()).unwrap()
+        };
         let d = cache.write_blob(b"{}").unwrap();
         assert_eq!(cache.read_blob(&d).unwrap(), b"{}");
+        assert!(recorder.0.lock().unwrap().is_empty());
         std::fs::write(cache.blob_path(&d).unwrap(), b"{ }").unwrap();
         assert!(cache.read_blob(&d).is_none());
+        let events = recorder.0.lock().unwrap();
+        assert!(
+            matches!(&events[..], [Event::Warning(w)] if w.contains(&d)),
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -435,7 +435,7 @@ mod tests {
         let err = env(&[("OCILAMBDA_PYTHON_VERSION", "3.9")])
             .settings()
             .unwrap_err();
-        assert!(crate::error::find_hint(&err).is_some());
+        assert!(crate::diagnostics::hint(&err).is_some());
         let s = env(&[("OCILAMBDA_ARCH", "aarch64"), ("OCILAMBDA_BASE_TTL", "30m")])
             .settings()
             .unwrap();

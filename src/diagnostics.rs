@@ -2,11 +2,18 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::base::BaseError;
+use crate::invoke::InvokeError;
 use crate::layer::LayerError;
+use crate::login::LoginError;
 use crate::oci::layout::LayoutError;
-use crate::project::AppSourceError;
+use crate::package::ZipError;
+use crate::plan::PlanError;
+use crate::project::{AppSourceError, ProjectError};
 use crate::registry::{BodyKind, RegistryError};
 use crate::sink::zip::OutputError;
+use crate::source::SourceError;
+use crate::target::VersionError;
 use crate::tree::LinkError;
 
 /// The hint for a reference refused because it holds credentials
@@ -20,6 +27,9 @@ pub fn value_hint(err: &(dyn std::error::Error + 'static)) -> Option<String> {
         .is_some()
     {
         return Some(ARCH_HINT.into());
+    }
+    if let Some(e) = err.downcast_ref::<VersionError>() {
+        return Some(version_hint(e).into());
     }
     err.downcast_ref::<crate::error::Hint>()
         .map(|h| h.hint.clone())
@@ -52,9 +62,6 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             return Some(
                 "push again once the build has finished (or push a copy: ocilambda build --output DIR, then ocilambda push --layout DIR)".into(),
             );
-        }
-        if let Some(e) = cause.downcast_ref::<crate::base::BaseError>() {
-            return Some(base_hint(e).into());
         }
         if let Some(e) = cause.downcast_ref::<crate::base::PythonMismatch>() {
             return Some(format!(
@@ -89,8 +96,179 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<crate::stage::NoInterpreter>() {
             return Some(no_interpreter_hint(e));
         }
+        if let Some(h) = command_hint(cause) {
+            return Some(h);
+        }
     }
     crate::error::find_hint(err).map(str::to_string)
+}
+
+/// The hint for any error: its typed kind's, else a generic one that is still true. An
+/// untyped error is one the library did not foresee (most often an I/O error on a path it
+/// names), so the honest advice is to look at that path, or at the command's usage.
+pub fn hint_or_fallback(err: &anyhow::Error) -> String {
+    if let Some(h) = hint(err) {
+        return h;
+    }
+    for cause in err.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "check that the path named above exists (relative paths are from the current directory)"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "check the permissions of the path named above, or choose another"
+                }
+                _ => "check the path named above: its file system refused the operation",
+            }
+            .into();
+        }
+        if cause.downcast_ref::<toml::de::Error>().is_some() {
+            return "fix the TOML at the line and column shown".into();
+        }
+        if cause.downcast_ref::<serde_json::Error>().is_some() {
+            return "the document named above is damaged or not what ocilambda expects there: check where it came from".into();
+        }
+    }
+    "the message above says what failed; `ocilambda COMMAND --help` shows what a command expects"
+        .into()
+}
+
+/// The kinds of the steps behind the commands (project, plan, zip, push, login, invoke).
+fn command_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(e) = cause.downcast_ref::<ProjectError>() {
+        return Some(project_hint(e));
+    }
+    if let Some(e) = cause.downcast_ref::<PlanError>() {
+        return Some(plan_hint(e));
+    }
+    if let Some(e) = cause.downcast_ref::<VersionError>() {
+        return Some(version_hint(e).into());
+    }
+    if let Some(e) = cause.downcast_ref::<ZipError>() {
+        return Some(zip_hint(e).into());
+    }
+    if cause.downcast_ref::<crate::push::NoRepository>().is_some() {
+        return Some(NO_REPOSITORY.into());
+    }
+    if let Some(e) = cause.downcast_ref::<LoginError>() {
+        return Some(login_hint(e).into());
+    }
+    if let Some(e) = cause.downcast_ref::<InvokeError>() {
+        return Some(invoke_hint(e));
+    }
+    if let Some(e) = cause.downcast_ref::<BaseError>() {
+        return Some(base_hint(e).into());
+    }
+    if let Some(e) = cause.downcast_ref::<SourceError>() {
+        return Some(source_hint(e).into());
+    }
+    None
+}
+
+fn base_hint(e: &BaseError) -> &'static str {
+    match e {
+        BaseError::NotCached { .. } => "run once without --offline to fill the cache",
+        BaseError::NeverResolved { .. } => "run once without --offline, or pin the base by digest",
+        BaseError::PlatformMissing { .. } => {
+            "choose the other --arch, or a base image built for this architecture"
+        }
+        BaseError::WrongArch { .. } => {
+            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
+        }
+        BaseError::UnsupportedManifest { .. } => "use an OCI or Docker v2 schema 2 image",
+    }
+}
+
+fn source_hint(e: &SourceError) -> &'static str {
+    match e {
+        SourceError::NoLayout(_) => {
+            "pass a layout directory written by `ocilambda build` (default .ocilambda/image), or a registry reference REGISTRY/REPOSITORY[:TAG]"
+        }
+        SourceError::NoIndex(_) => "build one with `ocilambda build`, or give a registry reference",
+        SourceError::NothingBuilt(_) => {
+            "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
+        }
+    }
+}
+
+const NO_REPOSITORY: &str = "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml";
+
+fn project_hint(e: &ProjectError) -> String {
+    match e {
+        ProjectError::NoPyproject(_) => "run ocilambda in a uv project, or pass the project's directory: `ocilambda build path/to/project`".into(),
+        ProjectError::NoLock(_) => "run `uv lock` to create it, then commit it with the project".into(),
+        ProjectError::NotAMember { members, .. } => {
+            format!("workspace members: {}", members.join(", "))
+        }
+        ProjectError::PythonUnsatisfied { .. } => "pass a --python-version (or base tag) that satisfies it, or widen requires-python in pyproject.toml".into(),
+        ProjectError::HandlerNotFound { .. } => "check `handler` (MODULE.FUNCTION, e.g. app.main.handler) in [tool.ocilambda] or --handler".into(),
+        ProjectError::HandlerNotShipped { .. } => {
+            "check `handler`, and that `exclude` does not drop the module".into()
+        }
+        ProjectError::BadHandler(_) => {
+            "e.g. `app.main.handler` for a function `handler` in app/main.py".into()
+        }
+    }
+}
+
+fn plan_hint(e: &PlanError) -> String {
+    match e {
+        PlanError::NoHandler => "pass --handler MODULE.FUNCTION (e.g. app.main.handler), or set `handler` in [tool.ocilambda]".into(),
+    }
+}
+
+fn version_hint(e: &VersionError) -> &'static str {
+    match e {
+        VersionError::NotLambda(_) => "use one of 3.10, 3.11, 3.12, 3.13, 3.14",
+        VersionError::NotAVersion(_) => "give MAJOR.MINOR, e.g. `--python-version 3.13`",
+    }
+}
+
+fn zip_hint(e: &ZipError) -> &'static str {
+    match e {
+        ZipError::OutputIsFile(_) => {
+            "with --layer, --output names the directory for layer_content.zip and app.zip"
+        }
+        ZipError::OutputIsDirectory(_) => {
+            "--output names the zip file to write (e.g. dist/package.zip); with --layer it names a directory"
+        }
+        ZipError::TooLarge(_) => {
+            "build a container image instead (`ocilambda build`: images may be up to 10 GB), or drop dependencies the function does not need at run time"
+        }
+    }
+}
+
+fn login_hint(e: &LoginError) -> &'static str {
+    match e {
+        LoginError::NoPassword => {
+            "pipe it in, e.g. `aws ecr get-login-password | ocilambda login REGISTRY --username AWS --password-stdin`"
+        }
+        LoginError::NoUsername => "pass --username",
+    }
+}
+
+fn invoke_hint(e: &InvokeError) -> String {
+    use crate::invoke::image::lambda_arch;
+    match e {
+        InvokeError::NoLayout(_) => "run `ocilambda build` first, or pass IMAGE (a layout directory or REGISTRY/REPOSITORY[:TAG])".into(),
+        InvokeError::NoPlatform { arch, .. } => format!(
+            "build one with `ocilambda build --arch {}`, or invoke on a machine of the image's architecture",
+            lambda_arch(arch)
+        ),
+        InvokeError::WrongPlatform { arch, host, .. } => format!(
+            "build it for this machine with `ocilambda build --arch {host}`, or invoke it on a {arch} machine"
+        ),
+        InvokeError::EventTooLarge(_) => "pass a smaller event".into(),
+        InvokeError::EventNotJson(_) => {
+            "Lambda events are JSON documents, e.g. --event event.json with {\"key\": \"value\"}".into()
+        }
+        InvokeError::CannotListen { .. } => "give --serve a free HOST:PORT, e.g. --serve 127.0.0.1:9001 (an IMAGE goes before --serve)".into(),
+        InvokeError::BadVariable(_) => {
+            "use --env KEY=VALUE, or --env KEY to pass your own value".into()
+        }
+        InvokeError::ReservedVariable => "leave out --env AWS_LAMBDA_RUNTIME_API".into(),
+    }
 }
 
 fn layout_hint(e: &LayoutError) -> &'static str {
@@ -234,17 +412,413 @@ fn registry_hint(e: &RegistryError) -> String {
     }
 }
 
-fn base_hint(e: &crate::base::BaseError) -> &'static str {
-    use crate::base::BaseError::*;
-    match e {
-        NeverResolved { .. } => "run once without --offline, or pin the base by digest",
-        NotCached { .. } => "run once without --offline to fill the cache",
-        PlatformMissing { .. } => {
-            "choose the other --arch, or a base image built for this architecture"
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The hint `main` prints for `e`, which must be there and say something.
+    fn hint_of<E: std::error::Error + Send + Sync + 'static>(e: E) -> String {
+        let shown = e.to_string();
+        let h = hint(&anyhow::Error::new(e).context("doing something"))
+            .unwrap_or_else(|| panic!("no hint for `{shown}`"));
+        assert!(!h.trim().is_empty(), "empty hint for `{shown}`");
+        h
+    }
+
+    fn p() -> PathBuf {
+        PathBuf::from("/x")
+    }
+
+    fn s() -> String {
+        "x".to_string()
+    }
+
+    // Each `every_*` lists one value of every variant. The match without a wildcard makes
+    // a new variant fail to compile until it is listed, and so checked for a hint.
+
+    fn every_layout() -> Vec<LayoutError> {
+        match LayoutError::NotALayout(p()) {
+            LayoutError::NotALayout(_)
+            | LayoutError::ForeignTag(_)
+            | LayoutError::CorruptBlob(_) => {}
         }
-        UnsupportedManifest { .. } => "use an OCI or Docker v2 schema 2 image",
-        WrongArch { .. } => {
-            "use a multi-arch base (like public.ecr.aws/lambda/python:X.Y) or the matching --arch"
+        vec![
+            LayoutError::NotALayout(p()),
+            LayoutError::ForeignTag(p()),
+            LayoutError::CorruptBlob(p()),
+        ]
+    }
+
+    fn every_output() -> Vec<OutputError> {
+        match OutputError::NotOurs(p()) {
+            OutputError::NotOurs(_) | OutputError::InAppSources(_) => {}
         }
+        vec![OutputError::NotOurs(p()), OutputError::InAppSources(p())]
+    }
+
+    fn every_layer() -> Vec<LayerError> {
+        let sample = LayerError::TooLarge { limit: 1 };
+        match sample {
+            LayerError::UnsupportedMediaType(_)
+            | LayerError::TooLarge { .. }
+            | LayerError::Refused { .. } => {}
+        }
+        vec![
+            LayerError::UnsupportedMediaType(s()),
+            LayerError::TooLarge { limit: 1 },
+            LayerError::Refused {
+                entry: s(),
+                reason: crate::layer::Refusal::ParentDir,
+            },
+        ]
+    }
+
+    fn every_link() -> Vec<LinkError> {
+        let (link, target) = (s(), s());
+        let sample = LinkError::TargetNotUtf8 { link: p() };
+        match sample {
+            LinkError::Escapes { .. }
+            | LinkError::Dangling { .. }
+            | LinkError::Loop { .. }
+            | LinkError::Cycle { .. }
+            | LinkError::TargetNotUtf8 { .. } => {}
+        }
+        vec![
+            LinkError::Escapes {
+                link: link.clone(),
+                target: target.clone(),
+            },
+            LinkError::Dangling {
+                link: link.clone(),
+                target: target.clone(),
+            },
+            LinkError::Loop {
+                link: link.clone(),
+                target: target.clone(),
+            },
+            LinkError::Cycle { link, target },
+            LinkError::TargetNotUtf8 { link: p() },
+        ]
+    }
+
+    fn every_app_source() -> Vec<AppSourceError> {
+        match AppSourceError::TooDeep(p()) {
+            AppSourceError::NotUtf8(_)
+            | AppSourceError::TooDeep(_)
+            | AppSourceError::TooLong { .. } => {}
+        }
+        vec![
+            AppSourceError::NotUtf8(p()),
+            AppSourceError::TooDeep(p()),
+            AppSourceError::TooLong {
+                path: p(),
+                bytes: 1,
+            },
+        ]
+    }
+
+    /// Registries with guards in their hint: ECR, ECR Public and any other.
+    fn every_registry() -> Vec<RegistryError> {
+        use RegistryError::*;
+        match DamagedBlob(s()) {
+            NotAuthorised { .. }
+            | RepositoryUnknown { .. }
+            | NotFound { .. }
+            | TagImmutable { .. }
+            | UntrustedTls { .. }
+            | Unreachable { .. }
+            | Status { .. }
+            | TooLarge { .. }
+            | DamagedBlob(_)
+            | UploadFailed { .. }
+            | MalformedCredentials { .. } => {}
+        }
+        let ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com".to_string();
+        let mut all = Vec::new();
+        for registry in [ecr, "public.ecr.aws".into(), "reg.example".into()] {
+            all.push(NotAuthorised {
+                registry: registry.clone(),
+                status: 401,
+                detail: s(),
+                tried: s(),
+            });
+            all.push(RepositoryUnknown {
+                registry,
+                repository: s(),
+                detail: s(),
+            });
+        }
+        for ca_given in [false, true] {
+            all.push(UntrustedTls {
+                registry: s(),
+                https_error: s(),
+                detail: s(),
+                ca_given,
+            });
+        }
+        for plain_http_allowed in [false, true] {
+            all.push(Unreachable {
+                registry: s(),
+                detail: s(),
+                attempts: 1,
+                connect: true,
+                plain_http_allowed,
+            });
+        }
+        for body in [
+            BodyKind::Manifest,
+            BodyKind::Config,
+            BodyKind::Token,
+            BodyKind::Blob,
+        ] {
+            all.push(TooLarge { body, limit: 1 });
+        }
+        all.extend([
+            NotFound { detail: s() },
+            TagImmutable { detail: s() },
+            Status {
+                status: 500,
+                detail: s(),
+            },
+            DamagedBlob(s()),
+            UploadFailed {
+                attempts: 1,
+                last: s(),
+            },
+            MalformedCredentials {
+                file: p(),
+                key: s(),
+                why: "why",
+            },
+        ]);
+        all
+    }
+
+    fn every_project() -> Vec<ProjectError> {
+        use ProjectError::*;
+        match NoLock(p()) {
+            NoPyproject(_)
+            | NoLock(_)
+            | NotAMember { .. }
+            | PythonUnsatisfied { .. }
+            | HandlerNotFound { .. }
+            | HandlerNotShipped { .. }
+            | BadHandler(_) => {}
+        }
+        vec![
+            NoPyproject(p()),
+            NoLock(p()),
+            NotAMember {
+                name: s(),
+                root: p(),
+                members: vec![s()],
+            },
+            PythonUnsatisfied {
+                version: crate::target::DEFAULT_PYTHON,
+                requires: s(),
+            },
+            HandlerNotFound {
+                module: s(),
+                top: s(),
+                dir: p(),
+            },
+            HandlerNotShipped {
+                module: s(),
+                file: s(),
+                root: p(),
+            },
+            BadHandler(s()),
+        ]
+    }
+
+    fn every_invoke() -> Vec<InvokeError> {
+        use InvokeError::*;
+        match ReservedVariable {
+            NoLayout(_)
+            | NoPlatform { .. }
+            | WrongPlatform { .. }
+            | EventTooLarge(_)
+            | EventNotJson(_)
+            | CannotListen { .. }
+            | BadVariable(_)
+            | ReservedVariable => {}
+        }
+        vec![
+            NoLayout(p()),
+            NoPlatform {
+                spec: s(),
+                arch: "amd64".into(),
+                have: vec![s()],
+            },
+            WrongPlatform {
+                label: s(),
+                os: "linux".into(),
+                arch: "arm64".into(),
+                host: "x86_64".into(),
+            },
+            EventTooLarge(1),
+            EventNotJson(serde_json::from_str::<u8>("x").unwrap_err()),
+            CannotListen {
+                addr: s(),
+                error: std::io::Error::other("busy"),
+            },
+            BadVariable(s()),
+            ReservedVariable,
+        ]
+    }
+
+    fn every_base() -> Vec<BaseError> {
+        use BaseError::*;
+        match (NotCached { what: s() }) {
+            NotCached { .. }
+            | NeverResolved { .. }
+            | PlatformMissing { .. }
+            | WrongArch { .. }
+            | UnsupportedManifest { .. } => {}
+        }
+        vec![
+            NotCached { what: s() },
+            NeverResolved { name: s() },
+            PlatformMissing {
+                name: s(),
+                want: s(),
+                have: vec![s()],
+            },
+            WrongArch {
+                name: s(),
+                image_arch: s(),
+                target: crate::oci::Arch::X86_64,
+            },
+            UnsupportedManifest {
+                name: s(),
+                media_type: s(),
+            },
+        ]
+    }
+
+    fn every_source() -> Vec<SourceError> {
+        use SourceError::*;
+        match NoLayout(s()) {
+            NoLayout(_) | NoIndex(_) | NothingBuilt(_) => {}
+        }
+        vec![NoLayout(s()), NoIndex(p()), NothingBuilt(p())]
+    }
+
+    #[test]
+    fn every_error_kind_has_a_hint() {
+        every_base().into_iter().for_each(|e| drop(hint_of(e)));
+        every_source().into_iter().for_each(|e| drop(hint_of(e)));
+        every_layout().into_iter().for_each(|e| drop(hint_of(e)));
+        every_output().into_iter().for_each(|e| drop(hint_of(e)));
+        every_layer().into_iter().for_each(|e| drop(hint_of(e)));
+        every_link().into_iter().for_each(|e| drop(hint_of(e)));
+        every_app_source()
+            .into_iter()
+            .for_each(|e| drop(hint_of(e)));
+        every_registry().into_iter().for_each(|e| drop(hint_of(e)));
+        every_project().into_iter().for_each(|e| drop(hint_of(e)));
+        every_invoke().into_iter().for_each(|e| drop(hint_of(e)));
+        // The single-variant kinds raised below the commands.
+        hint_of(crate::handler::NotDefined {
+            handler: "app.main.h".into(),
+            module_file: "app/main.py".into(),
+            defined: vec!["handler".into()],
+        });
+        hint_of(crate::base::PythonMismatch {
+            base: s(),
+            base_python: crate::target::PyVersion(3, 11),
+            target: crate::target::PyVersion(3, 12),
+        });
+        hint_of(crate::registry::name::InvalidReference {
+            text: s(),
+            error: crate::registry::name::NameError::Credentials,
+        });
+        hint_of(crate::source::MissingBlob {
+            digest: s(),
+            image: s(),
+        });
+        hint_of(crate::sink::registry::LayoutChanged {
+            dir: p(),
+            pushing: s(),
+            now: s(),
+        });
+        hint_of(crate::oci::platform::UnknownArch(s()));
+        match PlanError::NoHandler {
+            e @ PlanError::NoHandler => drop(hint_of(e)),
+        }
+        hint_of(crate::stage::NoInterpreter {
+            python: crate::target::DEFAULT_PYTHON,
+            install_failed: None,
+        });
+        for e in [
+            VersionError::NotLambda(crate::target::DEFAULT_PYTHON),
+            VersionError::NotAVersion(s()),
+        ] {
+            match e {
+                VersionError::NotLambda(_) | VersionError::NotAVersion(_) => hint_of(e),
+            };
+        }
+        for e in [
+            ZipError::OutputIsFile(p()),
+            ZipError::OutputIsDirectory(p()),
+            ZipError::TooLarge(s()),
+        ] {
+            match e {
+                ZipError::OutputIsFile(_)
+                | ZipError::OutputIsDirectory(_)
+                | ZipError::TooLarge(_) => hint_of(e),
+            };
+        }
+        for e in [LoginError::NoPassword, LoginError::NoUsername] {
+            match e {
+                LoginError::NoPassword | LoginError::NoUsername => hint_of(e),
+            };
+        }
+        hint_of(crate::push::NoRepository);
+        hint_of(crate::oci::platform::UnknownArch(s()));
+        hint_of(crate::source::MissingBlob {
+            digest: s(),
+            image: s(),
+        });
+        for defined in [vec![], vec![s()]] {
+            hint_of(crate::handler::NotDefined {
+                handler: s(),
+                module_file: s(),
+                defined,
+            });
+        }
+    }
+
+    #[test]
+    fn hints_follow_the_kind_through_context() {
+        let e = anyhow::Error::new(ProjectError::NoLock(p())).context("building /x");
+        assert_eq!(hint(&e).unwrap(), project_hint(&ProjectError::NoLock(p())));
+        let wrong = InvokeError::WrongPlatform {
+            label: s(),
+            os: "linux".into(),
+            arch: "arm64".into(),
+            host: "x86_64".into(),
+        };
+        assert!(hint_of(wrong).contains("ocilambda build --arch x86_64"));
+    }
+
+    #[test]
+    fn untyped_errors_get_an_honest_fallback() {
+        let missing = std::fs::read("/nonexistent/ocilambda-test").unwrap_err();
+        let e = anyhow::Error::new(missing).context("reading the event /nonexistent/…");
+        assert!(hint(&e).is_none());
+        assert!(
+            hint_or_fallback(&e).contains("exists"),
+            "{}",
+            hint_or_fallback(&e)
+        );
+        let plain = anyhow::anyhow!("something odd");
+        assert!(hint_or_fallback(&plain).contains("--help"));
+        let toml = toml::from_str::<toml::Table>("not toml [").unwrap_err();
+        let e = anyhow::Error::new(toml).context("parsing pyproject.toml");
+        assert!(hint_or_fallback(&e).contains("TOML"));
+        let typed = anyhow::Error::new(LoginError::NoUsername);
+        assert_eq!(hint_or_fallback(&typed), "pass --username");
     }
 }

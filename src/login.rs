@@ -3,8 +3,8 @@
 //! docker, skopeo and ocilambda share one login. The password comes from stdin only.
 
 use crate::error::hint;
-use crate::output;
 use crate::registry::{Client, Credential, credentials};
+use crate::report::{Event, Reporter};
 use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::PathBuf;
@@ -16,6 +16,24 @@ pub struct LoginRequest {
     pub insecure_registries: Vec<String>,
     pub ca_cert: Option<PathBuf>,
 }
+
+/// Credentials missing from the login command; the command layer says how to give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    NoPassword,
+    NoUsername,
+}
+
+impl std::fmt::Display for LoginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoginError::NoPassword => "no password on stdin",
+            LoginError::NoUsername => "no username given",
+        })
+    }
+}
+
+impl std::error::Error for LoginError {}
 
 /// `https://reg.example/` or `reg.example/v2/` → `reg.example`, as docker accepts them.
 pub fn normalize_registry(text: &str) -> Result<String> {
@@ -47,19 +65,16 @@ fn read_password(mut input: impl Read) -> Result<String> {
         .unwrap_or(&text)
         .to_string();
     if password.is_empty() {
-        bail!(hint(
-            "no password on stdin",
-            "pipe it in, e.g. `aws ecr get-login-password | ocilambda login REGISTRY --username AWS --password-stdin`"
-        ));
+        bail!(LoginError::NoPassword);
     }
     Ok(password)
 }
 
 /// Verify the credentials with the registry, then store them.
-pub async fn login(req: LoginRequest, password: impl Read) -> Result<()> {
+pub async fn login(req: LoginRequest, password: impl Read, reporter: &dyn Reporter) -> Result<()> {
     let registry = normalize_registry(&req.registry)?;
     if req.username.is_empty() {
-        bail!(hint("no username given", "pass --username"));
+        bail!(LoginError::NoUsername);
     }
     let password = read_password(password)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
@@ -80,19 +95,21 @@ pub async fn login(req: LoginRequest, password: impl Read) -> Result<()> {
     let stored = credentials::store(&registry, &req.username, &password)
         .await
         .with_context(|| format!("storing the credentials for {registry}"))?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Logged in to {registry} (credentials in {stored})"
-    ));
+    )));
     Ok(())
 }
 
 /// Forget the stored credentials; not being logged in is not an error.
-pub async fn logout(registry: &str) -> Result<()> {
+pub async fn logout(registry: &str, reporter: &dyn Reporter) -> Result<()> {
     let registry = normalize_registry(registry)?;
     if credentials::erase(&registry).await? {
-        output::status(&format!("Removed the credentials for {registry}"));
+        reporter.event(Event::Step(format!(
+            "Removed the credentials for {registry}"
+        )));
     } else {
-        output::status(&format!("Not logged in to {registry}"));
+        reporter.event(Event::Step(format!("Not logged in to {registry}")));
     }
     Ok(())
 }

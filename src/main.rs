@@ -3,6 +3,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use ocilambda::audit::Access;
+use ocilambda::commands::audit::Rendered;
+use ocilambda::commands::terminal::Terminal;
 use ocilambda::config::{self, Environment, Settings};
 use ocilambda::target::{Arch, PyVersion};
 use ocilambda::{build, error, login, output, package, push};
@@ -114,9 +116,8 @@ struct AuditArgs {
 }
 
 impl AuditArgs {
-    /// The registry access the audit commands take, and their quietness set.
+    /// The registry access the audit commands take.
     fn access<'a>(&'a self, ca_cert: &'a Option<PathBuf>) -> Access<'a> {
-        output::set_quiet(self.quiet.quiet);
         Access {
             insecure: &self.registry.insecure_registry,
             ca_cert: ca_cert.as_deref(),
@@ -165,7 +166,7 @@ struct LintArgs {
 }
 
 /// Print an audit report; its verdict picks the exit code.
-fn report(r: ocilambda::audit::Report) -> ExitCode {
+fn report(r: Rendered) -> ExitCode {
     emit(&r.stdout);
     if r.ok {
         ExitCode::SUCCESS
@@ -179,11 +180,12 @@ fn parse_arch(s: &str) -> Result<Arch, ocilambda::oci::platform::UnknownArch> {
     s.parse()
 }
 
-/// `--python-version`: typed before anything is read, keeping the hint of a bad version.
+/// `--python-version`: typed before anything is read, keeping the kind of a bad version
+/// for its hint.
 fn parse_python(s: &str) -> Result<PyVersion, Box<dyn std::error::Error + Send + Sync>> {
     s.parse::<PyVersion>()
-        .map_err(|e| match e.downcast::<error::Hint>() {
-            Ok(h) => Box::new(h) as Box<dyn std::error::Error + Send + Sync>,
+        .map_err(|e| match e.downcast::<ocilambda::target::VersionError>() {
+            Ok(v) => Box::new(v) as Box<dyn std::error::Error + Send + Sync>,
             Err(e) => e.into(),
         })
 }
@@ -449,7 +451,7 @@ struct InvokeArgs {
 async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode> {
     use ocilambda::invoke;
     use std::io::Write;
-    output::set_quiet(args.quiet);
+    let reporter = Terminal::new(args.quiet);
     let opts = invoke::InvokeOptions {
         image: args.image,
         project_dir: args.project.unwrap_or_else(|| PathBuf::from(".")),
@@ -461,7 +463,7 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
         insecure_registries: args.registry.insecure_registry,
     };
     if let Some(addr) = args.serve {
-        invoke::serve(opts, &addr, |bound| {
+        invoke::serve(opts, &addr, reporter, |bound| {
             println!("http://{bound}/2015-03-31/functions/function/invocations");
             let _ = std::io::stdout().flush();
         })
@@ -469,7 +471,7 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let event = invoke::read_event(args.event.as_deref())?;
-    let outcome = invoke::invoke(opts, event).await?;
+    let outcome = invoke::invoke(opts, event, reporter).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(outcome.payload())?;
     out.write_all(b"\n")?;
@@ -496,22 +498,30 @@ fn print_summary<T: serde::Serialize>(
 
 async fn audit(command: Command, env: &Environment) -> anyhow::Result<ExitCode> {
     use ocilambda::audit::{self, verify};
-    let verdict = match command {
+    use ocilambda::commands::audit as render;
+    let rendered = match command {
         Command::Inspect(a) => {
             let ca = a.audit.registry.ca_cert(env);
-            audit::inspect_command(&a.image, a.files, a.audit.json, a.audit.access(&ca)).await?
+            let reporter = Terminal::new(a.audit.quiet.quiet);
+            let i = audit::inspect_image(&a.image, a.files, a.audit.access(&ca), reporter).await?;
+            render::inspection(&i, a.audit.json)?
         }
         Command::Diff(a) => {
             let ca = a.audit.registry.ca_cert(env);
-            audit::diff_command(&a.image_a, &a.image_b, a.audit.json, a.audit.access(&ca)).await?
+            let reporter = Terminal::new(a.audit.quiet.quiet);
+            let access = a.audit.access(&ca);
+            let c = audit::diff_images(&a.image_a, &a.image_b, access, reporter).await?;
+            render::comparison(&c, a.audit.json)?
         }
         Command::Lint(a) => {
             let ca = a.audit.registry.ca_cert(env);
-            audit::lint_command(&a.image, a.audit.json, a.audit.access(&ca)).await?
+            let reporter = Terminal::new(a.audit.quiet.quiet);
+            let r = audit::lint_image(&a.image, a.audit.access(&ca), reporter).await?;
+            render::lint(&r, a.audit.json)?
         }
         Command::Verify(a) => {
-            output::set_quiet(a.audit.quiet.quiet);
-            verify::verify_command(verify::VerifyRequest {
+            let reporter = Terminal::new(a.audit.quiet.quiet);
+            let request = verify::VerifyRequest {
                 image: a.image,
                 project_dir: project_dir(a.project_dir, a.project),
                 cli: a.select.over(a.settings.settings()),
@@ -520,17 +530,16 @@ async fn audit(command: Command, env: &Environment) -> anyhow::Result<ExitCode> 
                 insecure_registries: a.audit.registry.insecure_registry,
                 offline: a.network.offline,
                 pull: a.network.pull,
-                json: a.audit.json,
-            })
-            .await?
+            };
+            render::verdict(&verify::verify(request, reporter).await?, a.audit.json)?
         }
         _ => unreachable!("not an audit command"),
     };
-    Ok(report(verdict))
+    Ok(report(rendered))
 }
 
 async fn build_command(args: BuildArgs, env: &Environment) -> anyhow::Result<ExitCode> {
-    output::set_quiet(args.quiet.quiet);
+    let reporter = Terminal::new(args.quiet.quiet);
     let request = build::BuildRequest {
         project_dir: project_dir(args.project_dir, args.project),
         cli: Settings {
@@ -547,13 +556,13 @@ async fn build_command(args: BuildArgs, env: &Environment) -> anyhow::Result<Exi
         epoch: env.source_date_epoch()?,
         base_digest: None,
     };
-    let summary = build::build(request).await?;
+    let summary = build::build(request, reporter).await?;
     print_summary(args.json, &summary, format!("{}\n", summary.digest))?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn zip_command(args: ZipArgs, env: &Environment) -> anyhow::Result<ExitCode> {
-    output::set_quiet(args.quiet.quiet);
+    let reporter = Terminal::new(args.quiet.quiet);
     let request = package::ZipRequest {
         project_dir: project_dir(args.project_dir, args.project),
         cli: args.select.over(args.function.settings()),
@@ -562,7 +571,7 @@ fn zip_command(args: ZipArgs, env: &Environment) -> anyhow::Result<ExitCode> {
         layer: args.layer,
         offline: args.offline,
     };
-    let summary = package::zip(request)?;
+    let summary = package::zip(request, reporter)?;
     let paths: String = summary
         .zips
         .iter()
@@ -573,7 +582,7 @@ fn zip_command(args: ZipArgs, env: &Environment) -> anyhow::Result<ExitCode> {
 }
 
 async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitCode> {
-    output::set_quiet(args.quiet.quiet);
+    let reporter = Terminal::with_bars(args.quiet.quiet);
     let request = push::PushRequest {
         project_dir: args.project.unwrap_or_else(|| PathBuf::from(".")),
         reference: args.reference,
@@ -584,7 +593,10 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         insecure_registries: args.registry.insecure_registry,
         env: env.settings()?,
     };
-    let summary = push::push(request).await?;
+    let pushed = push::push(request, reporter.clone()).await;
+    // Bars still drawn (after an error) go before the error is printed.
+    reporter.clear();
+    let summary = pushed?;
     print_summary(args.json, &summary, format!("{}\n", summary.reference))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -597,19 +609,18 @@ async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
         }
         Command::Push(args) => push_command(args, env).await,
         Command::Login(args) => {
-            output::set_quiet(args.quiet.quiet);
+            let reporter = Terminal::new(args.quiet.quiet);
             let request = login::LoginRequest {
                 registry: args.registry,
                 username: args.username,
                 ca_cert: args.registry_args.ca_cert(env),
                 insecure_registries: args.registry_args.insecure_registry,
             };
-            login::login(request, std::io::stdin().lock()).await?;
+            login::login(request, std::io::stdin().lock(), &*reporter).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Logout(args) => {
-            output::set_quiet(args.quiet.quiet);
-            login::logout(&args.registry).await?;
+            login::logout(&args.registry, &*Terminal::new(args.quiet.quiet)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Zip(args) => zip_command(args, env),
@@ -664,9 +675,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             output::error(&error::one_line(&err));
-            if let Some(h) = ocilambda::diagnostics::hint(&err) {
-                output::hint(&h);
-            }
+            output::hint(&ocilambda::diagnostics::hint_or_fallback(&err));
             ExitCode::from(2)
         }
     }

@@ -1,22 +1,12 @@
 //! Terminal output in uv's style: results on stdout, everything else on stderr.
 //!
 //! `error:`/`warning:`/`hint:` prefixes are coloured only when stderr is a terminal and
-//! `NO_COLOR` is unset, so logs in CI stay plain text.
+//! `NO_COLOR` is unset, so logs in CI stay plain text. The printers are the command
+//! layer's ([`crate::commands`], `main`); library steps report through
+//! [`crate::report::Reporter`] and use only the pure formatters (`size`, `duration`, …).
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-static QUIET: AtomicBool = AtomicBool::new(false);
-
-/// Silence progress and summaries (warnings and errors are still printed).
-pub fn set_quiet(quiet: bool) {
-    QUIET.store(quiet, Ordering::Relaxed);
-}
-
-pub fn is_quiet() -> bool {
-    QUIET.load(Ordering::Relaxed)
-}
 
 fn color() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
@@ -45,13 +35,6 @@ pub fn warning(message: &str) {
 
 pub fn hint(message: &str) {
     prefixed("hint", "36", message);
-}
-
-/// A progress or summary line, e.g. `Built deps layer (14.2 MiB, 1,932 files) in 310ms`.
-pub fn status(message: &str) {
-    if !is_quiet() {
-        let _ = writeln!(std::io::stderr().lock(), "{message}");
-    }
 }
 
 /// `883ms` below a second, `1.42s` above, as uv prints durations.

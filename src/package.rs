@@ -10,10 +10,10 @@
 
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::error::hint;
 use crate::output;
 use crate::plan::{self, Encoder, Plan, Request};
 use crate::provenance::json_key;
+use crate::report::{Event, Reporter};
 use crate::sink::zip::{self as zipsink, Entries, Part, Written};
 use crate::stage::{self, Distribution};
 use crate::tree::{self, Tree};
@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Lambda's limit on a function's unzipped code, layers included (250 MiB).
@@ -187,6 +188,35 @@ fn staged_tree(dir: &Path, layout: &DepsLayout) -> Result<Tree> {
     Ok(tree)
 }
 
+/// Why a zip cannot be written; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipError {
+    /// With layer zips, the output must be a directory.
+    OutputIsFile(PathBuf),
+    /// Without, it must be a file.
+    OutputIsDirectory(PathBuf),
+    /// Over Lambda's unzipped limit: what is too large, and the sizes, already worded.
+    TooLarge(String),
+}
+
+impl std::fmt::Display for ZipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZipError::OutputIsFile(p) => write!(
+                f,
+                "the output {} is a file, not a directory for the layer and app zips",
+                p.display()
+            ),
+            ZipError::OutputIsDirectory(p) => {
+                write!(f, "the output {} is a directory", p.display())
+            }
+            ZipError::TooLarge(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ZipError {}
+
 /// Refuse a package Lambda would refuse, naming what makes it large.
 fn check_budget(total: u64, mut largest: Vec<Distribution>, layer: bool) -> Result<()> {
     if total <= UNZIPPED_LIMIT {
@@ -198,21 +228,18 @@ fn check_budget(total: u64, mut largest: Vec<Distribution>, layer: bool) -> Resu
         .take(LARGEST_SHOWN)
         .map(|d| format!("{} ({})", d.name, output::size(d.bytes)))
         .collect();
-    bail!(hint(
-        format!(
-            "the {} unzips to {} ({} bytes), over Lambda's limit of 250 MiB ({} bytes) for zip deployments, layers included; largest: {}",
-            if layer {
-                "function with its layer"
-            } else {
-                "function package"
-            },
-            output::size(total),
-            output::count(total),
-            output::count(UNZIPPED_LIMIT),
-            shown.join(", ")
-        ),
-        "build a container image instead (`ocilambda build`: images may be up to 10 GB), or drop dependencies the function does not need at run time"
-    ));
+    bail!(ZipError::TooLarge(format!(
+        "the {} unzips to {} ({} bytes), over Lambda's limit of 250 MiB ({} bytes) for zip deployments, layers included; largest: {}",
+        if layer {
+            "function with its layer"
+        } else {
+            "function package"
+        },
+        output::size(total),
+        output::count(total),
+        output::count(UNZIPPED_LIMIT),
+        shown.join(", ")
+    )));
 }
 
 fn describe(w: &Written) -> Result<String> {
@@ -231,10 +258,7 @@ fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static st
     if req.layer {
         let dir = req.output.clone().unwrap_or(default_dir);
         if dir.is_file() {
-            bail!(hint(
-                format!("--output {} is a file", dir.display()),
-                "with --layer, --output names the directory for layer_content.zip and app.zip"
-            ));
+            bail!(ZipError::OutputIsFile(dir));
         }
         Ok(vec![
             ("layer", dir.join("layer_content.zip")),
@@ -246,10 +270,7 @@ fn output_paths(req: &ZipRequest, project_dir: &Path) -> Result<Vec<(&'static st
             .clone()
             .unwrap_or_else(|| default_dir.join("package.zip"));
         if file.is_dir() {
-            bail!(hint(
-                format!("--output {} is a directory", file.display()),
-                "--output names the zip file to write (e.g. dist/package.zip); with --layer it names a directory"
-            ));
+            bail!(ZipError::OutputIsDirectory(file));
         }
         Ok(vec![("package", file)])
     }
@@ -261,6 +282,7 @@ struct ZipEncoder<'a> {
     cache: &'a Cache,
     plan: &'a Plan,
     layout: &'a DepsLayout,
+    reporter: &'a dyn Reporter,
 }
 
 impl Encoder for ZipEncoder<'_> {
@@ -275,12 +297,12 @@ impl Encoder for ZipEncoder<'_> {
         let distributions = stage::distribution_sizes(dir, &self.plan.target)?;
         let tree = staged_tree(dir, self.layout)?;
         let entries = Entries::from_parts(&[Part::Tree(&tree)])?;
-        output::status(&format!(
+        self.reporter.event(Event::Step(format!(
             "Staged {kind} ({}, {} files) in {}",
             output::size(entries.unzipped_size()),
             output::count(entries.files()),
             output::duration(started.elapsed())
-        ));
+        )));
         Ok(Staged::Fresh {
             entries,
             distributions,
@@ -289,6 +311,10 @@ impl Encoder for ZipEncoder<'_> {
 
     fn pyc_root(&self) -> &str {
         &self.layout.pyc_root
+    }
+
+    fn reporter(&self) -> &dyn Reporter {
+        self.reporter
     }
 }
 
@@ -319,10 +345,10 @@ fn check_parts(parts: &[plan::Staged<Staged>], app: &Tree, layer: bool) -> Resul
     Ok(total)
 }
 
-pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
+pub fn zip(req: ZipRequest, reporter: Arc<dyn Reporter>) -> Result<ZipSummary> {
     let started = Instant::now();
     let mut timings = BTreeMap::new();
-    let cache = Cache::open()?;
+    let cache = Cache::open(reporter.clone())?;
     let plan = plan::prepare(
         &Request {
             project_dir: &req.project_dir,
@@ -330,6 +356,7 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
             env: &req.env,
             offline: req.offline,
             bytecode_by_default: false,
+            reporter: &*reporter,
         },
         &cache,
     )?;
@@ -344,6 +371,7 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
         cache: &cache,
         plan: &plan,
         layout: &layout,
+        reporter: &*reporter,
     };
     let scratch = staging.path().join("app-pyc");
     let staged = plan::stage_parts(&plan, &keys, &encoder, staging.path(), || {
@@ -370,22 +398,22 @@ pub fn zip(req: ZipRequest) -> Result<ZipSummary> {
             reused: p.reused,
             millis: p.millis,
         });
-        let written = store(&cache, p.kind, p.part, &p.key)?;
+        let written = store(&cache, p.kind, p.part, &p.key, &*reporter)?;
         part_zips.push(cache.blob_path(&written.digest)?);
         timings.insert(p.kind.to_string(), p.millis);
     }
 
     let write_started = Instant::now();
-    let zips = write_outputs(&outputs, &part_zips, &app)?;
+    let zips = write_outputs(&outputs, &part_zips, &app, &*reporter)?;
     timings.insert("write".into(), write_started.elapsed().as_millis() as u64);
     timings.insert("total".into(), started.elapsed().as_millis() as u64);
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Zipped for Python {} on {} in {} ({} of Lambda's 250 MiB unzipped)",
         plan.target.python,
         plan.target.arch.lambda_name(),
         output::duration(started.elapsed()),
         output::size(total)
-    ));
+    )));
     Ok(ZipSummary {
         zips,
         python: plan.target.python.to_string(),
@@ -412,14 +440,20 @@ fn part_keys(plan: &Plan, layout: &DepsLayout) -> Result<plan::PartKeys> {
 }
 
 /// Compress a freshly staged part into the cache (a reused one is there already).
-fn store(cache: &Cache, kind: &str, staged: Staged, key: &str) -> Result<Written> {
+fn store(
+    cache: &Cache,
+    kind: &str,
+    staged: Staged,
+    key: &str,
+    reporter: &dyn Reporter,
+) -> Result<Written> {
     match staged {
         Staged::Reused(c) => {
-            output::status(&format!(
+            reporter.event(Event::Step(format!(
                 "Reused {kind} zip {} ({})",
                 output::short_digest(&c.written.digest),
                 output::size(c.written.size)
-            ));
+            )));
             Ok(c.written)
         }
         Staged::Fresh {
@@ -434,11 +468,11 @@ fn store(cache: &Cache, kind: &str, staged: Staged, key: &str) -> Result<Written
                 distributions,
             };
             cache.record_put(key, &record)?;
-            output::status(&format!(
+            reporter.event(Event::Step(format!(
                 "Compressed {kind} ({} zipped) in {}",
                 output::size(written.size),
                 output::duration(started.elapsed())
-            ));
+            )));
             Ok(written)
         }
     }
@@ -450,6 +484,7 @@ fn write_outputs(
     outputs: &[(&'static str, PathBuf)],
     part_zips: &[PathBuf],
     app: &Tree,
+    reporter: &dyn Reporter,
 ) -> Result<Vec<ZipOutput>> {
     let mut pending = Vec::new();
     for (kind, path) in outputs {
@@ -470,17 +505,16 @@ fn write_outputs(
     for (kind, p) in pending {
         let path = p.dest().to_path_buf();
         let written = p.persist()?;
-        output::status(&format!(
+        reporter.event(Event::Step(format!(
             "Wrote {} ({})",
             path.display(),
             describe(&written)?
-        ));
+        )));
         if written.size > DIRECT_UPLOAD_LIMIT {
-            output::warning(&format!(
-                "{} is {}, over the 50 MiB limit for direct uploads: upload it to S3 and deploy it from there (--s3-bucket/--s3-key)",
-                path.display(),
-                output::size(written.size)
-            ));
+            reporter.event(Event::OverDirectUpload {
+                path: path.clone(),
+                size: written.size,
+            });
         }
         zips.push(ZipOutput {
             kind,
@@ -519,7 +553,7 @@ mod tests {
         assert!(!text.contains("d1 1.0"), "ten shown: {text}");
         assert!(!text.contains('\n'));
         assert!(
-            crate::error::find_hint(&err)
+            crate::diagnostics::hint(&err)
                 .unwrap()
                 .contains("ocilambda build")
         );

@@ -9,10 +9,10 @@
 
 use crate::cache::Cache;
 use crate::config::{Selection, Settings};
-use crate::error::hint;
 use crate::output;
 use crate::project::{Handler, Project};
 use crate::provenance::{Choices, json_key, sha_hex};
+use crate::report::{Event, Reporter};
 use crate::stage::{self, Export, Interpreter, Uv};
 use crate::target::{Arch, Target};
 use crate::tree::Tree;
@@ -33,6 +33,7 @@ pub struct Request<'a> {
     /// (as in uv's AWS Lambda guide's zip recipe, where the first import writes nothing
     /// back anyway).
     pub bytecode_by_default: bool,
+    pub reporter: &'a dyn Reporter,
 }
 
 /// Everything resolved from the project, the settings and the environment before any uv
@@ -187,15 +188,27 @@ fn load_project(req: &Request) -> Result<(Project, Settings)> {
     Ok((project, settings))
 }
 
+/// Why a staging plan cannot be made; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// No `handler` setting from any source.
+    NoHandler,
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlanError::NoHandler => write!(f, "no handler configured"),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
 /// Resolve settings, target, handler, app sources, uv and the bytecode interpreter.
 pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     let (project, settings) = load_project(req)?;
-    let handler_text = settings.handler.clone().ok_or_else(|| {
-        hint(
-            "no handler configured",
-            "pass --handler MODULE.FUNCTION (e.g. app.main.handler), or set `handler` in [tool.ocilambda]",
-        )
-    })?;
+    let handler_text = settings.handler.clone().ok_or(PlanError::NoHandler)?;
     let handler: Handler = handler_text.parse()?;
     let arch = settings.arch.unwrap_or(Arch::X86_64);
     let python = project.target_python(settings.python_version, settings.base.as_deref())?;
@@ -206,7 +219,8 @@ pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
     );
     let app = project.app_tree(&handler, include, exclude)?;
     if !app.unintended.is_empty() {
-        output::warning(&unintended_warning(&app.unintended));
+        req.reporter
+            .event(Event::Warning(unintended_warning(&app.unintended)));
     }
     let app = app.tree;
     crate::handler::check(&app, &handler)?;
@@ -220,6 +234,7 @@ pub fn prepare(req: &Request, cache: &Cache) -> Result<Plan> {
             (&uv_path, &uv_identity, uv_known.as_ref()),
             &target,
             req.offline,
+            req.reporter,
         )?)
     } else {
         None
@@ -259,6 +274,7 @@ fn bytecode_interpreter(
     (uv_path, uv_identity, uv_known): (&Path, &str, Option<&Uv>),
     target: &Target,
     offline: bool,
+    reporter: &dyn Reporter,
 ) -> Result<Interpreter> {
     let key = format!("interpreter:{uv_identity}:{}", target.python);
     if let Some(found) = cache.record_get::<Interpreter>(&key)
@@ -283,10 +299,10 @@ fn bytecode_interpreter(
         Some(found) => found,
         None if offline => return Err(no_interpreter(None).into()),
         None => {
-            output::status(&format!(
+            reporter.event(Event::Step(format!(
                 "Installing Python {} with uv to compile bytecode",
                 target.python
-            ));
+            )));
             stage::install_interpreter(&uv, target).map_err(|why| no_interpreter(Some(why)))?;
             lookup()?.ok_or_else(|| {
                 no_interpreter(Some("uv installed it but does not find it".into()))
@@ -318,15 +334,15 @@ fn interpreter_at(path: PathBuf, target: &Target) -> Result<Option<Interpreter>>
 }
 
 /// `uv export` of the locked requirements, with the summary lines both sides print.
-pub fn export(plan: &Plan) -> Result<(Uv, Export)> {
+pub fn export(plan: &Plan, reporter: &dyn Reporter) -> Result<(Uv, Export)> {
     let uv = match &plan.uv_known {
         Some(uv) => uv.clone(),
         None => Uv::version_of(&plan.uv_path)?,
     };
-    output::status(&format!("Using uv {}", uv.version));
+    reporter.event(Event::Step(format!("Using uv {}", uv.version)));
     let started = Instant::now();
     let e = stage::export(&uv, &plan.project, &plan.selection)?;
-    output::status(&format!(
+    reporter.event(Event::Step(format!(
         "Exported {} locked packages{} in {}",
         e.packages.len(),
         if e.members.is_empty() {
@@ -339,7 +355,7 @@ pub fn export(plan: &Plan) -> Result<(Uv, Export)> {
             )
         },
         output::duration(started.elapsed())
-    ));
+    )));
     Ok((uv, e))
 }
 
@@ -440,6 +456,8 @@ pub trait Encoder: Sync {
     fn encode(&self, kind: &'static str, key: &str, dir: &Path) -> Result<Self::Part>;
     /// Where Lambda sees the staged files: the path their bytecode embeds.
     fn pyc_root(&self) -> &str;
+    /// Where staging reports what it did.
+    fn reporter(&self) -> &dyn Reporter;
 }
 
 /// A part after staging: reused from the cache or freshly encoded.
@@ -477,7 +495,11 @@ pub fn stage_parts<E: Encoder, A: Send>(
         .as_ref()
         .map(|k| encoder.cached("workspace", k));
     let need_uv = deps_cached.is_none() || matches!(members_cached, Some(None));
-    let exported = if need_uv { Some(export(plan)?) } else { None };
+    let exported = if need_uv {
+        Some(export(plan, encoder.reporter())?)
+    } else {
+        None
+    };
     let stage = |kind: &'static str, key: &str, members: bool| -> Result<Staged<E::Part>> {
         let started = Instant::now();
         let exported = exported.as_ref().expect("uv ran: a part is missing");

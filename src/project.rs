@@ -2,7 +2,6 @@
 //! the app sources that go into the app layer. Reads only; never runs uv.
 
 use crate::config::{Settings, tool_settings};
-use crate::error::hint;
 use crate::target::{DEFAULT_PYTHON, LAMBDA_PYTHONS, PyVersion};
 use crate::tree::Tree;
 use anyhow::{Context, Result, bail};
@@ -64,6 +63,71 @@ impl std::fmt::Display for AppSourceError {
 
 impl std::error::Error for AppSourceError {}
 
+/// Why a project cannot be built as configured; the command layer words the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectError {
+    NoPyproject(PathBuf),
+    NoLock(PathBuf),
+    /// `--package`/`package` names no project of the workspace; `members` are those it has.
+    NotAMember {
+        name: String,
+        root: PathBuf,
+        members: Vec<String>,
+    },
+    /// The target version is outside the project's requires-python.
+    PythonUnsatisfied {
+        version: PyVersion,
+        requires: String,
+    },
+    /// The handler's top-level package is neither in the project nor in its src/.
+    HandlerNotFound {
+        module: String,
+        top: String,
+        dir: PathBuf,
+    },
+    /// The handler's module is not among the app files (excluded, or not there).
+    HandlerNotShipped {
+        module: String,
+        file: String,
+        root: PathBuf,
+    },
+    /// A handler that is not MODULE.FUNCTION.
+    BadHandler(String),
+}
+
+impl std::fmt::Display for ProjectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProjectError::NoPyproject(dir) => write!(f, "no pyproject.toml in {}", dir.display()),
+            ProjectError::NoLock(root) => write!(f, "no uv.lock in {}", root.display()),
+            ProjectError::NotAMember { name, root, .. } => write!(
+                f,
+                "`{name}` is not a member of the workspace at {}",
+                root.display()
+            ),
+            ProjectError::PythonUnsatisfied { version, requires } => write!(
+                f,
+                "target Python {version} does not satisfy the project's requires-python `{requires}`"
+            ),
+            ProjectError::HandlerNotFound { module, top, dir } => write!(
+                f,
+                "handler module `{module}` not found: no `{top}/` or `{top}.py` in {} or its src/",
+                dir.display()
+            ),
+            ProjectError::HandlerNotShipped { module, file, root } => write!(
+                f,
+                "handler module `{module}` is not in the app sources (no {file} under {})",
+                root.display()
+            ),
+            ProjectError::BadHandler(s) => {
+                write!(f, "handler `{s}` is not of the form MODULE.FUNCTION")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProjectError {}
+
 /// A path of up to 4 KiB cut to its first and last 60 bytes, so the error stays one line.
 fn shortened(path: &Path) -> String {
     let chars: Vec<char> = path.to_string_lossy().chars().collect();
@@ -116,10 +180,9 @@ fn read_pyproject(dir: &Path) -> Result<(PathBuf, toml::Table)> {
     let path = dir.join("pyproject.toml");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hint(
-            format!("no pyproject.toml in {}", dir.display()),
-            "run ocilambda in a uv project, or pass the project's directory: `ocilambda build path/to/project`"
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(ProjectError::NoPyproject(dir.to_path_buf()))
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let table: toml::Table =
@@ -216,10 +279,9 @@ impl Project {
         let lock_path = root.join("uv.lock");
         let lock = match std::fs::read(&lock_path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hint(
-                format!("no uv.lock in {}", root.display()),
-                "run `uv lock` to create it, then commit it with the project"
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!(ProjectError::NoLock(root.clone()))
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", lock_path.display())),
         };
         let lock_table: toml::Table =
@@ -239,14 +301,11 @@ impl Project {
                     .filter(|(_, rel)| root.join(rel).is_dir())
                     .collect();
                 let Some((_, rel)) = projects.iter().find(|(n, _)| *n == wanted) else {
-                    let known: Vec<&str> = projects.iter().map(|(n, _)| n.as_str()).collect();
-                    bail!(hint(
-                        format!(
-                            "`{name}` is not a member of the workspace at {}",
-                            root.display()
-                        ),
-                        format!("workspace members: {}", known.join(", "))
-                    ));
+                    bail!(ProjectError::NotAMember {
+                        name: name.to_string(),
+                        root: root.clone(),
+                        members: projects.iter().map(|(n, _)| n.clone()).collect(),
+                    });
                 };
                 let dir = root.join(rel);
                 let (path, table) = read_pyproject(&dir)?;
@@ -325,13 +384,10 @@ impl Project {
                 spec.contains(&Version::new([version.0 as u64, version.1 as u64, patch]))
             })
         {
-            bail!(hint(
-                format!(
-                    "target Python {version} does not satisfy the project's requires-python `{}`",
-                    self.requires_python.as_deref().unwrap_or_default()
-                ),
-                "pass a --python-version (or base tag) that satisfies it, or widen requires-python in pyproject.toml"
-            ));
+            bail!(ProjectError::PythonUnsatisfied {
+                version,
+                requires: self.requires_python.clone().unwrap_or_default(),
+            });
         }
         Ok(version)
     }
@@ -347,15 +403,10 @@ impl Project {
         let root = [self.dir.clone(), self.dir.join("src")]
             .into_iter()
             .find(|d| d.join(top).is_dir() || d.join(format!("{top}.py")).is_file())
-            .ok_or_else(|| {
-                hint(
-                    format!(
-                        "handler module `{}` not found: no `{top}/` or `{top}.py` in {} or its src/",
-                        handler.module,
-                        self.dir.display()
-                    ),
-                    "check `handler` (MODULE.FUNCTION, e.g. app.main.handler) in [tool.ocilambda] or --handler",
-                )
+            .ok_or_else(|| ProjectError::HandlerNotFound {
+                module: handler.module.clone(),
+                top: top.to_string(),
+                dir: self.dir.clone(),
             })?;
         let default_prefix = if root.join(top).is_dir() {
             format!("{top}/")
@@ -416,14 +467,11 @@ impl Project {
         .iter()
         .any(|p| tree.get(p).is_some());
         if !found {
-            bail!(hint(
-                format!(
-                    "handler module `{}` is not in the app sources (no {module_rel}.py under {})",
-                    handler.module,
-                    app_root.display()
-                ),
-                "check `handler`, and that `exclude` does not drop the module"
-            ));
+            bail!(ProjectError::HandlerNotShipped {
+                module: handler.module.clone(),
+                file: format!("{module_rel}.py"),
+                root: app_root.to_path_buf(),
+            });
         }
         Ok(AppTree {
             tree,
@@ -698,10 +746,7 @@ impl FromStr for Handler {
                     function: function.to_string(),
                 })
             }
-            _ => bail!(hint(
-                format!("handler `{s}` is not of the form MODULE.FUNCTION"),
-                "e.g. `app.main.handler` for a function `handler` in app/main.py"
-            )),
+            _ => bail!(ProjectError::BadHandler(s.to_string())),
         }
     }
 }

@@ -9,14 +9,12 @@ use crate::config::Settings;
 use crate::error::hint;
 use crate::output;
 use crate::registry::{Client, Progress};
+use crate::report::{Event, Reporter};
 use crate::sink::registry::{self as sink, Action, Blob, BlobReport, Destination, Observer};
 use anyhow::{Context, Result, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +57,18 @@ fn configured_repository(req: &PushRequest) -> Result<Option<String>> {
     Ok(from_file.overlaid_with(req.env.clone()).repository)
 }
 
+/// No REF given and no `repository` setting; the command layer says where to set one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRepository;
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no repository to push to")
+    }
+}
+
+impl std::error::Error for NoRepository {}
+
 /// Docker's tag grammar.
 fn check_tag(tag: &str) -> Result<()> {
     if !crate::registry::name::valid_tag(tag) {
@@ -74,12 +84,7 @@ fn check_tag(tag: &str) -> Result<()> {
 pub fn destination(req: &PushRequest) -> Result<Destination> {
     let text = match &req.reference {
         Some(r) => r.clone(),
-        None => configured_repository(req)?.ok_or_else(|| {
-            hint(
-                "no repository to push to",
-                "pass one (`ocilambda push REGISTRY/REPOSITORY[:TAG]`), set OCILAMBDA_REPOSITORY, or set `repository` in [tool.ocilambda] of pyproject.toml",
-            )
-        })?,
+        None => configured_repository(req)?.ok_or(NoRepository)?,
     };
     let reference = crate::registry::name::parse_checked(&text)?;
     if reference.digest.is_some() {
@@ -102,22 +107,21 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
     })
 }
 
-pub async fn push(req: PushRequest) -> Result<PushSummary> {
+pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushSummary> {
     let started = Instant::now();
     let dest = destination(&req)?;
     let layout = req
         .layout
         .clone()
         .unwrap_or_else(|| req.project_dir.join(".ocilambda").join("image"));
-    let cache = Cache::open()?;
+    let cache = Cache::open(reporter.clone())?;
     let image = sink::read_layout(&layout, &cache)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
     let name = format!("{}/{}", dest.registry, dest.repository);
-    let reporter = Reporter::new();
-    let outcome = sink::push(&client, &cache, &image, &dest, req.jobs, &reporter)
+    let blobs = Blobs(&*reporter);
+    let outcome = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs)
         .await
         .with_context(|| format!("pushing {} to {name}", layout.display()))?;
-    drop(reporter);
     let mut uploaded = 0;
     let mut downloaded = 0;
     let mut sent = 0;
@@ -135,33 +139,33 @@ pub async fn push(req: PushRequest) -> Result<PushSummary> {
             .join(", ")
     };
     if outcome.up_to_date {
-        output::status(&format!(
+        reporter.event(Event::Step(format!(
             "{} is up to date ({}) in {}",
             tag_list(&dest.tags),
             output::short_digest(&image.digest),
             output::duration(started.elapsed())
-        ));
+        )));
     } else {
         if !outcome.blobs.is_empty() {
-            output::status(&format!(
+            reporter.event(Event::Step(format!(
                 "Pushed {} of {} blobs ({}) in {}",
                 sent,
                 outcome.blobs.len(),
                 output::size(uploaded),
                 output::duration(started.elapsed())
-            ));
+            )));
         }
-        output::status(&format!(
+        reporter.event(Event::Step(format!(
             "Tagged {} ({})",
             tag_list(&outcome.tagged),
             output::short_digest(&image.digest)
-        ));
+        )));
     }
     for artifact in sink::push_referrers(&client, &image, &dest).await? {
-        output::status(&format!(
+        reporter.event(Event::Step(format!(
             "Attached {artifact} to {}",
             output::short_digest(&image.digest)
-        ));
+        )));
     }
     Ok(PushSummary {
         reference: format!("{name}@{}", image.digest),
@@ -177,41 +181,9 @@ pub async fn push(req: PushRequest) -> Result<PushSummary> {
     })
 }
 
-/// Progress on stderr: a bar per transferring blob on a terminal, one line per blob
-/// otherwise, nothing with `--quiet`. Bars are plain (no colour), so `NO_COLOR` has
-/// nothing to switch off.
-struct Reporter {
-    bars: Option<MultiProgress>,
-    active: Arc<Mutex<HashMap<String, ProgressBar>>>,
-}
-
-impl Reporter {
-    fn new() -> Reporter {
-        let tty = !output::is_quiet() && std::io::stderr().is_terminal();
-        Reporter {
-            bars: tty.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-            active: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    fn line(&self, message: &str) {
-        match &self.bars {
-            Some(multi) => {
-                let _ = multi.println(message);
-            }
-            None => output::status(message),
-        }
-    }
-}
-
-impl Drop for Reporter {
-    /// Bars still drawn (after an error) go before the error is printed.
-    fn drop(&mut self) {
-        if let Some(multi) = &self.bars {
-            let _ = multi.clear();
-        }
-    }
-}
+/// Push's blob events, as the caller's [`Reporter`] takes them: a progress callback per
+/// upload, keyed by digest, and one summary line per blob.
+struct Blobs<'a>(&'a dyn Reporter);
 
 fn describe(report: &BlobReport) -> String {
     let what = format!(
@@ -231,45 +203,21 @@ fn describe(report: &BlobReport) -> String {
     }
 }
 
-impl Observer for Reporter {
+impl Observer for Blobs<'_> {
     fn uploading(&self, blob: &Blob) -> Progress {
-        let Some(multi) = self.bars.clone() else {
-            return Arc::new(|_| {});
-        };
-        let active = self.active.clone();
-        let (digest, size) = (blob.digest.clone(), blob.size);
         let label = format!(
             "{} {}",
             blob.kind.label(),
             output::short_digest(&blob.digest)
         );
-        // The bar appears with the first byte sent: blobs the registry has never get one.
-        Arc::new(move |sent| {
-            let mut active = active.lock().unwrap();
-            let bar = active.entry(digest.clone()).or_insert_with(|| {
-                let bar = multi.add(ProgressBar::new(size));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:<28} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
-                    )
-                    .expect("a valid progress template")
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(label.clone());
-                bar
-            });
-            bar.set_position(sent);
-        })
+        self.0.progress(&blob.digest, &label, blob.size)
     }
 
     fn finished(&self, report: &BlobReport) {
-        if let Some(bar) = self.active.lock().unwrap().remove(&report.digest) {
-            bar.finish_and_clear();
-            if let Some(multi) = &self.bars {
-                multi.remove(&bar);
-            }
-        }
-        self.line(&describe(report));
+        self.0.event(Event::Transferred {
+            key: report.digest.clone(),
+            summary: describe(report),
+        });
     }
 }
 

@@ -11,6 +11,9 @@
 //! Not here: the base a build starts from ([`crate::base`]: tag cache, `--offline`), or
 //! writing images ([`crate::sink`]).
 
+mod error;
+pub use error::SourceError;
+
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::oci::Descriptor;
@@ -151,10 +154,7 @@ pub fn is_layout(dir: &Path) -> bool {
 
 /// The error for an IMAGE that names a path but no layout.
 pub fn not_a_layout(spec: &str) -> anyhow::Error {
-    hint(
-        format!("no OCI image layout at {spec}"),
-        "pass a layout directory written by `ocilambda build` (default .ocilambda/image), or a registry reference REGISTRY/REPOSITORY[:TAG]",
-    )
+    SourceError::NoLayout(spec.to_string()).into()
 }
 
 /// Where `spec` points: a layout (`oci:DIR[:TAG]`, or a layout directory), else a registry
@@ -237,13 +237,7 @@ pub fn select_platform(
 /// its digest and exact bytes, checked against each other.
 fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
     if !dir.join("index.json").is_file() {
-        bail!(hint(
-            format!(
-                "{} is not an OCI image layout (no index.json)",
-                dir.display()
-            ),
-            "build one with `ocilambda build`, or give a registry reference"
-        ));
+        bail!(SourceError::NoIndex(dir.to_path_buf()));
     }
     let digest = crate::oci::layout::read_manifest_digest(dir)?;
     let bytes = crate::oci::layout::read_blob(dir, &digest).context("reading its manifest")?;

@@ -21,6 +21,25 @@ impl fmt::Display for PyVersion {
     }
 }
 
+/// A Python version Lambda does not run, or no version at all; the command layer words
+/// the advice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionError {
+    NotLambda(PyVersion),
+    NotAVersion(String),
+}
+
+impl std::fmt::Display for VersionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionError::NotLambda(v) => write!(f, "Python {v} is not a Lambda Python runtime"),
+            VersionError::NotAVersion(s) => write!(f, "`{s}` is not a Python version"),
+        }
+    }
+}
+
+impl std::error::Error for VersionError {}
+
 impl std::str::FromStr for PyVersion {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -29,14 +48,8 @@ impl std::str::FromStr for PyVersion {
             .and_then(|(a, b)| Some(PyVersion(a.parse().ok()?, b.parse().ok()?)));
         match parsed {
             Some(v) if LAMBDA_PYTHONS.contains(&(v.0, v.1)) => Ok(v),
-            Some(v) => bail!(crate::error::hint(
-                format!("Python {v} is not a Lambda Python runtime"),
-                "use one of 3.10, 3.11, 3.12, 3.13, 3.14"
-            )),
-            None => bail!(crate::error::hint(
-                format!("`{s}` is not a Python version"),
-                "give MAJOR.MINOR, e.g. `--python-version 3.13`"
-            )),
+            Some(v) => bail!(VersionError::NotLambda(v)),
+            None => bail!(VersionError::NotAVersion(s.to_string())),
         }
     }
 }

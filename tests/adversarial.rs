@@ -309,3 +309,43 @@ fn a_layer_longer_than_its_descriptor_is_cut_off() {
         "more than the 1000 bytes",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Every error has a hint (issue 9, item 21): failures no kind foresaw get one too.
+
+#[test]
+fn untyped_failures_still_print_a_hint() {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let project = dir.path().join("broken-project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("pyproject.toml"), "not toml [").unwrap();
+    let layout = dir.path().join("broken-layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(layout.join("index.json"), r#"{"garbage""#).unwrap();
+    let missing = dir.path().join("no-such-event.json");
+
+    let mut invoke = ocilambda(&cache);
+    invoke.arg("invoke").arg("--event").arg(&missing);
+    let err = assert_user_error(&run(invoke), "no-such-event.json");
+    assert!(
+        err.contains("hint: check that the path named above exists"),
+        "{err}"
+    );
+
+    let mut zip = ocilambda(&cache);
+    zip.arg("zip").arg(&project);
+    let err = assert_user_error(&run(zip), "pyproject.toml");
+    assert!(err.contains("hint: fix the TOML"), "{err}");
+
+    for command in ["inspect", "lint"] {
+        let mut audit = ocilambda(&cache);
+        audit.arg(command).arg(&layout);
+        assert_user_error(&run(audit), "index.json");
+    }
+}

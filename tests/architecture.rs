@@ -10,7 +10,7 @@ const LAYERS: &[(u32, &[&str])] = &[
     (
         0,
         &[
-            "layer", "tree", "digest", "fs", "error", "output", "children",
+            "layer", "tree", "digest", "fs", "error", "output", "children", "report",
         ],
     ),
     (1, &["oci"]),
@@ -25,6 +25,7 @@ const LAYERS: &[(u32, &[&str])] = &[
     (10, &["build", "package", "push", "login", "invoke"]),
     (11, &["audit"]),
     (12, &["diagnostics"]),
+    (13, &["commands"]),
 ];
 
 fn layer_of(module: &str) -> Option<u32> {

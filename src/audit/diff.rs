@@ -297,24 +297,6 @@ pub async fn diff(a: &Image, b: &Image, remote: &Remote, cache: &Cache) -> Resul
     Ok(out)
 }
 
-/// The differences as an aligned table, one per line.
-pub fn table(diffs: &[Difference]) -> String {
-    let width = |f: &dyn Fn(&Difference) -> usize| diffs.iter().map(f).max().unwrap_or(0);
-    let (w1, w2, w3) = (
-        width(&|d| d.location.len()),
-        width(&|d| d.item.chars().count()),
-        width(&|d| d.what.len()),
-    );
-    let mut s = String::new();
-    for d in diffs {
-        s.push_str(&format!(
-            "{:<w1$}  {:<w2$}  {:<w3$}  {} → {}\n",
-            d.location, d.item, d.what, d.a, d.b
-        ));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +343,5 @@ mod tests {
         );
         assert_eq!(d[1].a, "0644");
         assert_eq!(d[1].b, "0755");
-        assert!(table(&d).contains("layer 1  m     mode     0644 → 0755"));
     }
 }

@@ -115,36 +115,3 @@ pub async fn inspect(
         layers,
     })
 }
-
-/// The human-readable form.
-pub fn render(i: &Inspection) -> String {
-    let mut s = String::new();
-    let line = |s: &mut String, k: &str, v: &str| s.push_str(&format!("{k:<10} {v}\n"));
-    line(&mut s, "Image", &format!("{} ({})", i.image, i.digest));
-    line(&mut s, "Platform", &i.platform);
-    line(&mut s, "Handler", i.handler.as_deref().unwrap_or("-"));
-    let base = match (&i.base_name, &i.base_digest) {
-        (Some(n), Some(d)) => format!("{n} ({d})"),
-        (Some(n), None) => n.clone(),
-        _ => "-".into(),
-    };
-    line(&mut s, "Base", &base);
-    line(&mut s, "Created", i.created.as_deref().unwrap_or("-"));
-    s.push_str("Layers\n");
-    for (n, l) in i.layers.iter().enumerate() {
-        let unpacked = l
-            .uncompressed_size
-            .map(|u| format!(" ({} unpacked)", crate::output::size(u)))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "  {n:>2}  {}  {:>10}{unpacked}  {}\n",
-            l.digest,
-            crate::output::size(l.size),
-            l.created_by.as_deref().unwrap_or("-")
-        ));
-        for f in l.files.iter().flatten() {
-            s.push_str(&format!("        {f}\n"));
-        }
-    }
-    s
-}

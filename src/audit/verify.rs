@@ -3,16 +3,18 @@
 //! settings when they were not the defaults) and compare digests. A mismatch is explained
 //! by the provenance that differs and by the file-level diff.
 
-use super::{Report, diff};
+use super::diff;
 use crate::build::{self, BuildRequest};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
 use crate::provenance::{self, Choices};
+use crate::report::Reporter;
 use crate::source::{self, Image, Remote};
 use crate::target::Arch;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRequest {
@@ -28,7 +30,21 @@ pub struct VerifyRequest {
     pub offline: bool,
     /// Resolve the recorded base again even if a resolution is cached.
     pub pull: bool,
-    pub json: bool,
+}
+
+/// What verify found: the rebuild's digest is the image's, or it is not, explained by
+/// the recorded provenance that differs and by the file-level differences.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Reproducible {
+        digest: String,
+    },
+    NotReproducible {
+        digest: String,
+        rebuilt: String,
+        explained_by: Vec<String>,
+        differences: Vec<diff::Difference>,
+    },
 }
 
 /// The architecture the image's config records; an image without one, or with one Lambda
@@ -90,9 +106,9 @@ const EXPLAINING: &[(&str, &str)] = &[
     (provenance::VERSION, "ocilambda version"),
 ];
 
-pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
+pub async fn verify(req: VerifyRequest, reporter: Arc<dyn Reporter>) -> Result<Verdict> {
     let remote = Remote::new(&req.insecure_registries).with_ca_cert(req.ca_cert.clone());
-    let cache = Cache::open()?;
+    let cache = Cache::open(reporter.clone())?;
     let image = source::open(&req.image, &remote, &cache).await?.image()?;
     image.check_layout_blobs()?;
     let base_name = required(&image, provenance::BASE_NAME)?.to_string();
@@ -107,36 +123,34 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
     let recorded = recorded_settings(&image, base_name)?;
     let scratch = cache.temp_dir("verify-")?;
     let output = scratch.path().join("image");
-    let summary = build::build(BuildRequest {
-        project_dir: req.project_dir.clone(),
-        cli: recorded.overlaid_with(req.cli.clone()),
-        env: req.env.clone(),
-        output: Some(output.clone()),
-        insecure_registries: req.insecure_registries.clone(),
-        ca_cert: req.ca_cert.clone(),
-        offline: req.offline,
-        pull: req.pull,
-        epoch,
-        base_digest: Some(base_digest),
-        ..Default::default()
-    })
+    let summary = build::build(
+        BuildRequest {
+            project_dir: req.project_dir.clone(),
+            cli: recorded.overlaid_with(req.cli.clone()),
+            env: req.env.clone(),
+            output: Some(output.clone()),
+            insecure_registries: req.insecure_registries.clone(),
+            ca_cert: req.ca_cert.clone(),
+            offline: req.offline,
+            pull: req.pull,
+            epoch,
+            base_digest: Some(base_digest),
+            ..Default::default()
+        },
+        reporter,
+    )
     .await
     .context("rebuilding the project")?;
 
     if summary.digest == image.manifest_digest {
-        let stdout = if req.json {
-            serde_json::to_string(
-                &serde_json::json!({"reproducible": true, "digest": summary.digest}),
-            )? + "\n"
-        } else {
-            format!("reproducible {}\n", summary.digest)
-        };
-        return Ok(Report { stdout, ok: true });
+        return Ok(Verdict::Reproducible {
+            digest: summary.digest,
+        });
     }
     let rebuilt = source::open(&format!("oci:{}", output.display()), &remote, &cache)
         .await?
         .image()?;
-    let explained: Vec<String> = EXPLAINING
+    let explained_by: Vec<String> = EXPLAINING
         .iter()
         .filter(|(key, _)| image.annotation(key) != rebuilt.annotation(key))
         .map(|(key, what)| {
@@ -147,25 +161,11 @@ pub async fn verify_command(req: VerifyRequest) -> Result<Report> {
             )
         })
         .collect();
-    let diffs = diff::diff(&image, &rebuilt, &remote, &cache).await?;
-    let stdout = if req.json {
-        serde_json::to_string(&serde_json::json!({
-            "reproducible": false,
-            "digest": image.manifest_digest,
-            "rebuilt": summary.digest,
-            "explained_by": explained,
-            "differences": diffs,
-        }))? + "\n"
-    } else {
-        let mut s = format!(
-            "not reproducible: the image is {}, the rebuild {}\n",
-            image.manifest_digest, summary.digest
-        );
-        for e in &explained {
-            s.push_str(&format!("  {e}\n"));
-        }
-        s.push_str(&diff::table(&diffs));
-        s
-    };
-    Ok(Report { stdout, ok: false })
+    let differences = diff::diff(&image, &rebuilt, &remote, &cache).await?;
+    Ok(Verdict::NotReproducible {
+        digest: image.manifest_digest,
+        rebuilt: summary.digest,
+        explained_by,
+        differences,
+    })
 }

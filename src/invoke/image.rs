@@ -4,6 +4,7 @@
 //! `--complete` lacks the base's layer blobs; they are fetched into the cache as
 //! `build --complete` would.
 
+use super::InvokeError;
 use super::rootfs::LayerBlob;
 use crate::cache::Cache;
 use crate::error::hint;
@@ -20,7 +21,7 @@ pub fn host_arch() -> &'static str {
     }
 }
 
-fn lambda_arch(oci: &str) -> &str {
+pub fn lambda_arch(oci: &str) -> &str {
     match oci {
         "amd64" => "x86_64",
         other => other,
@@ -40,10 +41,7 @@ pub async fn open(
         None => {
             let default = project_dir.join(".ocilambda").join("image");
             if !source::is_layout(&default) {
-                bail!(hint(
-                    format!("no OCI image layout at {}", default.display()),
-                    "run `ocilambda build` first, or pass IMAGE (a layout directory or REGISTRY/REPOSITORY[:TAG])"
-                ));
+                bail!(InvokeError::NoLayout(default));
             }
             default.display().to_string()
         }
@@ -60,16 +58,12 @@ pub async fn open(
     let arch = host_arch();
     index
         .platform(arch, remote, cache, |have| {
-            hint(
-                format!(
-                    "{spec} has no image for this machine's linux/{arch} (it has: {})",
-                    have.join(", ")
-                ),
-                format!(
-                    "build one with `ocilambda build --arch {}`, or invoke on a machine of the image's architecture",
-                    lambda_arch(arch)
-                ),
-            )
+            InvokeError::NoPlatform {
+                spec: spec.clone(),
+                arch: arch.to_string(),
+                have: have.to_vec(),
+            }
+            .into()
         })
         .await
 }
@@ -79,19 +73,12 @@ pub fn check_arch(image: &Image) -> Result<()> {
     let os = image.config["os"].as_str().unwrap_or("linux");
     let arch = image.config["architecture"].as_str().unwrap_or("?");
     if os != "linux" || arch != host_arch() {
-        bail!(hint(
-            format!(
-                "{} is a {os}/{} image, but this machine runs linux/{}",
-                image.label,
-                lambda_arch(arch),
-                lambda_arch(host_arch())
-            ),
-            format!(
-                "build it for this machine with `ocilambda build --arch {}`, or invoke it on a {} machine",
-                lambda_arch(host_arch()),
-                lambda_arch(arch)
-            )
-        ));
+        bail!(InvokeError::WrongPlatform {
+            label: image.label.clone(),
+            os: os.to_string(),
+            arch: lambda_arch(arch).to_string(),
+            host: lambda_arch(host_arch()).to_string(),
+        });
     }
     Ok(())
 }
@@ -200,6 +187,10 @@ mod tests {
         };
         let err = check_arch(&image).unwrap_err();
         assert!(err.to_string().contains("but this machine runs"), "{err}");
-        assert!(crate::error::find_hint(&err).unwrap().contains("--arch"));
+        assert!(
+            crate::diagnostics::hint(&err)
+                .unwrap()
+                .contains("ocilambda build --arch")
+        );
     }
 }

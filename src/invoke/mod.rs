@@ -13,8 +13,8 @@ pub mod runtime_api;
 pub mod sandbox;
 
 use crate::cache::Cache;
-use crate::error::hint;
 use crate::output;
+use crate::report::{Event as Said, Reporter};
 use crate::source::Remote;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -28,6 +28,76 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lambda's limit on the init phase of an on-demand function.
+/// Why an image cannot be invoked as asked; the command layer words the advice.
+#[derive(Debug)]
+pub enum InvokeError {
+    /// No IMAGE given and the project has no build output.
+    NoLayout(PathBuf),
+    /// An index without an image for this machine; `arch` in Lambda's names.
+    NoPlatform {
+        spec: String,
+        arch: String,
+        have: Vec<String>,
+    },
+    /// An image for another machine (no emulation); architectures in Lambda's names.
+    WrongPlatform {
+        label: String,
+        os: String,
+        arch: String,
+        host: String,
+    },
+    EventTooLarge(usize),
+    EventNotJson(serde_json::Error),
+    CannotListen {
+        addr: String,
+        error: std::io::Error,
+    },
+    /// A variable for the function that is not KEY[=VALUE].
+    BadVariable(String),
+    /// AWS_LAMBDA_RUNTIME_API, which only ocilambda sets.
+    ReservedVariable,
+}
+
+impl std::fmt::Display for InvokeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeError::NoLayout(p) => write!(f, "no OCI image layout at {}", p.display()),
+            InvokeError::NoPlatform { spec, arch, have } => write!(
+                f,
+                "{spec} has no image for this machine's linux/{arch} (it has: {})",
+                have.join(", ")
+            ),
+            InvokeError::WrongPlatform {
+                label,
+                os,
+                arch,
+                host,
+            } => write!(
+                f,
+                "{label} is a {os}/{arch} image, but this machine runs linux/{host}"
+            ),
+            InvokeError::EventTooLarge(bytes) => write!(
+                f,
+                "the event is {bytes} bytes, over Lambda's limit of {} for a synchronous invocation",
+                runtime_api::MAX_PAYLOAD
+            ),
+            InvokeError::EventNotJson(e) => write!(f, "the event is not JSON: {e}"),
+            InvokeError::CannotListen { addr, error } => {
+                write!(f, "cannot listen on {addr}: {error}")
+            }
+            InvokeError::BadVariable(item) => {
+                write!(f, "invalid variable `{item}` for the function")
+            }
+            InvokeError::ReservedVariable => write!(
+                f,
+                "AWS_LAMBDA_RUNTIME_API cannot be set: it points the runtime at ocilambda"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvokeError {}
+
 const INIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// The defaults the Runtime Interface Emulator uses, so logs and ARNs look the same.
@@ -85,27 +155,21 @@ pub fn read_event(source: Option<&Path>) -> Result<Bytes> {
         }
     };
     if bytes.len() > runtime_api::MAX_PAYLOAD {
-        bail!(hint(
-            format!(
-                "the event is {} bytes, over Lambda's limit of {} for a synchronous invocation",
-                bytes.len(),
-                runtime_api::MAX_PAYLOAD
-            ),
-            "pass a smaller event"
-        ));
+        bail!(InvokeError::EventTooLarge(bytes.len()));
     }
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        bail!(hint(
-            format!("the event is not JSON: {e}"),
-            "Lambda events are JSON documents, e.g. --event event.json with {\"key\": \"value\"}"
-        ));
+        bail!(InvokeError::EventNotJson(e));
     }
     Ok(Bytes::from(bytes))
 }
 
 /// Invoke the image once with `event`.
-pub async fn invoke(opts: InvokeOptions, event: Bytes) -> Result<Outcome> {
-    let mut function = Function::prepare(&opts).await?;
+pub async fn invoke(
+    opts: InvokeOptions,
+    event: Bytes,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Outcome> {
+    let mut function = Function::prepare(&opts, reporter).await?;
     let outcome = function.invoke(event).await;
     function.stop().await;
     outcome
@@ -114,23 +178,29 @@ pub async fn invoke(opts: InvokeOptions, event: Bytes) -> Result<Outcome> {
 /// Serve the Runtime Interface Emulator's endpoint (`POST
 /// /2015-03-31/functions/function/invocations`) on `addr` until Ctrl-C, one warm sandbox
 /// behind it, started by the first invocation. `ready` gets the bound address.
-pub async fn serve(opts: InvokeOptions, addr: &str, ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    let function = Function::prepare(&opts).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        hint(
-            format!("cannot listen on {addr}: {e}"),
-            "give --serve a free HOST:PORT, e.g. --serve 127.0.0.1:9001 (an IMAGE goes before --serve)",
-        )
-    })?;
+pub async fn serve(
+    opts: InvokeOptions,
+    addr: &str,
+    reporter: Arc<dyn Reporter>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    let function = Function::prepare(&opts, reporter.clone()).await?;
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| InvokeError::CannotListen {
+                addr: addr.to_string(),
+                error,
+            })?;
     let bound = listener.local_addr()?;
     let function = Arc::new(tokio::sync::Mutex::new(function));
     let server = runtime_api::serve(listener, {
         let function = function.clone();
         move |req| endpoint(function.clone(), req)
     });
-    output::status(&format!(
+    reporter.event(Said::Step(format!(
         "Serving POST http://{bound}/2015-03-31/functions/function/invocations (Ctrl-C to stop)"
-    ));
+    )));
     ready(bound);
     let stopped = tokio::signal::ctrl_c().await;
     server.abort();
@@ -192,15 +262,11 @@ async fn endpoint(
             response
         }
         Err(e) => {
-            output::error(&crate::error::one_line(&e));
-            if let Some(h) = crate::error::find_hint(&e) {
-                output::hint(h);
-            }
-            runtime_api::json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
+            let body =
                 serde_json::json!({"Type": "Service", "message": crate::error::one_line(&e)})
-                    .to_string(),
-            )
+                    .to_string();
+            function.lock().await.reporter.event(Said::RequestFailed(e));
+            runtime_api::json_response(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
     }
 }
@@ -218,6 +284,7 @@ struct Function {
     memory_explicit: bool,
     memory_warned: bool,
     warm: Option<Warm>,
+    reporter: Arc<dyn Reporter>,
 }
 
 struct Warm {
@@ -243,10 +310,10 @@ enum End {
 impl Function {
     /// Find bwrap, open the image, check it can run here, and unpack it (or reuse the
     /// unpacked tree).
-    async fn prepare(opts: &InvokeOptions) -> Result<Function> {
+    async fn prepare(opts: &InvokeOptions, reporter: Arc<dyn Reporter>) -> Result<Function> {
         let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
         let user_env = parse_env(&opts.env)?;
-        let cache = Cache::open()?;
+        let cache = Cache::open(reporter.clone())?;
         let remote = Remote::new(&opts.insecure_registries).with_ca_cert(opts.ca_cert.clone());
         let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
         image::check_arch(&image)?;
@@ -254,19 +321,19 @@ impl Function {
         let short = output::short_digest(&image.manifest_digest);
         let rootfs = match rootfs::cached(cache.root(), &image.manifest_digest)? {
             Some(dir) => {
-                output::status(&format!("Reused unpacked image {short}"));
+                reporter.event(Said::Step(format!("Reused unpacked image {short}")));
                 dir
             }
             None => {
                 let fetching = Instant::now();
                 let (blobs, count, bytes) = image::layer_blobs(&image, &remote, &cache).await?;
                 if count > 0 {
-                    output::status(&format!(
+                    reporter.event(Said::Step(format!(
                         "Fetched {count} layer{} ({}) in {}",
                         if count == 1 { "" } else { "s" },
                         output::size(bytes),
                         output::duration(fetching.elapsed())
-                    ));
+                    )));
                 }
                 let started = Instant::now();
                 let (root, digest) = (cache.root().to_path_buf(), image.manifest_digest.clone());
@@ -275,13 +342,13 @@ impl Function {
                         .await
                         .context("the unpacking thread panicked")?
                         .with_context(|| format!("unpacking {}", image.label))?;
-                output::status(&format!(
+                reporter.event(Said::Step(format!(
                     "Unpacked image {short} ({} layers, {} files, {}) in {}",
                     stats.layers,
                     output::count(stats.files),
                     output::size(stats.bytes),
                     output::duration(started.elapsed())
-                ));
+                )));
                 dir
             }
         };
@@ -308,6 +375,7 @@ impl Function {
             memory_explicit: opts.memory_explicit,
             memory_warned: false,
             warm: None,
+            reporter,
         })
     }
 
@@ -320,10 +388,10 @@ impl Function {
             Ok(cg) => Some(cg),
             Err(why) => {
                 if self.memory_explicit && !self.memory_warned {
-                    output::warning(&format!(
-                        "--memory {} is not enforced ({why}); it only sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-                        self.memory_mb
-                    ));
+                    self.reporter.event(Said::MemoryNotEnforced {
+                        memory_mb: self.memory_mb,
+                        why: why.to_string(),
+                    });
                 }
                 self.memory_warned = true;
                 None
@@ -387,7 +455,7 @@ impl Function {
                         if warm.init.is_none() {
                             warm.init = Some(at - warm.started);
                         }
-                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"));
+                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"), &*self.reporter);
                     }
                     Some(Event::Response { id: got, body }) if got == id => break End::Response(body),
                     Some(Event::Error { id: got, body }) if got == id => break End::Error(body),
@@ -438,7 +506,8 @@ impl Function {
             End::Timeout(after) => {
                 self.stop().await;
                 let message = format!("Task timed out after {:.2} seconds", after.as_secs_f64());
-                output::status(&format!("{} {id} {message}", timestamp()));
+                self.reporter
+                    .event(Said::Step(format!("{} {id} {message}", timestamp())));
                 Outcome::FunctionError(lambda_error(
                     "Sandbox.Timedout",
                     &format!("RequestId: {id} Error: {message}"),
@@ -450,8 +519,8 @@ impl Function {
             report(&id, init, duration, self.memory_mb, peak),
         ] {
             match self.warm.as_mut() {
-                Some(warm) => warm.sandbox.log(&line),
-                None => output::status(&line),
+                Some(warm) => warm.sandbox.log(&line, &*self.reporter),
+                None => self.reporter.event(Said::Step(line)),
             }
         }
         Ok(outcome)
@@ -497,16 +566,10 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>> {
             None => (item.clone(), std::env::var(item).ok()),
         };
         if key.is_empty() || key.contains('\0') {
-            bail!(hint(
-                format!("invalid --env `{item}`"),
-                "use --env KEY=VALUE, or --env KEY to pass your own value"
-            ));
+            bail!(InvokeError::BadVariable(item.clone()));
         }
         if key == "AWS_LAMBDA_RUNTIME_API" {
-            bail!(hint(
-                "--env AWS_LAMBDA_RUNTIME_API cannot be set: it points the runtime at ocilambda",
-                "leave it out"
-            ));
+            bail!(InvokeError::ReservedVariable);
         }
         if let Some(value) = value {
             out.push((key, value));

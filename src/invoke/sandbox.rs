@@ -47,7 +47,7 @@ pub fn find_bwrap(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
         });
     found.ok_or_else(|| {
         hint(
-            "bwrap (bubblewrap) was not found on PATH: `ocilambda invoke` runs the image in a bubblewrap sandbox",
+            "bwrap (bubblewrap) was not found on PATH: invoking runs the image in a bubblewrap sandbox",
             INSTALL_HINT,
         )
     })
@@ -165,8 +165,8 @@ impl Sandbox {
 
     /// A status line (START, END, REPORT) in order with what the function wrote before
     /// it: through the same pipe, as Lambda's log stream has them.
-    pub fn log(&mut self, line: &str) {
-        if crate::output::is_quiet() {
+    pub fn log(&mut self, line: &str, reporter: &dyn crate::report::Reporter) {
+        if !reporter.shows_steps() {
             return;
         }
         // One write of less than PIPE_BUF bytes: never interleaved with the function's.
@@ -175,7 +175,7 @@ impl Sandbox {
             .as_mut()
             .is_some_and(|w| w.write_all(format!("{line}\n").as_bytes()).is_ok());
         if !written {
-            crate::output::status(line);
+            reporter.event(crate::report::Event::Step(line.to_string()));
         }
     }
 

@@ -7,7 +7,6 @@
 //! and in which order; the HTTP, retries and credentials are [`crate::registry`]'s.
 
 use crate::cache::Cache;
-use crate::error::hint;
 use crate::oci::Descriptor;
 use crate::registry::name::{self, Name};
 use crate::registry::{BlobPush, BlobSource, Client, Progress, Pushed};
@@ -73,10 +72,7 @@ impl LayoutImage {
 /// Read the image `build` wrote to `dir` (the manifest its index tags `latest`).
 pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
     if !dir.join("index.json").is_file() {
-        bail!(hint(
-            format!("no image layout at {}", dir.display()),
-            "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
-        ));
+        bail!(source::SourceError::NothingBuilt(dir.to_path_buf()));
     }
     let image = source::open_layout(dir)?;
     let base = image
