@@ -2,6 +2,7 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::invoke::network::NetworkError;
 use crate::layer::LayerError;
 use crate::project::AppSourceError;
 use crate::registry::{BodyKind, RegistryError};
@@ -55,6 +56,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<LinkError>() {
             return Some(link_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<NetworkError>() {
+            return Some(network_hint(e).to_string());
         }
         if let Some(e) = cause.downcast_ref::<AppSourceError>() {
             return Some(app_source_hint(e).to_string());
@@ -197,5 +201,16 @@ fn registry_hint(e: &RegistryError) -> String {
             "fix or remove `auths.\"{key}\"` in {} (its `auth` must be base64 of USER:PASSWORD), or log in again with `ocilambda login`",
             file.display()
         ),
+    }
+}
+
+fn network_hint(e: &NetworkError) -> &'static str {
+    match e {
+        NetworkError::NoProvider => {
+            "install passt (`sudo apt-get install passt`, which provides pasta) or slirp4netns; or pass --network none (no network) or --network host (the host's, loopback included)"
+        }
+        NetworkError::Provider { .. } | NetworkError::Listen { .. } => {
+            "pass --network none to run without a network, or --network host to share the host's"
+        }
     }
 }
