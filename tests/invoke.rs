@@ -116,9 +116,12 @@ fn a_handler_that_raises_exits_1_with_lambdas_error_json() {
 
 #[test]
 fn a_handler_past_its_timeout_is_killed_and_reported_as_lambda_does() {
+    // Built first: the bound below is on the invocation, not on the shared build (which
+    // other tests may be holding).
+    let project = built("invoke-probe");
     let started = Instant::now();
     let out = invoke(
-        &built("invoke-probe"),
+        &project,
         r#"{"action": "sleep", "seconds": 60}"#,
         &["--timeout", "1"],
     );

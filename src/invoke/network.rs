@@ -37,7 +37,11 @@ pub enum NetworkError {
     /// The provider ran but failed.
     Provider { program: String, said: String },
     /// The Runtime API socket could not be made inside the namespace.
-    Listen { step: &'static str, cause: String },
+    Listen {
+        step: &'static str,
+        cause: String,
+        errno: Option<i32>,
+    },
 }
 
 impl std::fmt::Display for NetworkError {
@@ -53,7 +57,7 @@ impl std::fmt::Display for NetworkError {
                     "{program} could not connect the sandbox's network: {said}"
                 )
             }
-            NetworkError::Listen { step, cause } => {
+            NetworkError::Listen { step, cause, .. } => {
                 write!(
                     f,
                     "the Runtime API could not listen in the sandbox ({step}): {cause}"
@@ -84,12 +88,16 @@ impl Provider {
             .ok_or(NetworkError::NoProvider)
     }
 
-    /// The arguments that connect the namespace of process `pid`. Each provider maps the
-    /// host's loopback into the namespace unless told not to, so it is told not to; pasta
-    /// also forwards every host port it sees bound (`-T auto`) unless given `none`.
-    pub fn args(&self, pid: u32, as_root: bool, ready_fd: i32, exit_fd: i32) -> Vec<String> {
+    /// The arguments that connect the namespace of process `pid`; `owner`, for anyone but
+    /// root, is an inherited descriptor of the user namespace that owns it (bwrap's outer
+    /// one: the sandbox's processes are in a nested one, which cannot enter it). Each
+    /// provider maps the host's loopback into the namespace unless told not to, so it is
+    /// told not to; pasta also forwards every host port it sees bound (`-T auto`) unless
+    /// given `none`.
+    pub fn args(&self, pid: u32, owner: Option<i32>, ready_fd: i32, exit_fd: i32) -> Vec<String> {
         let netns = format!("/proc/{pid}/ns/net");
-        let userns = format!("/proc/{pid}/ns/user");
+        let as_root = owner.is_none();
+        let userns = format!("/proc/self/fd/{}", owner.unwrap_or(-1));
         let mut args: Vec<String> = Vec::new();
         match self {
             Provider::Pasta(_) => {
@@ -105,8 +113,7 @@ impl Provider {
                     args.extend(["--runas".into(), "0".into()]);
                 }
                 args.extend(["--netns".into(), netns]);
-                // bwrap run by root makes the network namespace before the user namespace,
-                // so root's namespace owns it; anyone else's is owned by bwrap's.
+                // Root may enter it directly; anyone else through its owner.
                 if as_root {
                     args.push("--netns-only".into());
                 } else {
@@ -150,10 +157,10 @@ pub fn listen_inside(pid: u32, port: u16) -> Result<std::net::TcpListener, Netwo
     let err = |step: &'static str, e: io::Error| NetworkError::Listen {
         step,
         cause: e.to_string(),
+        errno: e.raw_os_error(),
     };
     let cstr = |s: String| CString::new(s).expect("no NUL in a /proc path");
     let net = cstr(format!("/proc/{pid}/ns/net"));
-    let user = cstr(format!("/proc/{pid}/ns/user"));
     let (ours, theirs) =
         std::os::unix::net::UnixDatagram::pair().map_err(|e| err("making a socket pair", e))?;
     // SAFETY: the child runs `in_child`, which only makes system calls, then _exits.
@@ -163,7 +170,7 @@ pub fn listen_inside(pid: u32, port: u16) -> Result<std::net::TcpListener, Netwo
     }
     if child == 0 {
         // SAFETY: see above; nothing here allocates or takes a lock.
-        unsafe { libc::_exit(in_child(&net, &user, port, theirs.as_raw_fd())) }
+        unsafe { libc::_exit(in_child(&net, port, theirs.as_raw_fd())) }
     }
     drop(theirs);
     let received = receive(ours.as_raw_fd());
@@ -180,6 +187,22 @@ pub fn listen_inside(pid: u32, port: u16) -> Result<std::net::TcpListener, Netwo
     }
 }
 
+/// ioctl_ns(2): a descriptor of the user namespace that owns a namespace.
+const NS_GET_USERNS: libc::Ioctl = 0xb701;
+
+/// The user namespace that owns the network namespace of `pid`.
+pub fn netns_owner(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let net = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // SAFETY: an ioctl on a descriptor we hold; it returns a new one (close-on-exec).
+    let fd = unsafe { libc::ioctl(net.as_raw_fd(), NS_GET_USERNS) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, ours alone.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 const STEPS: [&str; 4] = [
     "opening the namespace",
     "joining the namespace",
@@ -188,7 +211,7 @@ const STEPS: [&str; 4] = [
 ];
 
 /// Join the namespace, listen, send the socket (or the failed step and errno).
-unsafe fn in_child(net: &CString, user: &CString, port: u16, to: i32) -> i32 {
+unsafe fn in_child(net: &CString, port: u16, to: i32) -> i32 {
     let fail = |step: u8| {
         let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
         let mut msg = [0u8; 5];
@@ -204,8 +227,9 @@ unsafe fn in_child(net: &CString, user: &CString, port: u16, to: i32) -> i32 {
             return fail(0);
         }
         if libc::setns(netfd, libc::CLONE_NEWNET) != 0 {
-            // Not ours to enter directly: enter its user namespace first (we own it).
-            let userfd = libc::open(user.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            // Not ours to enter directly: enter the user namespace that owns it first
+            // (bwrap made it for us, so we may).
+            let userfd = libc::ioctl(netfd, NS_GET_USERNS);
             if userfd < 0
                 || libc::setns(userfd, libc::CLONE_NEWUSER) != 0
                 || libc::setns(netfd, libc::CLONE_NEWNET) != 0
@@ -317,14 +341,14 @@ mod tests {
 
     #[test]
     fn providers_are_told_to_keep_the_hosts_loopback_out() {
-        let pasta = Provider::Pasta("/usr/bin/pasta".into()).args(42, false, 3, 4);
+        let pasta = Provider::Pasta("/usr/bin/pasta".into()).args(42, Some(9), 3, 4);
         let joined = pasta.join(" ");
         assert!(joined.contains("--no-map-gw"), "{joined}");
         for forward in ["-t none", "-u none", "-T none", "-U none"] {
             assert!(joined.contains(forward), "{forward} in {joined}");
         }
-        assert!(joined.contains("--netns /proc/42/ns/net --userns /proc/42/ns/user"));
-        let as_root = Provider::Pasta("/usr/bin/pasta".into()).args(42, true, 3, 4);
+        assert!(joined.contains("--netns /proc/42/ns/net --userns /proc/self/fd/9"));
+        let as_root = Provider::Pasta("/usr/bin/pasta".into()).args(42, None, 3, 4);
         assert!(as_root.join(" ").contains("--runas 0"));
         assert!(
             as_root
@@ -332,10 +356,11 @@ mod tests {
                 .ends_with("--netns /proc/42/ns/net --netns-only")
         );
         let slirp = Provider::Slirp4netns("/usr/bin/slirp4netns".into())
-            .args(42, false, 3, 4)
+            .args(42, Some(9), 3, 4)
             .join(" ");
         assert!(slirp.contains("--disable-host-loopback"), "{slirp}");
         assert!(slirp.contains("--ready-fd=3 --exit-fd=4"), "{slirp}");
+        assert!(slirp.contains("--userns-path=/proc/self/fd/9"), "{slirp}");
         assert!(
             slirp.ends_with("--netns-type=path /proc/42/ns/net tap0"),
             "{slirp}"

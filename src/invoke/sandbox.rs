@@ -216,10 +216,7 @@ impl Sandbox {
                     .unwrap_or_else(|| anyhow::anyhow!("the sandbox could not start")));
             }
         };
-        let listener = tokio::task::spawn_blocking(move || {
-            network::listen_inside(pid, network::RUNTIME_API_PORT)
-        })
-        .await??;
+        let listener = self.listen_inside(pid).await?;
         if let Some(provider) = provider {
             self.start_provider(provider, pid).await?;
         }
@@ -227,18 +224,49 @@ impl Sandbox {
         Ok(listener)
     }
 
+    /// The Runtime API's socket in the namespace of `pid`. bwrap reports the pid as soon
+    /// as the namespace exists, before its loopback has an address: until then, binding
+    /// fails with EADDRNOTAVAIL, and so we wait. A provider must not start earlier
+    /// either: bwrap's own loopback set-up fails if someone else brought it up first.
+    async fn listen_inside(&mut self, pid: u32) -> Result<std::net::TcpListener> {
+        let deadline = tokio::time::Instant::now() + PROVIDER_READY;
+        loop {
+            let attempt = tokio::task::spawn_blocking(move || {
+                network::listen_inside(pid, network::RUNTIME_API_PORT)
+            })
+            .await?;
+            match attempt {
+                Err(NetworkError::Listen { errno, .. })
+                    if errno == Some(libc::EADDRNOTAVAIL)
+                        && tokio::time::Instant::now() < deadline
+                        && !self.exited() =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
     /// Run `provider` on the namespace of `pid`, as our child, and wait until it has
     /// configured it.
     async fn start_provider(&mut self, provider: &Provider, pid: u32) -> Result<()> {
         // SAFETY: geteuid cannot fail.
         let as_root = unsafe { libc::geteuid() } == 0;
+        let owner = if as_root {
+            None
+        } else {
+            Some(network::netns_owner(pid).context("finding the sandbox's user namespace")?)
+        };
+        let owner_fd = owner.as_ref().map(|o| o.as_raw_fd());
         let mut said = tempfile::tempfile().context("creating a temporary file")?;
         let program = provider.program();
         let (mut ready_r, ready_w) = std::io::pipe()?;
         let (exit_r, exit_w) = std::io::pipe()?;
-        let fds = [ready_w.as_raw_fd(), exit_r.as_raw_fd()];
+        let mut fds = vec![ready_w.as_raw_fd(), exit_r.as_raw_fd()];
+        fds.extend(owner_fd);
         let mut cmd = tokio::process::Command::new(program);
-        cmd.args(provider.args(pid, as_root, fds[0], fds[1]))
+        cmd.args(provider.args(pid, owner_fd, fds[0], fds[1]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(said.try_clone()?)
@@ -259,7 +287,7 @@ impl Sandbox {
             .with_context(|| format!("starting {}", program.display()))?;
         self.provider = Some(child);
         self.provider_exit = Some(exit_w);
-        drop((cmd, ready_w, exit_r));
+        drop((cmd, ready_w, exit_r, owner));
         let ready = match provider {
             // slirp4netns says so on its ready descriptor.
             Provider::Slirp4netns(_) => {
