@@ -1,9 +1,9 @@
 //! The sandbox a function runs in: bubblewrap (`bwrap`) with the unpacked image as a
 //! read-only `/`, fresh `/proc`, `/dev` and a writable tmpfs `/tmp`, the function's user
 //! (uid 993, as Lambda's sbx_user1051) in a user namespace, and only the environment it
-//! is given. Its network is its own unless the host's is asked for ([`super::network`]);
-//! then bwrap holds the function back (`--block-fd`) until the network and the Runtime
-//! API socket inside it are ready. bwrap reads its arguments from a file (`--args`), so
+//! is given. Its network is its own unless the host's is asked for ([`super::network`]),
+//! and when it is, bwrap holds the function back (`--block-fd`) until that network and
+//! the Runtime API socket inside it are ready. bwrap reads its options from a file (`--args`), so
 //! the sandbox's PID 1, whose command line the function can read, names no host path.
 //!
 //! Also here: the memory limit, which needs a memory cgroup we may write to (cgroup v2
