@@ -3,7 +3,8 @@
 # docker-registry (CNCF distribution), skopeo and umoci (independent OCI tools),
 # python3 (stand-in base images, running handlers), uv (used by ocilambda), tar/gzip,
 # openssl (CA, certificates and token signing for the push tests' TLS and auth registries),
-# bubblewrap and curl (`ocilambda invoke` and its tests).
+# bubblewrap and curl (`ocilambda invoke` and its tests), passt (pasta) and slirp4netns (the
+# private networks of `invoke`'s sandbox; its tests use both).
 log() { printf '==> %s\n' "$*" >&2; }
 
 SUDO=()
@@ -25,7 +26,7 @@ apt_install() {
 
 # System packages, installed only if their binary is missing.
 missing=()
-for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci python3:python3 tar:tar gzip:gzip openssl:openssl bwrap:bubblewrap curl:curl; do
+for pair in docker-registry:docker-registry skopeo:skopeo umoci:umoci python3:python3 tar:tar gzip:gzip openssl:openssl bwrap:bubblewrap curl:curl pasta:passt slirp4netns:slirp4netns; do
 	bin="${pair%%:*}" pkg="${pair#*:}"
 	command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
 done

@@ -4,6 +4,7 @@
 
 use crate::base::BaseError;
 use crate::invoke::InvokeError;
+use crate::invoke::network::NetworkError;
 use crate::layer::LayerError;
 use crate::login::LoginError;
 use crate::oci::layout::LayoutError;
@@ -86,6 +87,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<LinkError>() {
             return Some(link_hint(e).to_string());
+        }
+        if let Some(e) = cause.downcast_ref::<NetworkError>() {
+            return Some(network_hint(e).to_string());
         }
         if let Some(e) = cause.downcast_ref::<AppSourceError>() {
             return Some(app_source_hint(e).to_string());
@@ -409,6 +413,17 @@ fn registry_hint(e: &RegistryError) -> String {
             "fix or remove `auths.\"{key}\"` in {} (its `auth` must be base64 of USER:PASSWORD), or log in again with `ocilambda login`",
             file.display()
         ),
+    }
+}
+
+fn network_hint(e: &NetworkError) -> &'static str {
+    match e {
+        NetworkError::NoProvider => {
+            "install passt (`sudo apt-get install passt`, which provides pasta) or slirp4netns; or pass --network none (no network) or --network host (the host's, loopback included)"
+        }
+        NetworkError::Provider { .. } | NetworkError::Listen { .. } => {
+            "pass --network none to run without a network, or --network host to share the host's"
+        }
     }
 }
 
@@ -744,6 +759,7 @@ mod tests {
             now: s(),
         });
         hint_of(crate::oci::platform::UnknownArch(s()));
+        hint_of(NetworkError::NoProvider);
         match PlanError::NoHandler {
             e @ PlanError::NoHandler => drop(hint_of(e)),
         }
@@ -777,6 +793,7 @@ mod tests {
         }
         hint_of(crate::push::NoRepository);
         hint_of(crate::oci::platform::UnknownArch(s()));
+        hint_of(NetworkError::NoProvider);
         hint_of(crate::source::MissingBlob {
             digest: s(),
             image: s(),

@@ -440,6 +440,11 @@ struct InvokeArgs {
     /// cgroup can be made (cgroup v2 with memory delegated, or a writable v1 hierarchy) [default: 128].
     #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10240))]
     memory: Option<u32>,
+    /// The function's network: private (its own, with outbound access through pasta or
+    /// slirp4netns, never the host's loopback), host (the host's, loopback included), or
+    /// none (only the Runtime API).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ocilambda::invoke::network::Network::Private)]
+    network: ocilambda::invoke::network::Network,
     #[command(flatten)]
     registry: RegistryArgs,
     /// No progress output (the function's own logs still go to stderr).
@@ -461,6 +466,7 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
         memory_explicit: args.memory.is_some(),
         ca_cert: args.registry.ca_cert(env),
         insecure_registries: args.registry.insecure_registry,
+        network: args.network,
     };
     if let Some(addr) = args.serve {
         invoke::serve(opts, &addr, reporter, |bound| {

@@ -116,9 +116,12 @@ fn a_handler_that_raises_exits_1_with_lambdas_error_json() {
 
 #[test]
 fn a_handler_past_its_timeout_is_killed_and_reported_as_lambda_does() {
+    // Built first: the bound below is on the invocation, not on the shared build (which
+    // other tests may be holding).
+    let project = built("invoke-probe");
     let started = Instant::now();
     let out = invoke(
-        &built("invoke-probe"),
+        &project,
         r#"{"action": "sleep", "seconds": 60}"#,
         &["--timeout", "1"],
     );
@@ -528,8 +531,9 @@ fn missing_user_namespaces_are_a_clear_error() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // No network provider on this PATH: --network none gets as far as bwrap.
     let out = ocilambda(&shared_cache())
-        .args(["invoke", "--project"])
+        .args(["invoke", "--network", "none", "--project"])
         .arg(&project)
         .env("PATH", bin.path())
         .output()
@@ -561,4 +565,186 @@ fn without_a_build_there_is_nothing_to_invoke() {
     let err = stderr(&out);
     assert!(err.contains("error: no OCI image layout at"), "{err}");
     assert!(err.contains("hint: run `ocilambda build` first"), "{err}");
+}
+
+/// What the probe answers to `event` with `args`, after checking it answered.
+fn probe(event: Value, args: &[&str]) -> Value {
+    let out = invoke(&built("invoke-probe"), &event.to_string(), args);
+    answer(&out, 0)
+}
+
+/// A listener on `addr` that greets every connection, for as long as the test runs.
+fn greeter(addr: &str) -> std::net::SocketAddr {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let bound = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(b"hello from the host");
+        }
+    });
+    bound
+}
+
+#[test]
+fn the_hosts_loopback_is_out_of_reach_unless_the_host_network_is_asked_for() {
+    let on_loopback = greeter("127.0.0.1:0");
+    let event =
+        serde_json::json!({"action": "connect", "host": "127.0.0.1", "port": on_loopback.port()});
+    for network in [&[][..], &["--network", "none"]] {
+        let seen = probe(event.clone(), network);
+        assert_eq!(seen["connected"], false, "{network:?}: {seen}");
+    }
+    let seen = probe(event, &["--network", "host"]);
+    assert_eq!(seen["reply"], "hello from the host", "{seen}");
+}
+
+/// The routing table the function sees (/proc/net/route), and whether it has a default
+/// route (destination 00000000).
+fn default_route(args: &[&str]) -> bool {
+    let seen = probe(
+        serde_json::json!({"action": "read", "path": "/proc/net/route"}),
+        args,
+    );
+    let table = seen["text"].as_str().unwrap_or_else(|| panic!("{seen}"));
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+}
+
+#[test]
+fn a_private_network_goes_out_and_none_does_not() {
+    // No internet here: going out means an interface with a default route, which pasta
+    // or slirp4netns configures from the host's; none has only loopback.
+    let host_has_route = std::fs::read_to_string("/proc/net/route")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"));
+    if host_has_route {
+        assert!(default_route(&[]), "the private network has a way out");
+    }
+    assert!(
+        !default_route(&["--network", "none"]),
+        "none has no way out"
+    );
+}
+
+/// The host's own address on its default route, if it has one (no packet is sent).
+fn host_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    probe.connect("192.0.2.1:9").ok()?;
+    Some(probe.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback())
+}
+
+#[test]
+fn slirp4netns_reaches_the_hosts_network_address_but_not_its_loopback() {
+    // pasta gives the function the host's own address, so there the host's address is
+    // the function's; slirp4netns gives it 10.0.2.100, and a service the host binds on
+    // its network address is reached like any other machine's.
+    // slirp4netns is one of the tools scripts/ensure-tools.sh installs.
+    let slirp = which("slirp4netns");
+    let Some(address) = host_address() else {
+        eprintln!("skipped: this machine has no network address");
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(which("bwrap"), bin.path().join("bwrap")).unwrap();
+    std::os::unix::fs::symlink(slirp, bin.path().join("slirp4netns")).unwrap();
+    let on_network = greeter(&format!("{address}:0"));
+    let on_loopback = greeter("127.0.0.1:0");
+    let connect = |to: std::net::SocketAddr| {
+        let event = serde_json::json!({"action": "connect", "host": to.ip().to_string(), "port": to.port()});
+        let out = ocilambda(&shared_cache())
+            .arg("invoke")
+            .arg("--project")
+            .arg(built("invoke-probe"))
+            .args(["--event", "-"])
+            .env("PATH", bin.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(event.to_string().as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        answer(&out, 0)
+    };
+    let seen = connect(on_network);
+    assert_eq!(seen["reply"], "hello from the host", "{seen}");
+    let seen = connect(on_loopback);
+    assert_eq!(seen["connected"], false, "{seen}");
+}
+
+#[test]
+fn the_function_sees_no_host_socket_and_no_host_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("ocilambda-probe-{}.sock", std::process::id());
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join(&name)).unwrap();
+    let unix = |args: &[&str]| {
+        let seen = probe(
+            serde_json::json!({"action": "read", "path": "/proc/net/unix"}),
+            args,
+        );
+        seen["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{seen}"))
+            .to_string()
+    };
+    assert!(!unix(&[]).contains(&name), "host sockets are hidden");
+    assert!(
+        unix(&["--network", "host"]).contains(&name),
+        "the host's network shows them"
+    );
+    let cache = shared_cache().canonicalize().unwrap();
+    let cache = cache.to_str().unwrap();
+    let cmdline = probe(
+        serde_json::json!({"action": "read", "path": "/proc/1/cmdline"}),
+        &[],
+    );
+    let cmdline = cmdline["text"].as_str().unwrap();
+    assert!(cmdline.contains("\0--args\0"), "{cmdline:?}");
+
+    assert!(!cmdline.contains(cache), "{cmdline:?} names {cache}");
+}
+
+#[test]
+fn without_pasta_or_slirp4netns_the_private_network_is_a_clear_error() {
+    let project = built("invoke-probe");
+    let bin = tempfile::tempdir().unwrap();
+    let bwrap = which("bwrap");
+    std::os::unix::fs::symlink(bwrap, bin.path().join("bwrap")).unwrap();
+    let out = ocilambda(&shared_cache())
+        .args(["invoke", "--project"])
+        .arg(&project)
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: the function's private network needs pasta or slirp4netns"),
+        "{err}"
+    );
+    assert!(err.contains("hint: install passt"), "{err}");
+    assert!(err.contains("--network none"), "{err}");
+}
+
+/// `name` on our PATH.
+fn which(name: &str) -> PathBuf {
+    which_opt(name).unwrap_or_else(|| panic!("{name} on PATH"))
+}
+
+fn which_opt(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -8,6 +8,7 @@
 //! Not here: building images, the CLI's exit codes (`main` maps [`Outcome`] to them).
 
 pub mod image;
+pub mod network;
 pub mod rootfs;
 pub mod runtime_api;
 pub mod sandbox;
@@ -19,6 +20,7 @@ use crate::source::Remote;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use image::RunConfig;
+use network::{Network, Provider};
 use runtime_api::{Event, Invocation, RuntimeApi};
 use sandbox::{MemoryCgroup, Sandbox, Spec};
 use std::io::Read;
@@ -120,6 +122,7 @@ pub struct InvokeOptions {
     pub insecure_registries: Vec<String>,
     /// An extra CA certificate (PEM) to trust for registries.
     pub ca_cert: Option<PathBuf>,
+    pub network: Network,
 }
 
 /// How an invocation ended, as the Invoke API tells its caller.
@@ -283,6 +286,9 @@ struct Function {
     memory_mb: u32,
     memory_explicit: bool,
     memory_warned: bool,
+    network: Network,
+    /// What connects a private network to the outside (none for [`Network::None`]).
+    provider: Option<Provider>,
     warm: Option<Warm>,
     reporter: Arc<dyn Reporter>,
 }
@@ -311,7 +317,12 @@ impl Function {
     /// Find bwrap, open the image, check it can run here, and unpack it (or reuse the
     /// unpacked tree).
     async fn prepare(opts: &InvokeOptions, reporter: Arc<dyn Reporter>) -> Result<Function> {
-        let bwrap = sandbox::find_bwrap(std::env::var_os("PATH").as_deref())?;
+        let path = std::env::var_os("PATH");
+        let bwrap = sandbox::find_bwrap(path.as_deref())?;
+        let provider = match opts.network {
+            Network::Private => Some(Provider::find(path.as_deref())?),
+            Network::Host | Network::None => None,
+        };
         let user_env = parse_env(&opts.env)?;
         let cache = Cache::open(reporter.clone())?;
         let remote = Remote::new(&opts.insecure_registries).with_ca_cert(opts.ca_cert.clone());
@@ -374,6 +385,8 @@ impl Function {
             memory_mb: opts.memory_mb,
             memory_explicit: opts.memory_explicit,
             memory_warned: false,
+            network: opts.network,
+            provider,
             warm: None,
             reporter,
         })
@@ -381,9 +394,6 @@ impl Function {
 
     /// A cold start: a fresh Runtime API and a sandbox running the image's entrypoint.
     async fn start(&mut self) -> Result<Warm> {
-        let api = RuntimeApi::start()
-            .await
-            .context("starting the Runtime API on 127.0.0.1")?;
         let memory = match MemoryCgroup::create(self.memory_mb) {
             Ok(cg) => Some(cg),
             Err(why) => {
@@ -397,16 +407,46 @@ impl Function {
                 None
             }
         };
+        // On the host's network the API listens on a host loopback port; in a private
+        // one, on Lambda's own address inside it (see `network`).
+        let host_listener = match self.network {
+            Network::Host => Some(
+                tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("starting the Runtime API on 127.0.0.1")?,
+            ),
+            Network::Private | Network::None => None,
+        };
+        let api_addr = match &host_listener {
+            Some(l) => l.local_addr()?,
+            None => SocketAddr::from(([127, 0, 0, 1], network::RUNTIME_API_PORT)),
+        };
         let mut env = self.env.clone();
-        env.push(("AWS_LAMBDA_RUNTIME_API".into(), api.addr.to_string()));
+        env.push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()));
         let spec = Spec {
             rootfs: self.rootfs.clone(),
             argv: self.run.argv.clone(),
             env,
             workdir: self.run.workdir.clone(),
+            network: self.network,
         };
+        let mut sandbox = Sandbox::spawn(&self.bwrap, &spec, memory)?;
+        let listener = match host_listener {
+            Some(l) => l,
+            None => match sandbox.connect(self.provider.as_ref()).await {
+                Ok(l) => {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)?
+                }
+                Err(e) => {
+                    sandbox.kill().await;
+                    return Err(e);
+                }
+            },
+        };
+        let api = RuntimeApi::start(listener)?;
+        // The function starts now: bwrap held it back until its network was ready.
         let started = Instant::now();
-        let sandbox = Sandbox::spawn(&self.bwrap, &spec, memory)?;
         Ok(Warm {
             sandbox,
             api,

@@ -76,8 +76,9 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    pub async fn start() -> std::io::Result<RuntimeApi> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    /// Serve on `listener`: a host loopback port, or one inside the sandbox's own
+    /// network namespace.
+    pub fn start(listener: tokio::net::TcpListener) -> std::io::Result<RuntimeApi> {
         let addr = listener.local_addr()?;
         let (invocations, queue) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -300,7 +301,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_runtime_gets_the_event_and_answers_it() {
-        let mut api = RuntimeApi::start().await.unwrap();
+        let mut api = RuntimeApi::start(
+            tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         let client = crate::registry::http_client();
         // The long poll waits until there is an invocation.
         let poll = tokio::spawn({
@@ -376,7 +382,12 @@ mod tests {
 
     #[tokio::test]
     async fn errors_init_errors_and_oversized_responses_are_relayed() {
-        let mut api = RuntimeApi::start().await.unwrap();
+        let mut api = RuntimeApi::start(
+            tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         let client = crate::registry::http_client();
         let init = client
             .post(url(&api, "init/error"))

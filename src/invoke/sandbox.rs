@@ -1,18 +1,22 @@
 //! The sandbox a function runs in: bubblewrap (`bwrap`) with the unpacked image as a
 //! read-only `/`, fresh `/proc`, `/dev` and a writable tmpfs `/tmp`, the function's user
 //! (uid 993, as Lambda's sbx_user1051) in a user namespace, and only the environment it
-//! is given. The network is shared: the function must reach our loopback Runtime API
-//! (and, as on Lambda, the internet).
+//! is given. Its network is its own unless the host's is asked for ([`super::network`]),
+//! and when it is, bwrap holds the function back (`--block-fd`) until that network and
+//! the Runtime API socket inside it are ready. bwrap reads its options from a file (`--args`), so
+//! the sandbox's PID 1, whose command line the function can read, names no host path.
 //!
 //! Also here: the memory limit, which needs a memory cgroup we may write to (cgroup v2
 //! with the memory controller delegated to our cgroup, or a writable cgroup v1 memory
 //! hierarchy, e.g. as root); elsewhere `--memory` only sets the variable. What the
 //! function prints goes to our stderr; bwrap's own complaints are kept for the error.
 
+use super::network::{self, Network, NetworkError, Provider};
 use crate::error::hint;
 use anyhow::{Context, Result};
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,23 +33,27 @@ pub struct Spec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub workdir: String,
+    pub network: Network,
 }
 
 const INSTALL_HINT: &str = "install bubblewrap (`sudo apt-get install bubblewrap` on Debian/Ubuntu, `sudo dnf install bubblewrap` on Fedora)";
 
-/// `bwrap` on `path` (a PATH-style list), or a clear error saying how to install it.
-pub fn find_bwrap(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
+/// The executable `name` on `path` (a PATH-style list).
+pub fn find_program(path: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let found = path
-        .into_iter()
+    path.into_iter()
         .flat_map(std::env::split_paths)
         .find_map(|dir| {
-            let candidate = dir.join("bwrap");
+            let candidate = dir.join(name);
             std::fs::metadata(&candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 .then_some(candidate)
-        });
-    found.ok_or_else(|| {
+        })
+}
+
+/// `bwrap` on `path` (a PATH-style list), or a clear error saying how to install it.
+pub fn find_bwrap(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
+    find_program(path, "bwrap").ok_or_else(|| {
         hint(
             "bwrap (bubblewrap) was not found on PATH: invoking runs the image in a bubblewrap sandbox",
             INSTALL_HINT,
@@ -53,13 +61,29 @@ pub fn find_bwrap(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
     })
 }
 
-/// bwrap's arguments for `spec`.
-pub fn bwrap_args(spec: &Spec) -> Vec<OsString> {
+/// The descriptors bwrap reports on and waits on while we connect a private network.
+#[derive(Debug, Clone, Copy)]
+pub struct GateFds {
+    pub info: i32,
+    pub block: i32,
+}
+
+/// bwrap's options for `spec` (the command follows them on bwrap's command line); `gate`
+/// for a private network.
+pub fn bwrap_args(spec: &Spec, gate: Option<GateFds>) -> Vec<OsString> {
     let (uid, gid) = (FUNCTION_UID.to_string(), FUNCTION_GID.to_string());
     let os = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
-    // Every namespace but the network; the user namespace is required (not `-try`), so
-    // the function never runs with our own uid's powers.
-    let mut args = os(&["--unshare-all", "--share-net", "--unshare-user"]);
+    // Every namespace (the network's too unless the host's is asked for); the user
+    // namespace is required (not `-try`), so the function never runs with our own uid's
+    // powers.
+    let mut args = os(&["--unshare-all", "--unshare-user"]);
+    if spec.network == Network::Host {
+        args.extend(os(&["--share-net"]));
+    }
+    if let Some(g) = gate {
+        let (info, block) = (g.info.to_string(), g.block.to_string());
+        args.extend(os(&["--info-fd", &info, "--block-fd", &block]));
+    }
     args.extend(os(&["--uid", &uid, "--gid", &gid]));
     // The sandbox dies with us, and cannot reach our terminal (TIOCSTI).
     args.extend(os(&["--die-with-parent", "--new-session"]));
@@ -72,8 +96,7 @@ pub fn bwrap_args(spec: &Spec) -> Vec<OsString> {
             "/etc/resolv.conf",
         ]));
     }
-    args.extend(os(&["--chdir", &spec.workdir, "--"]));
-    args.extend(spec.argv.iter().map(OsString::from));
+    args.extend(os(&["--chdir", &spec.workdir]));
     args
 }
 
@@ -86,6 +109,22 @@ pub struct Sandbox {
     bwrap_said: Arc<Mutex<Vec<String>>>,
     memory: Option<MemoryCgroup>,
     status: Option<ExitStatus>,
+    /// Until the private network is connected: bwrap's report and its brake.
+    gate: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+    /// slirp4netns, which runs as our child; closing `provider_exit` ends it.
+    provider: Option<tokio::process::Child>,
+    provider_exit: Option<std::io::PipeWriter>,
+}
+
+/// Clear close-on-exec on `fds` in a child about to exec, so they are inherited.
+fn inherit(fds: &[i32]) -> std::io::Result<()> {
+    for &fd in fds {
+        // SAFETY: fcntl on descriptors we own, between fork and exec.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Sandbox {
@@ -94,31 +133,53 @@ impl Sandbox {
         // it wrote them.
         let (reader, writer) = std::io::pipe().context("creating a pipe")?;
         let log_writer = writer.try_clone()?;
+        let gate = if spec.network == Network::Host {
+            None
+        } else {
+            let (info_r, info_w) = std::io::pipe().context("creating a pipe")?;
+            let (block_r, block_w) = std::io::pipe().context("creating a pipe")?;
+            Some((info_r, info_w, block_r, block_w))
+        };
+        let gate_fds = gate.as_ref().map(|(_, info_w, block_r, _)| GateFds {
+            info: info_w.as_raw_fd(),
+            block: block_r.as_raw_fd(),
+        });
+        let args = args_file(&bwrap_args(spec, gate_fds))?;
+        let mut inherited = vec![args.as_raw_fd()];
+        inherited.extend(gate_fds.iter().flat_map(|g| [g.info, g.block]));
         let mut cmd = tokio::process::Command::new(bwrap);
-        cmd.args(bwrap_args(spec))
+        // bwrap takes only options from the file: the command stays on its command line.
+        cmd.arg("--args")
+            .arg(args.as_raw_fd().to_string())
+            .arg("--")
+            .args(&spec.argv)
             .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .kill_on_drop(true);
-        if let Some(cg) = &memory {
-            let procs = cg.procs_file()?;
-            // SAFETY: only a write(2) between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // "0" moves the writing process: bwrap and all it starts are in the
-                    // cgroup from their first instruction, with no window to escape it.
-                    (&procs).write_all(b"0")
-                });
-            }
+        let procs = memory.as_ref().map(MemoryCgroup::procs_file).transpose()?;
+        // SAFETY: only fcntl(2) and write(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                inherit(&inherited)?;
+                // "0" moves the writing process: bwrap and all it starts are in the
+                // cgroup from their first instruction, with no window to escape it.
+                match &procs {
+                    Some(procs) => (&*procs).write_all(b"0"),
+                    None => Ok(()),
+                }
+            });
         }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bwrap.display()))?;
         // Our copies of the write end go with `cmd`, so the pump sees EOF once the
-        // sandbox is gone.
+        // sandbox is gone; likewise bwrap's ends of the gate.
         drop(cmd);
+        drop(args);
+        let gate = gate.map(|(info_r, _, _, block_w)| (info_r, block_w));
         let bwrap_said = Arc::new(Mutex::new(Vec::new()));
         let said = bwrap_said.clone();
         let logs = std::thread::Builder::new()
@@ -132,7 +193,156 @@ impl Sandbox {
             bwrap_said,
             memory,
             status: None,
+            gate,
+            provider: None,
+            provider_exit: None,
         })
+    }
+
+    /// For a private network: connect it (through `provider`, or not at all for none),
+    /// make the Runtime API's socket inside it, then let the function start.
+    pub async fn connect(&mut self, provider: Option<&Provider>) -> Result<std::net::TcpListener> {
+        let (info, mut block) = self
+            .gate
+            .take()
+            .context("the sandbox has no private network")?;
+        let pid = match tokio::task::spawn_blocking(move || child_pid(info)).await? {
+            Some(pid) => pid,
+            None => {
+                let _ = self.wait().await;
+                return Err(self
+                    .setup_error()
+                    .await
+                    .unwrap_or_else(|| anyhow::anyhow!("the sandbox could not start")));
+            }
+        };
+        let listener = self.listen_inside(pid).await?;
+        if let Some(provider) = provider {
+            self.start_provider(provider, pid).await?;
+        }
+        block.write_all(b"1").context("starting the function")?;
+        Ok(listener)
+    }
+
+    /// The Runtime API's socket in the namespace of `pid`. bwrap reports the pid as soon
+    /// as the namespace exists, before its loopback has an address: until then, binding
+    /// fails with EADDRNOTAVAIL, and so we wait. A provider must not start earlier
+    /// either: bwrap's own loopback set-up fails if someone else brought it up first.
+    async fn listen_inside(&mut self, pid: u32) -> Result<std::net::TcpListener> {
+        let deadline = tokio::time::Instant::now() + PROVIDER_READY;
+        loop {
+            let attempt = tokio::task::spawn_blocking(move || {
+                network::listen_inside(pid, network::RUNTIME_API_PORT)
+            })
+            .await?;
+            match attempt {
+                Err(NetworkError::Listen { errno, .. })
+                    if errno == Some(libc::EADDRNOTAVAIL)
+                        && tokio::time::Instant::now() < deadline
+                        && !self.exited() =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Run `provider` on the namespace of `pid`, as our child, and wait until it has
+    /// configured it.
+    async fn start_provider(&mut self, provider: &Provider, pid: u32) -> Result<()> {
+        // SAFETY: geteuid cannot fail.
+        let as_root = unsafe { libc::geteuid() } == 0;
+        let owner = if as_root {
+            None
+        } else {
+            Some(network::netns_owner(pid).context("finding the sandbox's user namespace")?)
+        };
+        let owner_fd = owner.as_ref().map(|o| o.as_raw_fd());
+        let mut said = tempfile::tempfile().context("creating a temporary file")?;
+        let program = provider.program();
+        let (mut ready_r, ready_w) = std::io::pipe()?;
+        let (exit_r, exit_w) = std::io::pipe()?;
+        let mut fds = vec![ready_w.as_raw_fd(), exit_r.as_raw_fd()];
+        fds.extend(owner_fd);
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(provider.args(pid, owner_fd, fds[0], fds[1]))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(said.try_clone()?)
+            .kill_on_drop(true);
+        // SAFETY: only fcntl(2) and prctl(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                inherit(&fds)?;
+                // pasta would outlive a killed ocilambda (slirp4netns ends when its exit
+                // descriptor closes); this runs on a runtime thread, which lives as long
+                // as we do.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            })
+        };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.provider = Some(child);
+        self.provider_exit = Some(exit_w);
+        drop((cmd, ready_w, exit_r, owner));
+        let ready = match provider {
+            // slirp4netns says so on its ready descriptor.
+            Provider::Slirp4netns(_) => {
+                let byte = tokio::task::spawn_blocking(move || {
+                    let mut b = [0u8; 1];
+                    ready_r.read(&mut b).is_ok_and(|n| n == 1)
+                });
+                matches!(
+                    tokio::time::timeout(PROVIDER_READY, byte).await,
+                    Ok(Ok(true))
+                )
+            }
+            // pasta (in the foreground) does not: its default route, set last, is.
+            Provider::Pasta(_) => self.default_route(pid).await,
+        };
+        if !ready {
+            let mut text = String::new();
+            let _ = said.rewind().and_then(|_| said.read_to_string(&mut text));
+            // pasta also says it cannot reach syslog, which is no news to anyone.
+            let text: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.is_empty() && !l.contains("syslog"))
+                .collect();
+            return Err(NetworkError::Provider {
+                program: provider.name().into(),
+                said: if text.is_empty() {
+                    "it did not configure the network".into()
+                } else {
+                    text.join("; ")
+                },
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Whether the namespace of `pid` gets a default route within [`PROVIDER_READY`]
+    /// while the provider runs.
+    async fn default_route(&mut self, pid: u32) -> bool {
+        let deadline = tokio::time::Instant::now() + PROVIDER_READY;
+        while tokio::time::Instant::now() < deadline {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/net/route"));
+            if table.is_ok_and(|t| has_default_route(&t)) {
+                return true;
+            }
+            let running = self
+                .provider
+                .as_mut()
+                .is_some_and(|p| matches!(p.try_wait(), Ok(None)));
+            if !running {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        false
     }
 
     /// Whether the sandbox has ended on its own (without waiting).
@@ -159,6 +369,11 @@ impl Sandbox {
         if self.status.is_none() {
             let _ = self.child.start_kill();
             let _ = self.wait().await;
+        }
+        self.provider_exit = None;
+        if let Some(mut provider) = self.provider.take() {
+            let _ = provider.start_kill();
+            let _ = provider.wait().await;
         }
         self.finish_logs().await;
     }
@@ -207,6 +422,45 @@ impl Sandbox {
     /// Peak memory use of the sandbox, where a memory cgroup measures it.
     pub fn peak_memory(&self) -> Option<u64> {
         self.memory.as_ref().and_then(MemoryCgroup::peak)
+    }
+}
+
+/// How long a network provider may take to configure the namespace.
+const PROVIDER_READY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a routing table (as /proc/net/route shows it) has a default route.
+pub fn has_default_route(table: &str) -> bool {
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+}
+
+/// bwrap's arguments in an unlinked file, for `--args`: NUL-separated, as it reads them.
+fn args_file(args: &[OsString]) -> Result<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut file = tempfile::tempfile().context("creating a temporary file")?;
+    for arg in args {
+        file.write_all(arg.as_bytes())?;
+        file.write_all(b"\0")?;
+    }
+    file.rewind()?;
+    Ok(file)
+}
+
+/// The sandbox's first process, from bwrap's `--info-fd` report; None if bwrap ended
+/// without one. Read until the JSON is whole: the pipe may stay open behind it.
+fn child_pid(mut info: std::io::PipeReader) -> Option<u32> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&buf) {
+            return v.get("child-pid")?.as_u64()?.try_into().ok();
+        }
+        match info.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -470,30 +724,55 @@ mod tests {
         assert!(find_bwrap(None).is_err());
     }
 
-    #[test]
-    fn sandbox_is_read_only_root_with_its_own_tmp_and_user() {
-        let spec = Spec {
+    fn spec(network: Network) -> Spec {
+        Spec {
             rootfs: PathBuf::from("/cache/rootfs/abc"),
             argv: vec!["/lambda-entrypoint.sh".into(), "app.handler".into()],
             env: vec![],
             workdir: "/var/task".into(),
-        };
-        let args: Vec<String> = bwrap_args(&spec)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        let joined = args.join(" ");
+            network,
+        }
+    }
+
+    fn joined(args: Vec<OsString>) -> String {
+        let args: Vec<String> = args.into_iter().map(|a| a.into_string().unwrap()).collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn sandbox_is_read_only_root_with_its_own_tmp_and_user() {
+        let joined = joined(bwrap_args(&spec(Network::Host), None));
         for expected in [
-            "--unshare-all --share-net --unshare-user",
+            "--unshare-all --unshare-user --share-net",
             "--uid 993 --gid 990",
             "--die-with-parent",
             "--ro-bind /cache/rootfs/abc /",
             "--proc /proc --dev /dev --tmpfs /tmp",
-            "--chdir /var/task -- /lambda-entrypoint.sh app.handler",
         ] {
             assert!(joined.contains(expected), "{expected:?} in {joined}");
         }
-        assert!(joined.ends_with("-- /lambda-entrypoint.sh app.handler"));
+        assert!(joined.ends_with("--chdir /var/task"), "{joined}");
+    }
+
+    #[test]
+    fn a_private_network_is_unshared_and_held_until_connected() {
+        for network in [Network::Private, Network::None] {
+            let gate = GateFds { info: 7, block: 8 };
+            let joined = joined(bwrap_args(&spec(network), Some(gate)));
+            assert!(!joined.contains("--share-net"), "{joined}");
+            assert!(joined.contains("--info-fd 7 --block-fd 8"), "{joined}");
+        }
+    }
+
+    #[test]
+    fn bwrap_reads_its_arguments_from_a_file_not_its_command_line() {
+        let args = bwrap_args(&spec(Network::Host), None);
+        let mut file = args_file(&args).unwrap();
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).unwrap();
+        let parts: Vec<&[u8]> = text.split(|b| *b == 0).collect();
+        assert_eq!(parts.len(), args.len() + 1, "NUL-terminated");
+        assert!(text.windows(17).any(|w| w == b"/cache/rootfs/abc"));
     }
 
     #[test]

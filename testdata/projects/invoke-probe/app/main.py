@@ -1,9 +1,12 @@
 """One handler for the `ocilambda invoke` tests; the event's "action" picks what it does:
 "probe" (default) reports what the function sees, "count" how often this process ran,
-"raise" fails, "sleep" sleeps event["seconds"], "allocate" fills event["mb"] MiB.
+"raise" fails, "sleep" sleeps event["seconds"], "allocate" fills event["mb"] MiB,
+"read" returns the text of event["path"], "connect" what event["host"]:event["port"]
+answers first.
 PROBE_INIT=raise|exit fails the init."""
 
 import os
+import socket
 import time
 
 if os.environ.get("PROBE_INIT") == "raise":
@@ -23,6 +26,22 @@ def _writable(path):
         return False
 
 
+def _connect(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            return {"connected": True, "reply": s.recv(64).decode(errors="replace")}
+    except OSError as e:
+        return {"connected": False, "error": str(e)}
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return {"text": f.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": str(e)}
+
+
 def handler(event, context):
     global _calls
     _calls += 1
@@ -36,6 +55,10 @@ def handler(event, context):
     if action == "allocate":
         block = b"x" * (event["mb"] * 1024 * 1024)
         return {"allocated": len(block)}
+    if action == "connect":
+        return _connect(event["host"], event["port"])
+    if action == "read":
+        return _read(event["path"])
     if action == "count":
         return {"calls": _calls, "pid": os.getpid()}
     return {
