@@ -38,7 +38,7 @@ enum Command {
     Inspect(InspectArgs),
     /// Compare two images down to single files; exit 0 identical, 1 different.
     Diff(DiffArgs),
-    /// Check an image against what Lambda accepts; exit 0 clean, 1 findings.
+    /// Check an image against what Lambda accepts; exit 1 when it finds errors (warnings alone exit 0).
     Lint(LintArgs),
     /// Run the built image locally in a sandbox, as Lambda would; prints the response.
     Invoke(InvokeArgs),

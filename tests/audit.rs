@@ -785,3 +785,19 @@ fn git_revision_and_source_are_recorded_without_credentials() {
         "no credentials in the manifest"
     );
 }
+
+#[test]
+fn lint_flags_a_handler_function_the_module_does_not_define() {
+    let f = fixture();
+    let layout = good(&f, "handler-function");
+    mutate(
+        &layout,
+        |_, c| {
+            let handler = c["config"]["Cmd"][0].as_str().unwrap().to_string();
+            let module = handler.rsplit_once('.').unwrap().0.to_string();
+            c["config"]["Cmd"] = serde_json::json!([format!("{module}.nosuchfunc")]);
+        },
+        None,
+    );
+    assert_eq!(lint_checks(&f, &layout), ["handler-function"]);
+}

@@ -68,6 +68,8 @@ pub struct Subject {
     pub over_limit: bool,
     /// The flattened filesystem of the layers that could be read.
     pub view: View,
+    /// The source of the handler's module, when it is a `.py` file of the image.
+    pub handler_source: Option<String>,
 }
 
 impl Subject {
@@ -81,6 +83,7 @@ impl Subject {
             budget: Budget::lambda(),
             over_limit: false,
             view: View::new(),
+            handler_source: None,
         }
     }
 
@@ -245,6 +248,12 @@ pub static CHECKS: &[Check] = &[
         run: bytecode_version,
     },
     Check {
+        id: "handler-function",
+        severity: Severity::Error,
+        fix: "point CMD at a function the module defines (MODULE.FUNCTION)",
+        run: handler_function,
+    },
+    Check {
         id: "python-version",
         severity: Severity::Error,
         fix: "build for the base's Python (its tag python:X.Y), or use the base of the Python you target",
@@ -355,6 +364,7 @@ pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<
         image.manifest_bytes.len(),
         image.config.clone(),
     );
+    let mut read = Vec::new();
     for (media_type, digest, _) in image.layers() {
         if crate::layer::Compression::of(&media_type).is_err() || subject.over_limit {
             // Not readable, or not reached: no need to fetch the blob.
@@ -365,8 +375,73 @@ pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<
         let file = std::fs::File::open(&blob.path)?;
         let reader = std::io::BufReader::with_capacity(256 * 1024, file);
         subject.add_layer(&digest, &media_type, reader);
+        read.push((media_type, blob.path));
+    }
+    if subject.complete() {
+        subject.handler_source = handler_source(&subject, &read);
     }
     Ok(run(&subject))
+}
+
+/// The handler module's text, from the topmost layer that holds it (the app layer, for
+/// images ocilambda builds: one small layer read again). Capped: a module is source code.
+fn handler_source(s: &Subject, layers: &[(String, std::path::PathBuf)]) -> Option<String> {
+    const MAX: u64 = 4 << 20;
+    let module = handler_module_file(s)?;
+    for (media_type, path) in layers.iter().rev() {
+        let mut found = None;
+        let _ = crate::layer::read_file(
+            path,
+            media_type,
+            &mut crate::layer::Budget::unlimited(),
+            |entry| {
+                if matches!(&entry.op, crate::layer::Op::Put(p) if p.to_str() == Some(module.as_str()))
+                    && entry.size <= MAX
+                {
+                    let mut text = String::new();
+                    if std::io::Read::read_to_string(entry.content, &mut text).is_ok() {
+                        found = Some(text);
+                    }
+                }
+                Ok(())
+            },
+        );
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// The `.py` file of the handler's module in the image, if the image has it as a file.
+fn handler_module_file(s: &Subject) -> Option<String> {
+    let handler = s.config["config"]["Cmd"][0].as_str()?;
+    let (module, _) = handler.rsplit_once('.')?;
+    let rel = module.replace('.', "/");
+    [
+        format!("var/task/{rel}.py"),
+        format!("var/task/{rel}/__init__.py"),
+    ]
+    .into_iter()
+    .find(|p| s.view.files.get(p).is_some_and(|i| i.kind == Kind::File))
+}
+
+/// The handler's module defines its function (a static reading, as `build` does).
+fn handler_function(s: &Subject) -> Vec<String> {
+    let (Some(source), Some(handler)) = (&s.handler_source, s.config["config"]["Cmd"][0].as_str())
+    else {
+        return Vec::new();
+    };
+    let Some((_, function)) = handler.rsplit_once('.') else {
+        return Vec::new();
+    };
+    match crate::handler::defines(source, function) {
+        crate::handler::Defined::No(names) => vec![format!(
+            "the handler module of `{handler}` defines no `{function}` (it defines: {})",
+            some(&names)
+        )],
+        _ => Vec::new(),
+    }
 }
 
 fn manifest_media_type(s: &Subject) -> Vec<String> {
@@ -880,6 +955,21 @@ mod tests {
             let s = image_with(&[tar_of(APP)], edit);
             assert_eq!(ids(&s), [id]);
         }
+    }
+
+    #[test]
+    fn a_handler_function_its_module_does_not_define_is_reported() {
+        let s = image_with(&[tar_of(APP)], |s| {
+            s.handler_source = Some("def other(event, context):\n    pass\n".into())
+        });
+        assert_eq!(ids(&s), ["handler-function"]);
+        let ok = image_with(&[tar_of(APP)], |s| {
+            s.handler_source = Some("def handler(event, context):\n    pass\n".into())
+        });
+        assert_eq!(ids(&ok), Vec::<&str>::new());
+        // What lint() reads: the module file of the view, from the topmost layer.
+        let s = image(&[APP]);
+        assert_eq!(handler_module_file(&s).as_deref(), Some("var/task/app.py"));
     }
 
     #[test]
