@@ -148,6 +148,26 @@ pub fn generate(
 ) -> Result<Vec<u8>> {
     let lock: toml::Table =
         toml::from_str(&String::from_utf8_lossy(lock)).context("parsing uv.lock")?;
+    let mut bom = Bom {
+        serial_number: None,
+        metadata: Some(metadata(project, epoch)?),
+        components: Some(Components(components(dists, &lock))),
+        spec_version: SpecVersion::V1_5,
+        ..Bom::default()
+    };
+    bom.serial_number = Some(serial_number(&bom)?);
+    let mut out = Vec::new();
+    bom.output_as_json_v1_5(&mut out)
+        .context("writing the SBOM")?;
+    // Re-serialise through serde_json so key order is canonical (sorted), whatever the
+    // crate's writer does.
+    let value: serde_json::Value = serde_json::from_slice(&out)?;
+    Ok(crate::image::canonical_json(&value))
+}
+
+/// One library component per installed distribution, sorted by normalised name and
+/// version, with uv.lock's sha256 of the file it was installed from when the lock has one.
+fn components(dists: &[Distribution], lock: &toml::Table) -> Vec<Component> {
     let mut by_key: BTreeMap<(String, String), &Distribution> = BTreeMap::new();
     for d in dists {
         by_key.insert(
@@ -164,7 +184,7 @@ pub fn generate(
             Some(format!("pkg:pypi/{name}@{version}")),
         );
         c.purl = Purl::new("pypi", name, version).ok();
-        c.hashes = lock_hash(&lock, d).map(|h| {
+        c.hashes = lock_hash(lock, d).map(|h| {
             Hashes(vec![Hash {
                 alg: HashAlgorithm::SHA_256,
                 content: HashValue(h),
@@ -172,7 +192,17 @@ pub fn generate(
         });
         components.push(c);
     }
-    let mut metadata = Metadata {
+    components
+}
+
+/// The document's metadata: the build time (SOURCE_DATE_EPOCH, so it is reproducible),
+/// ocilambda as the tool, and the project as the application it describes.
+fn metadata(project: (&str, &str), epoch: u64) -> Result<Metadata> {
+    let mut root = Component::new(Classification::Application, project.0, project.1, None);
+    root.description = Some(NormalizedString::new(
+        "AWS Lambda function image built by ocilambda",
+    ));
+    Ok(Metadata {
         timestamp: Some(
             crate::image::rfc3339(epoch)?
                 .try_into()
@@ -184,27 +214,18 @@ pub fn generate(
             env!("CARGO_PKG_VERSION"),
         )])),
         authors: None,
-        component: None,
+        component: Some(root),
         manufacture: None,
         supplier: None,
         licenses: None,
         properties: None,
         lifecycles: None,
-    };
-    let mut root = Component::new(Classification::Application, project.0, project.1, None);
-    root.description = Some(NormalizedString::new(
-        "AWS Lambda function image built by ocilambda",
-    ));
-    metadata.component = Some(root);
-    let mut bom = Bom {
-        serial_number: None,
-        metadata: Some(metadata),
-        components: Some(Components(components)),
-        spec_version: SpecVersion::V1_5,
-        ..Bom::default()
-    };
-    // The serial number is a UUID derived from the rest of the document, so the same
-    // content always gets the same serial (a random one would change every build).
+    })
+}
+
+/// A UUID derived from the rest of the document (`bom` without a serial), so the same
+/// content always gets the same serial: a random one would change every build.
+fn serial_number(bom: &Bom) -> Result<UrnUuid> {
     let mut body = Vec::new();
     bom.clone()
         .output_as_json_v1_5(&mut body)
@@ -220,15 +241,7 @@ pub fn generate(
         &hex[17..20],
         &hex[20..32]
     );
-    bom.serial_number =
-        Some(UrnUuid::new(uuid).map_err(|e| anyhow::anyhow!("SBOM serial number: {e:?}"))?);
-    let mut out = Vec::new();
-    bom.output_as_json_v1_5(&mut out)
-        .context("writing the SBOM")?;
-    // Re-serialise through serde_json so key order is canonical (sorted), whatever the
-    // crate's writer does.
-    let value: serde_json::Value = serde_json::from_slice(&out)?;
-    Ok(crate::image::canonical_json(&value))
+    UrnUuid::new(uuid).map_err(|e| anyhow::anyhow!("SBOM serial number: {e:?}"))
 }
 
 /// The OCI 1.1 artifact manifest that attaches `sbom` to the image manifest `subject`

@@ -41,16 +41,7 @@ pub async fn inspect(
     cache: &Cache,
 ) -> Result<Inspection> {
     let c = &image.config;
-    // History entries marked empty_layer produce no layer; the rest pair with layers in order.
-    let history: Vec<Option<String>> = c["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter(|e| e["empty_layer"] != true)
-                .map(|e| e["created_by"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let history = layer_history(c);
     let diff_ids = c["rootfs"]["diff_ids"]
         .as_array()
         .cloned()
@@ -82,22 +73,10 @@ pub async fn inspect(
             files,
         });
     }
-    let platform = match c["variant"].as_str() {
-        Some(v) => format!(
-            "{}/{}/{v}",
-            c["os"].as_str().unwrap_or("?"),
-            c["architecture"].as_str().unwrap_or("?")
-        ),
-        None => format!(
-            "{}/{}",
-            c["os"].as_str().unwrap_or("?"),
-            c["architecture"].as_str().unwrap_or("?")
-        ),
-    };
     Ok(Inspection {
         image: image.label.clone(),
         digest: image.manifest_digest.clone(),
-        platform,
+        platform: platform(c),
         handler: c["config"]["Cmd"][0].as_str().map(str::to_string),
         entrypoint: c["config"].get("Entrypoint").cloned(),
         base_name: image
@@ -114,4 +93,28 @@ pub async fn inspect(
             .unwrap_or_default(),
         layers,
     })
+}
+
+/// The config's `os/architecture[/variant]`, `?` for a part it lacks.
+fn platform(c: &serde_json::Value) -> String {
+    let os = c["os"].as_str().unwrap_or("?");
+    let arch = c["architecture"].as_str().unwrap_or("?");
+    match c["variant"].as_str() {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
+/// The `created_by` of each layer, in layer order: history entries marked `empty_layer`
+/// produce no layer, the rest pair with the layers one to one.
+fn layer_history(c: &serde_json::Value) -> Vec<Option<String>> {
+    c["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e["empty_layer"] != true)
+                .map(|e| e["created_by"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
