@@ -14,7 +14,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "ocilambda",
-    version,
+    // The package version, and the commit and its date when built from a checkout (build.rs).
+    version = env!("VERSION_TEXT"),
     about = "Build AWS Lambda Python images and zips from a uv project, without Docker"
 )]
 struct Cli {
@@ -44,6 +45,51 @@ enum Command {
     Invoke(InvokeArgs),
     /// Rebuild the project as the image records and compare; exit 0 reproducible, 1 not.
     Verify(VerifyArgs),
+    /// Print a shell completion script, e.g. `ocilambda completions bash > ~/.local/share/bash-completion/completions/ocilambda`.
+    Completions(CompletionsArgs),
+    /// Print the man page of ocilambda, or of one of its commands (`ocilambda manpage build`).
+    Manpage(ManpageArgs),
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    #[arg(value_enum)]
+    shell: ocilambda::commands::docs::Shell,
+}
+
+#[derive(Args)]
+struct ManpageArgs {
+    /// The command whose page to print (its page is `ocilambda-COMMAND(1)`).
+    #[arg(value_name = "COMMAND")]
+    command: Option<String>,
+}
+
+/// `completions` and `manpage`: the CLI rendered by the command layer.
+fn docs_command(command: Command) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    use ocilambda::commands::docs;
+    let mut out = Vec::new();
+    match command {
+        Command::Completions(a) => docs::completions(Cli::command(), a.shell, &mut out),
+        Command::Manpage(a) => {
+            match docs::manpage(Cli::command(), a.command.as_deref(), &mut out) {
+                Some(rendered) => rendered?,
+                None => {
+                    // A wrong operand is a usage error like any other: clap's words, exit 2.
+                    let known = docs::subcommands(&Cli::command()).join(", ");
+                    let what = a.command.unwrap_or_default();
+                    let e = Cli::command().error(
+                        clap::error::ErrorKind::InvalidValue,
+                        format!("no command `{what}` has a man page; one of: {known}"),
+                    );
+                    return Ok(usage_error(&e));
+                }
+            }
+        }
+        _ => unreachable!("not a docs command"),
+    }
+    emit(&String::from_utf8_lossy(&out));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where settings come from, shown under the help of every command that takes them.
@@ -631,6 +677,7 @@ async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
         }
         Command::Zip(args) => zip_command(args, env),
         Command::Build(args) => build_command(args, env).await,
+        c @ (Command::Completions(_) | Command::Manpage(_)) => docs_command(c),
     }
 }
 

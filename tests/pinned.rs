@@ -11,6 +11,8 @@ use serde_json::Value;
 
 /// The uv version the config and manifest pins were taken with (the one scripts/test installs).
 const PINNED_UV: &str = "0.13.9";
+/// The ocilambda version they were taken with (recorded in the manifest's annotations).
+const PINNED_VERSION: &str = "0.2.0";
 
 struct Pins {
     project: &'static str,
@@ -71,12 +73,12 @@ fn check(pins: &Pins) {
     let version = manifest["annotations"]["dev.ocilambda.version"]
         .as_str()
         .unwrap_or_default();
-    if uv == PINNED_UV && version == "0.1.0" {
+    if uv == PINNED_UV && version == PINNED_VERSION {
         assert_eq!(config_digest, pins.config, "config bytes moved");
         assert_eq!(manifest_digest, pins.manifest, "manifest bytes moved");
     } else {
         eprintln!(
-            "config/manifest pins are for uv {PINNED_UV} and ocilambda 0.1.0, not uv {uv} and {version}: not compared"
+            "config/manifest pins are for uv {PINNED_UV} and ocilambda {PINNED_VERSION}, not uv {uv} and {version}: not compared"
         );
     }
 }
@@ -96,7 +98,7 @@ fn fastapi_example_bytes_are_pinned() {
             ),
         ],
         config: "sha256:981d38864e18c2e0cbaffcf7ba622bd100cc15b6123d531474061f86e03ce66d",
-        manifest: "sha256:c56b9e9212fcce5b623aa8afd45f22de223243775021450aff4123c728cf2473",
+        manifest: "sha256:88ba264e4c2531b073e4241bc04b6c550182c66309ec3889af7cf39d4b0f1f4c",
     });
 }
 
@@ -119,6 +121,6 @@ fn workspace_fixture_bytes_are_pinned() {
             ),
         ],
         config: "sha256:18c7d5604651ef88427d0745bc34421a6f9f4b92b0acd3298d01752f87bd4589",
-        manifest: "sha256:b87bc88d704be8d67f806c58679aa0e922470bc4c3aeb2633a7bbdd031da0b60",
+        manifest: "sha256:ae9a0b6b55620bbefd935bc6ae9d2939e860f26b2b9d6a7aeacead108dace350",
     });
 }
