@@ -88,3 +88,56 @@ pub async fn lint_image(
     let ok = !findings.iter().any(|f| f.severity == lint::Severity::Error);
     Ok(LintReport { ok, findings })
 }
+
+/// The image `push` is about to upload has lint errors: what Lambda would refuse.
+#[derive(Debug, Clone)]
+pub struct LintRefused {
+    pub image: String,
+    pub errors: Vec<lint::Finding>,
+}
+
+impl std::fmt::Display for LintRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "not pushing {}: lint found {n} error{} Lambda would refuse: ",
+            self.image,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, e) in self.errors.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}[{}] {}", e.check, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LintRefused {}
+
+/// Lint's error-level checks on the layout `push` is about to upload, before any byte
+/// leaves: a [`LintRefused`] error when one fails. Reads the layers on this machine only
+/// (the layout's and the cached ones): a check must not download the base to upload less.
+pub async fn lint_before_push(
+    layout: &Path,
+    access: Access<'_>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<()> {
+    let (remote, cache) = session(access, reporter)?;
+    let image = source::open_layout(layout)?;
+    let opened = source::Opened::Image(Box::new(image));
+    let errors: Vec<lint::Finding> =
+        lint::lint_reaching(opened, &remote, &cache, lint::Reach::Local)
+            .await?
+            .into_iter()
+            .filter(|f| f.severity == lint::Severity::Error)
+            .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(LintRefused {
+        image: layout.display().to_string(),
+        errors,
+    }
+    .into())
+}

@@ -24,6 +24,12 @@ pub struct FileInfo {
     pub link: Option<String>,
     /// The first 16 bytes (for .pyc headers and ELF checks).
     pub head: Vec<u8>,
+    /// Machine and glibc needs of ELF objects under /var/task and /opt (the function's own
+    /// files: the base's objects match the runtime by construction, and are many).
+    pub elf: Option<super::elf::Elf>,
+    /// For a wheel's `*.dist-info/RECORD` under /var/task or /opt: the image paths it lists
+    /// (which distribution installed a file).
+    pub record: Option<Vec<String>>,
 }
 
 /// One entry of a layer: its cleaned path as written (whiteouts under their own names),
@@ -86,12 +92,6 @@ pub fn read_layer_from<R: std::io::BufRead>(
 }
 
 fn entry(e: Entry<'_>) -> Result<LayerEntry> {
-    let (sha256, head) = if e.kind == Kind::File {
-        let (digest, head) = digest_and_head(e.content)?;
-        (Some(digest), head)
-    } else {
-        (None, Vec::new())
-    };
     let path = match &e.op {
         Op::Put(p) => p.to_string_lossy().into_owned(),
         Op::Whiteout(p) => {
@@ -103,6 +103,29 @@ fn entry(e: Entry<'_>) -> Result<LayerEntry> {
         }
         Op::Opaque(d) => join(&d.to_string_lossy(), super::OPAQUE),
         Op::Refused(_) => e.raw.clone(),
+    };
+    // The function's own files (/var/task, /opt): the base's match the runtime by
+    // construction, and are many, so only these are parsed beyond their head.
+    let own = matches!(&e.op, Op::Put(p) if p.starts_with("var/task") || p.starts_with("opt"));
+    let keep = if !own || e.kind != Kind::File {
+        Keep::Head
+    } else if path.ends_with(".dist-info/RECORD") && e.size <= MAX_RECORD {
+        Keep::All
+    } else if e.size <= MAX_ELF {
+        Keep::Elf
+    } else {
+        Keep::Head
+    };
+    let (sha256, head, whole) = if e.kind == Kind::File {
+        let (digest, head, whole) = digest_and_head(e.content, keep)?;
+        (Some(digest), head, whole)
+    } else {
+        (None, Vec::new(), None)
+    };
+    let (elf, record) = match (keep, whole) {
+        (Keep::All, Some(text)) => (None, Some(record_paths(&path, &text))),
+        (Keep::Elf, Some(bytes)) => (super::elf::parse(&bytes), None),
+        _ => (None, None),
     };
     Ok(LayerEntry {
         path,
@@ -118,6 +141,8 @@ fn entry(e: Entry<'_>) -> Result<LayerEntry> {
             sha256,
             link: e.link.map(|l| l.to_string_lossy().into_owned()),
             head,
+            elf,
+            record,
         },
     })
 }
@@ -130,9 +155,31 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn digest_and_head(content: &mut dyn Read) -> Result<(String, Vec<u8>)> {
+/// ELF objects up to this size are held in memory while their entry is read (one at a
+/// time: section headers sit at the end of the file); larger ones are not parsed.
+/// Shared objects of wheels are far smaller.
+const MAX_ELF: u64 = 512 << 20;
+
+/// A wheel's RECORD is a line per installed file; this is thousands of files' worth.
+const MAX_RECORD: u64 = 16 << 20;
+
+/// What of a file's content is kept besides its digest and head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Head,
+    /// All of it when it starts like ELF.
+    Elf,
+    All,
+}
+
+/// The content's digest and first 16 bytes, and all of it as `keep` says.
+fn digest_and_head(
+    content: &mut dyn Read,
+    keep: Keep,
+) -> Result<(String, Vec<u8>, Option<Vec<u8>>)> {
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
+    let mut whole: Option<Vec<u8>> = (keep == Keep::All).then(Vec::new);
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = content.read(&mut buf)?;
@@ -142,10 +189,72 @@ fn digest_and_head(content: &mut dyn Read) -> Result<(String, Vec<u8>)> {
         if head.len() < 16 {
             let take = (16 - head.len()).min(n);
             head.extend_from_slice(&buf[..take]);
+            if keep == Keep::Elf && whole.is_none() && super::elf::is_elf(&head) {
+                whole = Some(Vec::new());
+            }
+        }
+        if let Some(w) = &mut whole {
+            w.extend_from_slice(&buf[..n]);
         }
         hasher.update(&buf[..n]);
     }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), head))
+    Ok((
+        format!("sha256:{}", hex::encode(hasher.finalize())),
+        head,
+        whole,
+    ))
+}
+
+/// The image paths a `*.dist-info/RECORD` at `record` lists. Its paths (CSV, first
+/// column) are relative to the directory holding the `.dist-info`, and may climb out of it
+/// with `..` (scripts); paths that would leave the image root are dropped.
+fn record_paths(record: &str, text: &[u8]) -> Vec<String> {
+    let site = Path::new(record)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""));
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(text).lines() {
+        let Some(rel) = record_path(line) else {
+            continue;
+        };
+        let mut parts: Vec<&str> = site.to_str().unwrap_or("").split('/').collect();
+        parts.retain(|p| !p.is_empty());
+        let mut inside = true;
+        for c in rel.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => inside &= parts.pop().is_some(),
+                c => parts.push(c),
+            }
+        }
+        if inside && !parts.is_empty() && !rel.starts_with('/') {
+            out.push(parts.join("/"));
+        }
+    }
+    out
+}
+
+/// The first CSV column of a RECORD line (quoted when the path holds a comma).
+fn record_path(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix('"') {
+        let mut path = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    path.push('"');
+                    chars.next();
+                }
+                '"' => return Some(path),
+                c => path.push(c),
+            }
+        }
+        None
+    } else {
+        let path = line.split(',').next()?;
+        (!path.is_empty()).then(|| path.to_string())
+    }
 }
 
 /// The merged files of the layers applied so far, by path (no leading `/`).
@@ -349,6 +458,48 @@ mod tests {
         view.apply(&layer(BASE));
         view.apply(&reported);
         assert_eq!(view.files.len(), 7, "nothing hidden, nothing added");
+    }
+
+    #[test]
+    fn a_record_lists_image_paths_relative_to_its_site_directory() {
+        let text = b"pkg/__init__.py,sha256=abc,12\n\"odd,name.py\",,\n../../bin/tool,,\npkg-1.0.dist-info/RECORD,,\n../../../../../../etc/x,,\n";
+        assert_eq!(
+            record_paths("var/task/pkg-1.0.dist-info/RECORD", text),
+            [
+                "var/task/pkg/__init__.py",
+                "var/task/odd,name.py",
+                "bin/tool",
+                "var/task/pkg-1.0.dist-info/RECORD"
+            ]
+        );
+        // Read while streaming, for RECORDs of the function's own directories only.
+        let l = layer(&[
+            E::File("var/task/pkg-1.0.dist-info/RECORD", 0o644, "pkg/a.py,,\n"),
+            E::File("usr/lib/python3/x-1.dist-info/RECORD", 0o644, "x.py,,\n"),
+        ]);
+        let files = l.files();
+        assert_eq!(
+            files["var/task/pkg-1.0.dist-info/RECORD"].record.as_deref(),
+            Some(&["var/task/pkg/a.py".to_string()][..])
+        );
+        assert_eq!(files["usr/lib/python3/x-1.dist-info/RECORD"].record, None);
+    }
+
+    #[test]
+    fn elf_objects_of_the_function_are_parsed_while_streaming() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let l = layer(&[
+            E::Bytes("var/task/tool", 0o755, &exe),
+            E::Bytes("usr/bin/tool", 0o755, &exe),
+        ]);
+        let files = l.files();
+        let own = files["var/task/tool"].elf.as_ref().expect("parsed");
+        assert!(own.glibc.is_some());
+        assert_eq!(
+            files["usr/bin/tool"].elf, None,
+            "the base's files are not parsed"
+        );
+        assert_eq!(files["var/task/tool"].head, exe[..16]);
     }
 
     #[test]
