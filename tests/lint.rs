@@ -287,3 +287,93 @@ fn push_passes_a_clean_build_and_warnings_alone() {
     let out = case.push("lint-warned", &[]);
     assert_ok(&out);
 }
+
+/// The entries of a gzip layer blob: (path without trailing `/`, entry type, content).
+fn layer_entries(blob: &Path) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+    let file = std::fs::File::open(blob).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            let kind = e.header().entry_type();
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut content).unwrap();
+            (path, kind, content)
+        })
+        .collect()
+}
+
+/// Lambda refuses hard links and entries without their parent directory in the same layer:
+/// no layer kind `build` writes (deps, workspace members, app) has either, even when the
+/// project's files share an inode, and lint passes the image.
+#[test]
+fn build_writes_no_hard_link_and_every_parent_in_every_layer_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("ws");
+    copy_project("workspace", &project);
+    std::fs::write(project.join("app/util.py"), "SHARED = 1\n").unwrap();
+    std::fs::hard_link(
+        project.join("app/util.py"),
+        project.join("app/util_copy.py"),
+    )
+    .unwrap();
+    let layout = tmp.path().join("image");
+    let cache = tmp.path().join("cache");
+    let out = ocilambda(&cache)
+        .args(["build", project.to_str().unwrap(), "--json", "--base"])
+        .arg(stand_in_base("3.11"))
+        .arg("--output")
+        .arg(&layout)
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_str(&assert_ok(&out)).unwrap();
+    let layers = summary["layers"].as_array().unwrap();
+    let kinds: Vec<&str> = layers.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["deps", "workspace", "app"]);
+    for layer in layers {
+        let kind = layer["kind"].as_str().unwrap();
+        let entries = layer_entries(&blob_path(&layout, layer["digest"].as_str().unwrap()));
+        assert!(entries.len() > 3, "{kind}: {} entries", entries.len());
+        let mut dirs = std::collections::HashSet::new();
+        for (path, entry_type, _) in &entries {
+            assert_ne!(
+                *entry_type,
+                tar::EntryType::Link,
+                "{kind}: {path} is a hard link"
+            );
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                assert!(
+                    dirs.contains(parent),
+                    "{kind}: {path} comes without {parent}"
+                );
+            }
+            if *entry_type == tar::EntryType::Directory {
+                dirs.insert(path.clone());
+            }
+        }
+        if kind == "app" {
+            for name in ["var/task/app/util.py", "var/task/app/util_copy.py"] {
+                let (_, t, content) = entries.iter().find(|e| e.0 == name).unwrap();
+                assert_eq!(
+                    (*t, content.as_slice()),
+                    (tar::EntryType::Regular, &b"SHARED = 1\n"[..])
+                );
+            }
+        }
+    }
+    let out = ocilambda(&cache)
+        .args(["lint", "--json"])
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout_raw(&out));
+    assert_eq!(stdout_json(&out)["findings"], serde_json::json!([]));
+}
