@@ -124,7 +124,8 @@ pub async fn lint_before_push(
     reporter: Arc<dyn Reporter>,
 ) -> Result<()> {
     let (remote, cache) = session(access, reporter)?;
-    let image = source::open_layout(layout)?;
+    // The layout as push reads it (and with push's errors when there is none).
+    let image = crate::sink::registry::read_layout(layout, &cache)?.image;
     let opened = source::Opened::Image(Box::new(image));
     let errors: Vec<lint::Finding> =
         lint::lint_reaching(opened, &remote, &cache, lint::Reach::Local)
