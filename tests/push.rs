@@ -1411,7 +1411,7 @@ fn push_refuses_to_upload_a_corrupted_blob() {
     };
     // The check before any upload reads (and so verifies) every layout blob.
     let err = assert_user_error(&push(&[]), "does not match its digest");
-    assert!(err.contains(&app.trim_start_matches("sha256:")), "{err}");
+    assert!(err.contains(app.trim_start_matches("sha256:")), "{err}");
     assert_eq!(
         http_status(&registry.addr, "HEAD", "/v2/app/manifests/latest"),
         404
