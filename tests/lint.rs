@@ -131,7 +131,8 @@ fn an_entry_without_its_parent_directory_in_its_layer_is_an_error() {
     assert_eq!(code, Some(1));
     assert_eq!(checks(&findings), ["parent-directory"]);
     assert!(
-        message(&findings, "parent-directory").contains("/var/task/extra.txt without /var/task")
+        message(&findings, "parent-directory")
+            .contains("/var/task/extra.txt without /var/task before it")
     );
 }
 

@@ -304,7 +304,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "parent-directory",
         severity: Severity::Error,
-        fix: "write an entry for every parent directory into the same layer (ocilambda build does)",
+        fix: "write an entry for every parent directory into the same layer, before what it holds (ocilambda build does)",
         run: parent_directory,
     },
     Check {
@@ -858,17 +858,13 @@ fn hardlink(s: &Subject) -> Vec<String> {
     })
 }
 
-/// Entries whose parent directory is not an entry of the same layer: Lambda refuses the
-/// image (InvalidImage, MissingParentDirectory), whatever lower layers hold.
+/// Entries whose parent directory is not an entry of the same layer, written before them:
+/// Lambda refuses the image (InvalidImage, MissingParentDirectory), whatever lower layers
+/// hold, and a directory entry after its contents counts as missing (nix2container#54).
 fn parent_directory(s: &Subject) -> Vec<String> {
     let mut missing = Vec::new();
     for (i, read) in s.read_layers() {
-        let dirs: std::collections::HashSet<&str> = read
-            .entries
-            .iter()
-            .filter(|e| e.info.kind == Kind::Dir && matches!(e.op, Op::Put(_)))
-            .map(|e| e.path.as_str())
-            .collect();
+        let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for e in read
             .entries
             .iter()
@@ -877,12 +873,20 @@ fn parent_directory(s: &Subject) -> Vec<String> {
             if let Some((parent, _)) = e.path.rsplit_once('/')
                 && !dirs.contains(parent)
             {
-                missing.push(format!("/{} without /{parent} (layer {i})", e.path));
+                missing.push(format!(
+                    "/{} without /{parent} before it (layer {i})",
+                    e.path
+                ));
+            }
+            if e.info.kind == Kind::Dir && matches!(e.op, Op::Put(_)) {
+                dirs.insert(e.path.as_str());
             }
         }
     }
     listing(missing, |n, some| {
-        format!("{n} entries have no entry for their parent directory in their layer: {some}")
+        format!(
+            "{n} entries come without an entry for their parent directory before them in their layer: {some}"
+        )
     })
 }
 
@@ -1446,8 +1450,16 @@ mod tests {
         assert!(
             run(&s)[0]
                 .message
-                .contains("/var/task/extra.py without /var/task (layer 1)")
+                .contains("/var/task/extra.py without /var/task before it (layer 1)")
         );
+        // A directory entry after its contents is as missing to Lambda.
+        let late: &[E] = &[
+            E::Dir("var/", 0o755),
+            E::File("var/task/late.py", 0o644, ""),
+            E::Dir("var/task/", 0o755),
+        ];
+        let s = image_with(&[tar_with_parents(APP), tar_of(late)], |_| {});
+        assert_eq!(ids(&s), ["parent-directory"]);
         // Whiteouts are entries too.
         let s = image_with(
             &[
