@@ -2,6 +2,7 @@
 //! mode, ownership, mtime, size, content digest, first bytes), and the merged view of the
 //! image's files. Nothing is extracted to disk.
 
+use super::elf;
 use super::{Budget, Entry, Kind, Op, Strictness, Summary};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -111,20 +112,18 @@ fn entry(e: Entry<'_>) -> Result<LayerEntry> {
         Keep::Head
     } else if path.ends_with(".dist-info/RECORD") && e.size <= MAX_RECORD {
         Keep::All
-    } else if e.size <= MAX_ELF {
-        Keep::Elf
     } else {
-        Keep::Head
+        Keep::Elf
     };
-    let (sha256, head, whole) = if e.kind == Kind::File {
-        let (digest, head, whole) = digest_and_head(e.content, keep)?;
-        (Some(digest), head, whole)
+    let (sha256, head, kept) = if e.kind == Kind::File {
+        let (digest, head, kept) = digest_and_head(e.content, keep)?;
+        (Some(digest), head, kept)
     } else {
         (None, Vec::new(), None)
     };
-    let (elf, record) = match (keep, whole) {
-        (Keep::All, Some(text)) => (None, Some(record_paths(&path, &text))),
-        (Keep::Elf, Some(bytes)) => (super::elf::parse(&bytes), None),
+    let (elf, record) = match (keep, kept) {
+        (Keep::All, Some(kept)) => (None, Some(record_paths(&path, &kept.head))),
+        (Keep::Elf, Some(kept)) => (super::elf::parse(kept.as_elf()), None),
         _ => (None, None),
     };
     Ok(LayerEntry {
@@ -155,11 +154,6 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// ELF objects up to this size are held in memory while their entry is read (one at a
-/// time: section headers sit at the end of the file); larger ones are not parsed.
-/// Shared objects of wheels are far smaller.
-const MAX_ELF: u64 = 512 << 20;
-
 /// A wheel's RECORD is a line per installed file; this is thousands of files' worth.
 const MAX_RECORD: u64 = 16 << 20;
 
@@ -167,41 +161,82 @@ const MAX_RECORD: u64 = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Keep {
     Head,
-    /// All of it when it starts like ELF.
+    /// When it starts like ELF: its first [`elf::HEAD`] and last [`elf::TAIL`] bytes.
     Elf,
+    /// All of it (in `head`).
     All,
 }
 
-/// The content's digest and first 16 bytes, and all of it as `keep` says.
-fn digest_and_head(
-    content: &mut dyn Read,
-    keep: Keep,
-) -> Result<(String, Vec<u8>, Option<Vec<u8>>)> {
+/// The bytes [`Keep`] asked for, of content `len` bytes long.
+struct Held {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl Held {
+    fn as_elf(&self) -> elf::Kept<'_> {
+        elf::Kept {
+            head: &self.head,
+            tail: &self.tail,
+            len: self.len,
+        }
+    }
+}
+
+/// The content's digest and first 16 bytes, and the bytes `keep` asks for. One pass:
+/// an ELF object's version needs sit near its start and its section headers at its end,
+/// so the middle (its code) streams through without being held.
+fn digest_and_head(content: &mut dyn Read, keep: Keep) -> Result<(String, Vec<u8>, Option<Held>)> {
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
-    let mut whole: Option<Vec<u8>> = (keep == Keep::All).then(Vec::new);
+    let mut kept = (keep == Keep::All).then(|| Held {
+        head: Vec::new(),
+        tail: Vec::new(),
+        len: 0,
+    });
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = content.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        let chunk = &buf[..n];
         if head.len() < 16 {
             let take = (16 - head.len()).min(n);
-            head.extend_from_slice(&buf[..take]);
-            if keep == Keep::Elf && whole.is_none() && super::elf::is_elf(&head) {
-                whole = Some(Vec::new());
+            head.extend_from_slice(&chunk[..take]);
+            if keep == Keep::Elf && kept.is_none() && elf::is_elf(&head) {
+                kept = Some(Held {
+                    head: Vec::new(),
+                    tail: Vec::new(),
+                    len: 0,
+                });
             }
         }
-        if let Some(w) = &mut whole {
-            w.extend_from_slice(&buf[..n]);
+        if let Some(k) = &mut kept {
+            let room = if keep == Keep::All {
+                n
+            } else {
+                elf::HEAD.saturating_sub(k.head.len()).min(n)
+            };
+            k.head.extend_from_slice(&chunk[..room]);
+            k.tail.extend_from_slice(&chunk[room..]);
+            if k.tail.len() > 2 * elf::TAIL {
+                k.tail.drain(..k.tail.len() - elf::TAIL);
+            }
+            k.len += n as u64;
         }
-        hasher.update(&buf[..n]);
+        hasher.update(chunk);
+    }
+    if let Some(k) = &mut kept
+        && k.tail.len() > elf::TAIL
+    {
+        k.tail.drain(..k.tail.len() - elf::TAIL);
     }
     Ok((
         format!("sha256:{}", hex::encode(hasher.finalize())),
         head,
-        whole,
+        kept,
     ))
 }
 
