@@ -956,7 +956,7 @@ fn elf_architecture(s: &Subject) -> Vec<String> {
         return Vec::new();
     };
     let foreign = function_files(s)
-        .filter_map(|(p, i)| Some((p, i.elf.as_ref()?.machine)))
+        .filter_map(|(p, i)| Some((p, i.elf.as_ref().filter(|e| e.loadable)?.machine)))
         .filter(|(_, m)| crate::layer::elf::machine_name(*m) != Some(arch.machine()))
         .map(|(p, m)| {
             let name = crate::layer::elf::machine_name(m)
@@ -987,7 +987,7 @@ fn glibc(s: &Subject) -> Vec<String> {
     };
     let owners = owners(s);
     let too_new = function_files(s)
-        .filter_map(|(p, i)| Some((p, i.elf.as_ref()?.glibc?)))
+        .filter_map(|(p, i)| Some((p, i.elf.as_ref().filter(|e| e.loadable)?.glibc?)))
         .filter(|(_, need)| *need > have)
         .map(|(p, (major, minor))| {
             format!("{} needs GLIBC_{major}.{minor}", with_owner(&owners, p))
@@ -1518,6 +1518,7 @@ mod tests {
         let x86 = |glibc| Elf {
             machine: object::elf::EM_X86_64.0,
             glibc,
+            loadable: true,
         };
         let on_311 = with_elf("var/lang/bin/python3.11", "amd64", x86(Some((2, 34))));
         assert_eq!(ids(&on_311), ["glibc"]);
@@ -1542,11 +1543,18 @@ mod tests {
         let arm = Elf {
             machine: object::elf::EM_AARCH64.0,
             glibc: None,
+            loadable: true,
         };
         let s = with_elf("var/lang/bin/python3.11", "amd64", arm.clone());
         assert_eq!(ids(&s), ["elf-architecture"]);
         assert!(run(&s)[0].message.contains("/var/task/lib.so (aarch64)"));
-        assert!(ids(&with_elf("var/lang/bin/python3.11", "arm64", arm)).is_empty());
+        assert!(ids(&with_elf("var/lang/bin/python3.11", "arm64", arm.clone())).is_empty());
+        // A relocatable object (a test fixture, say) is not loaded: not a finding.
+        let object_file = Elf {
+            loadable: false,
+            ..arm
+        };
+        assert!(ids(&with_elf("var/lang/bin/python3.11", "amd64", object_file)).is_empty());
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Elf {
     pub machine: u16,
     /// The newest `GLIBC_x.y` any of its version needs names, if it names one.
     pub glibc: Option<(u32, u32)>,
+    /// An executable or shared object: what the loader maps. Relocatable objects (`.o`)
+    /// and core dumps are data to it.
+    pub loadable: bool,
 }
 
 /// The machine name (`uname -m` style) of an `e_machine` value, as far as Linux on
@@ -105,6 +108,7 @@ fn facts<H: FileHeader<Endian = Endianness>>(data: Kept<'_>) -> Option<Elf> {
     Some(Elf {
         machine: header.e_machine(endian).0,
         glibc: newest_glibc(&sections, endian, data),
+        loadable: matches!(header.e_type(endian), elf::ET_EXEC | elf::ET_DYN),
     })
 }
 
@@ -166,6 +170,10 @@ mod tests {
             elf::EM_AARCH64.0
         };
         assert_eq!(facts.machine, want);
+        assert!(
+            facts.loadable,
+            "a test binary is an executable (PIE: ET_DYN)"
+        );
         assert!(facts.glibc.is_some_and(|v| v >= (2, 2)));
         assert_eq!(parse(whole(&exe[..64])), None);
         // What a stream keeps of a large object (this binary is far over HEAD + TAIL) is

@@ -522,19 +522,46 @@ mod tests {
 
     #[test]
     fn elf_objects_of_the_function_are_parsed_while_streaming() {
+        // A real object far larger than what is kept of it (this test binary), and an
+        // aarch64 ELF header (no sections).
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(exe.len() > elf::HEAD + elf::TAIL);
+        let mut arm = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        arm.extend_from_slice(&3u16.to_le_bytes());
+        arm.extend_from_slice(&183u16.to_le_bytes());
+        arm.extend_from_slice(&1u32.to_le_bytes());
+        arm.extend_from_slice(&[0; 28]);
+        for v in [64u16, 56, 0, 64, 0, 0] {
+            arm.extend_from_slice(&v.to_le_bytes());
+        }
         let l = layer(&[
             E::Bytes("var/task/tool", 0o755, &exe),
-            E::Bytes("usr/bin/tool", 0o755, &exe),
+            E::Bytes("opt/lib/arm.so", 0o755, &arm),
+            E::Bytes("usr/lib/arm.so", 0o755, &arm),
         ]);
         let files = l.files();
-        let own = files["var/task/tool"].elf.as_ref().expect("parsed");
-        assert!(own.glibc.is_some());
+        let tool = files["var/task/tool"].elf.as_ref().expect("parsed");
         assert_eq!(
-            files["usr/bin/tool"].elf, None,
+            Some(tool),
+            elf::parse(elf::Kept {
+                head: &exe,
+                tail: &[],
+                len: exe.len() as u64
+            })
+            .as_ref()
+        );
+        assert!(tool.glibc.is_some() && tool.loadable);
+        assert_eq!(files["var/task/tool"].head, exe[..16]);
+        assert_eq!(
+            files["var/task/tool"].sha256.as_deref(),
+            Some(crate::digest::of_bytes(&exe).as_str())
+        );
+        let own = files["opt/lib/arm.so"].elf.as_ref().expect("parsed");
+        assert_eq!((own.machine, own.glibc, own.loadable), (183, None, true));
+        assert_eq!(
+            files["usr/lib/arm.so"].elf, None,
             "the base's files are not parsed"
         );
-        assert_eq!(files["var/task/tool"].head, exe[..16]);
     }
 
     #[test]
