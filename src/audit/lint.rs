@@ -48,18 +48,19 @@ pub enum LayerState {
     Unreadable(String),
     /// Not read: the layers below already exceeded Lambda's uncompressed limit.
     NotReached,
-    /// Not read: not on this machine, and the check reads local layers only ([`Reach`]).
-    NotLocal,
+    /// Not read: a base layer, and the check reads the image's own layers only ([`Reach`]).
+    Base,
 }
 
 /// Which layer blobs lint reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {
     /// Every layer, fetched when neither the layout nor the cache holds it.
     All,
-    /// Only the layers on this machine (layout or cache): `push` checks what it is about to
-    /// upload without downloading the base's layers to do so.
-    Local,
+    /// Only these layers (by digest): `push` checks the layers an image adds to its base,
+    /// which are on this machine, without downloading the base's; the base's are as its
+    /// publisher made them, and `lint IMAGE` reads them.
+    Only(std::collections::BTreeSet<String>),
 }
 
 pub struct LayerFacts {
@@ -427,16 +428,13 @@ pub async fn lint_reaching(
             subject.add_layer(&digest, &media_type, std::io::empty());
             continue;
         }
-        if reach == Reach::Local
-            && matches!(
-                image.locate(&digest, cache)?,
-                crate::source::Location::Remote { .. }
-            )
+        if let Reach::Only(own) = &reach
+            && !own.contains(&digest)
         {
             subject.layers.push(LayerFacts {
                 digest,
                 media_type,
-                state: LayerState::NotLocal,
+                state: LayerState::Base,
             });
             continue;
         }

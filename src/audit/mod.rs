@@ -116,19 +116,28 @@ impl std::fmt::Display for LintRefused {
 impl std::error::Error for LintRefused {}
 
 /// Lint's error-level checks on the layout `push` is about to upload, before any byte
-/// leaves: a [`LintRefused`] error when one fails. Reads the layers on this machine only
-/// (the layout's and the cached ones): a check must not download the base to upload less.
+/// leaves: a [`LintRefused`] error when one fails. Reads the layers the image adds to its
+/// base (on this machine: nothing is downloaded to check), not the base's own: those are
+/// as their publisher made them, and `lint IMAGE` reads them.
 pub async fn lint_before_push(
     layout: &Path,
     access: Access<'_>,
     reporter: Arc<dyn Reporter>,
 ) -> Result<()> {
+    use crate::sink::registry::{Kind, read_layout};
     let (remote, cache) = session(access, reporter)?;
-    // The layout as push reads it (and with push's errors when there is none).
-    let image = crate::sink::registry::read_layout(layout, &cache)?.image;
-    let opened = source::Opened::Image(Box::new(image));
+    // The layout as push reads it (with push's errors when there is none), and push's
+    // word on which layers are the image's own.
+    let layout_image = read_layout(layout, &cache)?;
+    let own = layout_image
+        .blobs
+        .iter()
+        .filter(|b| b.kind == Kind::Layer)
+        .map(|b| b.digest.clone())
+        .collect();
+    let opened = source::Opened::Image(Box::new(layout_image.image));
     let errors: Vec<lint::Finding> =
-        lint::lint_reaching(opened, &remote, &cache, lint::Reach::Local)
+        lint::lint_reaching(opened, &remote, &cache, lint::Reach::Only(own))
             .await?
             .into_iter()
             .filter(|f| f.severity == lint::Severity::Error)
