@@ -427,6 +427,14 @@ pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<Bui
         with_blobs.extend(base.layers.iter().map(|l| l.digest.clone()));
     }
     let (image, base_name) = assemble(&staged, &req)?;
+    if image.manifest.len() > image::MAX_MANIFEST_BYTES {
+        reporter.event(Event::Warning(format!(
+            "the image manifest is {} bytes, over the {} AWS recommends for Lambda (the base has {} layers)",
+            image.manifest.len(),
+            image::MAX_MANIFEST_BYTES,
+            staged.base.layers.len()
+        )));
+    }
     let mut referrers = Vec::new();
     if staged.plan.settings.sbom == Some(true) {
         referrers.push(sbom_referrer(

@@ -167,6 +167,12 @@ fn command_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(e) = cause.downcast_ref::<SourceError>() {
         return Some(source_hint(e).into());
     }
+    if let Some(e) = cause.downcast_ref::<crate::audit::LintRefused>() {
+        return Some(format!(
+            "fix what `ocilambda lint {}` reports (each finding with its fix), or push anyway with --no-lint",
+            e.image
+        ));
+    }
     None
 }
 
@@ -798,6 +804,13 @@ mod tests {
             digest: s(),
             image: s(),
         });
+        assert!(
+            hint_of(crate::audit::LintRefused {
+                image: s(),
+                errors: vec![],
+            })
+            .contains("--no-lint")
+        );
         for defined in [vec![], vec![s()]] {
             hint_of(crate::handler::NotDefined {
                 handler: s(),

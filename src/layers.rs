@@ -10,13 +10,13 @@ use crate::tree::{Node, Tree};
 use anyhow::{Context, Result};
 use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Bumped whenever the bytes this module writes for the same tree change, so cached
 /// layers from an older ocilambda are not reused under a key they no longer match.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: files sharing an inode are full copies, no longer tar hard links.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// gzip level 6: zlib's default, the usual speed/size balance; fixed because the level
 /// changes the compressed bytes and therefore the digest.
@@ -36,14 +36,14 @@ pub struct Layer {
     pub files: u64,
 }
 
-/// One tree entry as a normalised tar entry: uid/gid 0, `mtime`, fixed modes; a file that
-/// shares an inode with one written before becomes a hard link to it.
+/// One tree entry as a normalised tar entry: uid/gid 0, `mtime`, fixed modes. Files that
+/// share an inode are written as full copies each: Lambda refuses a layer holding a hard
+/// link (UnsupportedImageLayerDetected), and a copy depends only on the path and the bytes.
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     path: &str,
     node: &Node,
     mtime: u64,
-    first_link: &mut HashMap<(u64, u64), String>,
 ) -> Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_mtime(mtime);
@@ -67,20 +67,10 @@ fn append<W: Write>(
             source,
             size,
             executable,
-            inode,
         } => {
             // Lambda runs functions as an unprivileged user: files must be
             // world-readable, and only the execute bit survives from the source.
             header.set_mode(if *executable { 0o755 } else { 0o644 });
-            if let Some(first) = inode.and_then(|i| first_link.get(&i)) {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                builder.append_link(&mut header, path, first)?;
-                return Ok(());
-            }
-            if let Some(i) = inode {
-                first_link.insert(*i, path.to_string());
-            }
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(*size);
             let file = std::fs::File::open(source)
@@ -116,9 +106,8 @@ pub fn write(tree: &Tree, mtime: u64, blob_dir: &Path) -> Result<Layer> {
     let mut builder = tar::Builder::new(uncompressed);
     builder.mode(tar::HeaderMode::Deterministic);
 
-    let mut first_link: HashMap<(u64, u64), String> = HashMap::new();
     for (path, node) in tree.entries() {
-        append(&mut builder, path, node, mtime, &mut first_link)?;
+        append(&mut builder, path, node, mtime)?;
     }
     let uncompressed = builder.into_inner()?;
     let (gz, diff_id, uncompressed_size) = uncompressed.finish();
@@ -213,6 +202,52 @@ mod tests {
                 ("var/task/pkg/run.sh".into(), 0o755, 1, 0),
             ]
         );
+    }
+
+    /// Lambda refuses layers with hard links or entries whose parent directory is not in
+    /// the same layer: files sharing an inode are full copies, every parent is an entry.
+    #[test]
+    fn hard_linked_files_are_written_as_copies_under_their_parents() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("a/deep/er")).unwrap();
+        std::fs::write(src.path().join("a/deep/er/one.so"), b"same bytes").unwrap();
+        std::fs::hard_link(
+            src.path().join("a/deep/er/one.so"),
+            src.path().join("two.so"),
+        )
+        .unwrap();
+        let mut tree = Tree::new();
+        tree.add_dir_all(src.path(), "opt/python").unwrap();
+        let blobs = tempfile::tempdir().unwrap();
+        let layer = write(&tree, 0, blobs.path()).unwrap();
+        let blob = std::fs::read(blobs.path().join(&layer.digest[7..])).unwrap();
+        let mut tar_bytes = Vec::new();
+        flate2::read::GzDecoder::new(&blob[..])
+            .read_to_end(&mut tar_bytes)
+            .unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut seen: Vec<String> = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let kind = e.header().entry_type();
+            let path = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            assert_ne!(kind, tar::EntryType::Link, "{path} is a hard link");
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                assert!(seen.iter().any(|s| s == parent), "{path} before its parent");
+            }
+            if path.ends_with(".so") {
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                assert_eq!(content, b"same bytes", "{path}");
+            }
+            seen.push(path);
+        }
+        assert!(seen.contains(&"opt/python/two.so".to_string()));
     }
 
     /// The compressor's bytes are part of every digest we publish: if a dependency update

@@ -429,6 +429,9 @@ struct PushArgs {
     /// Blobs uploaded in parallel.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
+    /// Push even when lint's error-level checks fail (they run before any upload).
+    #[arg(long)]
+    no_lint: bool,
     #[command(flatten)]
     registry: RegistryArgs,
     /// Print a JSON summary on stdout instead of the reference.
@@ -645,6 +648,17 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         insecure_registries: args.registry.insecure_registry,
         env: env.settings()?,
     };
+    if !args.no_lint {
+        // Bad references fail before the image is read; then what Lambda would refuse
+        // fails before any byte is uploaded.
+        push::destination(&request)?;
+        let access = ocilambda::audit::Access {
+            insecure: &request.insecure_registries,
+            ca_cert: request.ca_cert.as_deref(),
+        };
+        let layout = push::layout(&request);
+        ocilambda::audit::lint_before_push(&layout, access, reporter.clone()).await?;
+    }
     let pushed = push::push(request, reporter.clone()).await;
     // Bars still drawn (after an error) go before the error is printed.
     reporter.clear();

@@ -107,13 +107,17 @@ pub fn destination(req: &PushRequest) -> Result<Destination> {
     })
 }
 
+/// The layout to push: the one given, else the one `build` writes for the project.
+pub fn layout(req: &PushRequest) -> PathBuf {
+    req.layout
+        .clone()
+        .unwrap_or_else(|| req.project_dir.join(".ocilambda").join("image"))
+}
+
 pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushSummary> {
     let started = Instant::now();
     let dest = destination(&req)?;
-    let layout = req
-        .layout
-        .clone()
-        .unwrap_or_else(|| req.project_dir.join(".ocilambda").join("image"));
+    let layout = layout(&req);
     let cache = Cache::open(reporter.clone())?;
     let image = sink::read_layout(&layout, &cache)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;

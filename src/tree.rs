@@ -21,8 +21,6 @@ pub enum Node {
         source: PathBuf,
         size: u64,
         executable: bool,
-        /// (device, inode) when the file has other hard links, so writers can link duplicates.
-        inode: Option<(u64, u64)>,
     },
     /// A symlink, kept as written; [`Tree::check_links`] decides whether it can ship.
     Symlink {
@@ -174,7 +172,6 @@ impl Tree {
                     source: source.to_path_buf(),
                     size: meta.len(),
                     executable: meta.mode() & 0o111 != 0,
-                    inode: (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
                 },
             );
         } else {

@@ -209,64 +209,13 @@ fn lint_flags_an_index() {
 // Hand-made bad images: a good layout, then one change each.
 // ---------------------------------------------------------------------------
 
-fn write_blob(layout: &Path, bytes: &[u8]) -> String {
-    let hex = sha256_hex(bytes);
-    std::fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
-    format!("sha256:{hex}")
-}
-
-/// Rewrite the layout's image: `edit` changes manifest and config; `extra` adds a layer
-/// (uncompressed tar bytes), gzip-compressed here.
-fn mutate(layout: &Path, edit: impl FnOnce(&mut Value, &mut Value), extra: Option<Vec<u8>>) {
-    let index_path = layout.join("index.json");
-    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut manifest: Value =
-        serde_json::from_slice(&std::fs::read(blob_path(layout, &digest)).unwrap()).unwrap();
-    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(blob_path(layout, &config_digest)).unwrap()).unwrap();
-    if let Some(tar) = extra {
-        let diff_id = format!("sha256:{}", sha256_hex(&tar));
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar).unwrap();
-        let gz = gz.finish().unwrap();
-        let d = write_blob(layout, &gz);
-        manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()
-        }));
-        config["rootfs"]["diff_ids"]
-            .as_array_mut()
-            .unwrap()
-            .push(diff_id.into());
-        config["history"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"created_by": "test"}));
-    }
-    edit(&mut manifest, &mut config);
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    manifest["config"]["digest"] = write_blob(layout, &config_bytes).into();
-    manifest["config"]["size"] = config_bytes.len().into();
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    index["manifests"][0]["digest"] = write_blob(layout, &manifest_bytes).into();
-    index["manifests"][0]["size"] = manifest_bytes.len().into();
-    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
-}
-
+/// A layer of `files`, under their parent directories.
 fn tar_with(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (path, mode, content) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(*mode);
-        h.set_size(content.len() as u64);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, *content).unwrap();
-    }
-    b.into_inner().unwrap()
+    let entries: Vec<TarEntry> = files
+        .iter()
+        .map(|(p, m, c)| TarEntry::File(p, *m, c))
+        .collect();
+    layer_tar(&entries, true)
 }
 
 fn lint_checks(f: &Fixture, layout: &Path) -> Vec<String> {
@@ -290,7 +239,7 @@ fn good(f: &Fixture, name: &str) -> PathBuf {
 fn lint_flags_a_zstd_layer() {
     let f = fixture();
     let layout = good(&f, "zstd");
-    mutate(
+    mutate_layout(
         &layout,
         |m, _| {
             // A base layer: the app layer stays readable, so only this is reported.
@@ -305,7 +254,7 @@ fn lint_flags_a_zstd_layer() {
 fn lint_flags_a_file_lambda_cannot_read() {
     let f = fixture();
     let layout = good(&f, "perm");
-    mutate(
+    mutate_layout(
         &layout,
         |_, _| {},
         Some(tar_with(&[("var/task/secret.json", 0o600, b"{}")])),
@@ -324,7 +273,7 @@ fn lint_flags_a_file_lambda_cannot_read() {
 fn lint_flags_a_missing_handler_module() {
     let f = fixture();
     let layout = good(&f, "handler");
-    mutate(
+    mutate_layout(
         &layout,
         |_, c| c["config"]["Cmd"] = serde_json::json!(["nothere.handler"]),
         None,
@@ -342,7 +291,7 @@ fn lint_flags_bytecode_of_another_python() {
     pyc.extend_from_slice(b"\r\n");
     pyc.extend_from_slice(&1u32.to_le_bytes());
     pyc.extend_from_slice(&[0; 8]);
-    mutate(
+    mutate_layout(
         &layout,
         |_, _| {},
         Some(tar_with(&[(
@@ -358,7 +307,7 @@ fn lint_flags_bytecode_of_another_python() {
 fn lint_flags_config_that_does_not_match_the_layers() {
     let f = fixture();
     let layout = good(&f, "diffids");
-    mutate(
+    mutate_layout(
         &layout,
         |_, c| {
             c["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
@@ -439,7 +388,7 @@ fn verify_reproduces_a_build_and_names_a_tampered_file() {
 fn verify_refuses_an_image_without_provenance() {
     let f = fixture();
     let layout = good(&f, "noprov");
-    mutate(
+    mutate_layout(
         &layout,
         |m, _| m["annotations"] = serde_json::json!({}),
         None,
@@ -539,7 +488,7 @@ fn verify_replays_package_without_repeating_it() {
 fn verify_refuses_an_unknown_recorded_architecture() {
     let f = fixture();
     let layout = good(&f, "sparc");
-    mutate(&layout, |_, c| c["architecture"] = "sparc".into(), None);
+    mutate_layout(&layout, |_, c| c["architecture"] = "sparc".into(), None);
     let out = cmd(
         &f.cache,
         &[
@@ -790,7 +739,7 @@ fn git_revision_and_source_are_recorded_without_credentials() {
 fn lint_flags_a_handler_function_the_module_does_not_define() {
     let f = fixture();
     let layout = good(&f, "handler-function");
-    mutate(
+    mutate_layout(
         &layout,
         |_, c| {
             let handler = c["config"]["Cmd"][0].as_str().unwrap().to_string();

@@ -1403,13 +1403,21 @@ fn push_refuses_to_upload_a_corrupted_blob() {
     std::fs::write(&path, bytes).unwrap();
 
     let home = Home::new();
-    let out = home.run(&[
-        "push",
-        &format!("{}/app", registry.addr),
-        "--layout",
-        layout.to_str().unwrap(),
-    ]);
-    let err = assert_user_error(&out, "does not match its digest");
+    let push = |extra: &[&str]| {
+        let reference = format!("{}/app", registry.addr);
+        let mut args = vec!["push", &reference, "--layout", layout.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        home.run(&args)
+    };
+    // The check before any upload reads (and so verifies) every layout blob.
+    let err = assert_user_error(&push(&[]), "does not match its digest");
+    assert!(err.contains(app.trim_start_matches("sha256:")), "{err}");
+    assert_eq!(
+        http_status(&registry.addr, "HEAD", "/v2/app/manifests/latest"),
+        404
+    );
+    // Without it, the upload itself refuses the blob.
+    let err = assert_user_error(&push(&["--no-lint"]), "does not match its digest");
     assert!(err.contains(&app), "{err}");
     assert!(err.contains("refusing to upload"), "{err}");
     assert_eq!(

@@ -312,6 +312,8 @@ mod tests {
             sha256: Some(sha.into()),
             link: None,
             head: vec![],
+            elf: None,
+            record: None,
         }
     }
 

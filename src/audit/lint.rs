@@ -48,6 +48,19 @@ pub enum LayerState {
     Unreadable(String),
     /// Not read: the layers below already exceeded Lambda's uncompressed limit.
     NotReached,
+    /// Not read: a base layer, and the check reads the image's own layers only ([`Reach`]).
+    Base,
+}
+
+/// Which layer blobs lint reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Every layer, fetched when neither the layout nor the cache holds it.
+    All,
+    /// Only these layers (by digest): `push` checks the layers an image adds to its base,
+    /// which are on this machine, without downloading the base's; the base's are as its
+    /// publisher made them, and `lint IMAGE` reads them.
+    Only(std::collections::BTreeSet<String>),
 }
 
 pub struct LayerFacts {
@@ -171,8 +184,8 @@ pub static CHECKS: &[Check] = &[
     },
     Check {
         id: "manifest-size",
-        severity: Severity::Error,
-        fix: "use fewer layers",
+        severity: Severity::Warning,
+        fix: "use fewer layers (a base image with fewer layers, or a flattened one)",
         run: manifest_size,
     },
     Check {
@@ -222,6 +235,12 @@ pub static CHECKS: &[Check] = &[
         severity: Severity::Error,
         fix: "move data out of the image (S3, EFS)",
         run: size,
+    },
+    Check {
+        id: "reserved-env",
+        severity: Severity::Warning,
+        fix: "remove them from the image's Env: Lambda sets these variables itself (set your own under other names)",
+        run: reserved_env,
     },
     Check {
         id: "handler",
@@ -280,8 +299,32 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "hardlink",
         severity: Severity::Error,
-        fix: "rebuild the layer so each hard link follows the file it links to",
+        fix: "write a full copy of the file instead of a hard link (ocilambda build does)",
         run: hardlink,
+    },
+    Check {
+        id: "parent-directory",
+        severity: Severity::Error,
+        fix: "write an entry for every parent directory into the same layer, before what it holds (ocilambda build does)",
+        run: parent_directory,
+    },
+    Check {
+        id: "elf-architecture",
+        severity: Severity::Error,
+        fix: "install wheels and binaries for the image's architecture (ocilambda build --arch selects them)",
+        run: elf_architecture,
+    },
+    Check {
+        id: "glibc",
+        severity: Severity::Error,
+        fix: "install a wheel built for the runtime's glibc (manylinux2014 for Python 3.10-3.11, up to manylinux_2_34 for 3.12+, as ocilambda build selects), or target Python 3.12+",
+        run: glibc,
+    },
+    Check {
+        id: "pth-file",
+        severity: Severity::Warning,
+        fix: "run its setup from your code, or drop the package that needs it: Python reads .pth files only in site directories, and /var/task and /opt/python are not",
+        run: pth_file,
     },
     Check {
         id: "symlink-escape",
@@ -303,12 +346,16 @@ pub static CHECKS: &[Check] = &[
     },
 ];
 
-/// Lambda's limit on the manifest.
+/// AWS's figure for the manifest, given "for optimal performance" (Lambda is not documented
+/// to refuse a larger one).
 fn manifest_size(s: &Subject) -> Vec<String> {
     let max = crate::image::MAX_MANIFEST_BYTES;
     when(
         s.manifest_len > max,
-        format!("manifest is {} bytes, over Lambda's {max}", s.manifest_len),
+        format!(
+            "manifest is {} bytes, over the {max} AWS recommends for Lambda",
+            s.manifest_len
+        ),
     )
 }
 
@@ -346,6 +393,16 @@ pub fn run(subject: &Subject) -> Vec<Finding> {
 }
 
 pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<Finding>> {
+    lint_reaching(opened, remote, cache, Reach::All).await
+}
+
+/// [`lint`], reading the layers `reach` allows.
+pub async fn lint_reaching(
+    opened: Opened,
+    remote: &Remote,
+    cache: &Cache,
+    reach: Reach,
+) -> Result<Vec<Finding>> {
     let image: Image = match opened {
         Opened::Index(Index { label, .. }) => {
             return Ok(vec![Finding {
@@ -369,6 +426,16 @@ pub async fn lint(opened: Opened, remote: &Remote, cache: &Cache) -> Result<Vec<
         if crate::layer::Compression::of(&media_type).is_err() || subject.over_limit {
             // Not readable, or not reached: no need to fetch the blob.
             subject.add_layer(&digest, &media_type, std::io::empty());
+            continue;
+        }
+        if let Reach::Only(own) = &reach
+            && !own.contains(&digest)
+        {
+            subject.layers.push(LayerFacts {
+                digest,
+                media_type,
+                state: LayerState::Base,
+            });
             continue;
         }
         let blob = image.blob(&digest, remote, cache).await?;
@@ -763,11 +830,11 @@ fn whiteout_name(s: &Subject) -> Vec<String> {
     })
 }
 
-/// A hard link to a path that is not a file of the image at that point: an unpacker
-/// refuses it (there is nothing to link to).
+/// Hard links: Lambda refuses a layer holding one (UnsupportedImageLayerDetected), and
+/// one that names no file of the image at that point cannot be unpacked anywhere.
 fn hardlink(s: &Subject) -> Vec<String> {
     let mut view = View::new();
-    let mut bad = Vec::new();
+    let mut links = Vec::new();
     for (i, read) in s.read_layers() {
         view.apply(read);
         for e in &read.entries {
@@ -775,17 +842,230 @@ fn hardlink(s: &Subject) -> Vec<String> {
                 .info
                 .link
                 .as_deref()
-                .filter(|_| e.info.kind == Kind::Hardlink)
+                .filter(|_| e.info.kind == Kind::Hardlink && matches!(e.op, Op::Put(_)))
             else {
                 continue;
             };
-            if matches!(e.op, Op::Put(_)) && view.get(target).is_none_or(|t| t.kind == Kind::Dir) {
-                bad.push(format!("/{} → /{target} (layer {i})", e.path));
+            let dangling = view.get(target).is_none_or(|t| t.kind == Kind::Dir);
+            let note = if dangling { ", names no file" } else { "" };
+            links.push(format!("/{} → /{target} (layer {i}{note})", e.path));
+        }
+    }
+    listing(links, |n, some| {
+        format!("{n} hard links, which Lambda refuses in a layer: {some}")
+    })
+}
+
+/// Entries whose parent directory is not an entry of the same layer, written before them:
+/// Lambda refuses the image (InvalidImage, MissingParentDirectory), whatever lower layers
+/// hold, and a directory entry after its contents counts as missing (nix2container#54).
+fn parent_directory(s: &Subject) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (i, read) in s.read_layers() {
+        let mut dirs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for e in read
+            .entries
+            .iter()
+            .filter(|e| !matches!(e.op, Op::Refused(_)))
+        {
+            if let Some((parent, _)) = e.path.rsplit_once('/')
+                && !dirs.contains(parent)
+            {
+                missing.push(format!(
+                    "/{} without /{parent} before it (layer {i})",
+                    e.path
+                ));
+            }
+            if e.info.kind == Kind::Dir && matches!(e.op, Op::Put(_)) {
+                dirs.insert(e.path.as_str());
             }
         }
     }
-    listing(bad, |n, some| {
-        format!("{n} hard links name no file of the image: {some}")
+    listing(missing, |n, some| {
+        format!(
+            "{n} entries come without an entry for their parent directory before them in their layer: {some}"
+        )
+    })
+}
+
+/// The distribution that installed each file, from the RECORD files of the image:
+/// `zstandard 0.22.0` by path.
+fn owners(s: &Subject) -> std::collections::HashMap<&str, String> {
+    let mut owners = std::collections::HashMap::new();
+    for (path, info) in &s.view.files {
+        let Some(listed) = &info.record else {
+            continue;
+        };
+        let dist_info = path
+            .strip_suffix("/RECORD")
+            .and_then(|d| d.rsplit('/').next())
+            .and_then(|d| d.strip_suffix(".dist-info"))
+            .unwrap_or_default();
+        let name = match dist_info.split_once('-') {
+            Some((name, version)) => format!("{name} {version}"),
+            None => dist_info.to_string(),
+        };
+        for p in listed {
+            owners.insert(p.as_str(), name.clone());
+        }
+    }
+    owners
+}
+
+/// `/path` and, when a RECORD lists it, the distribution that installed it.
+fn with_owner(owners: &std::collections::HashMap<&str, String>, path: &str) -> String {
+    match owners.get(path) {
+        Some(dist) => format!("/{path} (from {dist})"),
+        None => format!("/{path}"),
+    }
+}
+
+/// `.pth` files where Python never reads them: `site` processes .pth files only in site
+/// directories, and Lambda puts /var/task and /opt/python on the path through PYTHONPATH
+/// and the runtime, not as site directories, so a package's start-up hook never runs.
+fn pth_file(s: &Subject) -> Vec<String> {
+    let owners = owners(s);
+    let found = function_files(s)
+        .filter(|(p, i)| i.kind == Kind::File && p.ends_with(".pth"))
+        .filter(|(p, _)| {
+            let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+            dir == "var/task"
+                || dir == "opt/python"
+                || dir
+                    .strip_prefix("opt/python/lib/python3.")
+                    .is_some_and(|rest| rest.ends_with("/site-packages"))
+        })
+        .map(|(p, _)| with_owner(&owners, p))
+        .collect();
+    listing(found, |n, some| {
+        format!("{n} .pth files that Python will not read on Lambda: {some}")
+    })
+}
+
+/// The image's architecture, when it is one Lambda runs.
+fn image_arch(s: &Subject) -> Option<crate::target::Arch> {
+    crate::target::Arch::from_oci(s.config["architecture"].as_str()?)
+}
+
+/// ELF objects of the function (/var/task, /opt) built for another machine than the
+/// image's: the loader refuses them at import.
+fn elf_architecture(s: &Subject) -> Vec<String> {
+    let Some(arch) = image_arch(s) else {
+        return Vec::new();
+    };
+    let foreign = function_files(s)
+        .filter_map(|(p, i)| Some((p, i.elf.as_ref().filter(|e| e.loadable)?.machine)))
+        .filter(|(_, m)| crate::layer::elf::machine_name(*m) != Some(arch.machine()))
+        .map(|(p, m)| {
+            let name = crate::layer::elf::machine_name(m)
+                .map_or_else(|| format!("machine {m}"), str::to_string);
+            format!("/{p} ({name})")
+        })
+        .collect();
+    listing(foreign, |n, some| {
+        format!(
+            "{n} ELF objects are not for the image's {}: {some}",
+            arch.machine()
+        )
+    })
+}
+
+/// ELF objects of the function that need a newer glibc than the runtime has: the import
+/// fails with "GLIBC_2.34 not found". The runtime's glibc follows from its Python.
+fn glibc(s: &Subject) -> Vec<String> {
+    let Some(minor) = base_python_minor(s) else {
+        return Vec::new();
+    };
+    let target = crate::target::Target {
+        python: crate::target::PyVersion(3, minor),
+        arch: image_arch(s).unwrap_or(crate::target::Arch::X86_64),
+    };
+    let Some(have) = glibc_of(target.glibc()) else {
+        return Vec::new();
+    };
+    let owners = owners(s);
+    let too_new = function_files(s)
+        .filter_map(|(p, i)| Some((p, i.elf.as_ref().filter(|e| e.loadable)?.glibc?)))
+        .filter(|(_, need)| *need > have)
+        .map(|(p, (major, minor))| {
+            format!("{} needs GLIBC_{major}.{minor}", with_owner(&owners, p))
+        })
+        .collect();
+    listing(too_new, |n, some| {
+        format!(
+            "{n} ELF objects need a newer glibc than the Python 3.{minor} runtime's {} ({}): {some}",
+            target.glibc(),
+            target.os_name()
+        )
+    })
+}
+
+/// `2.34` → (2, 34).
+fn glibc_of(version: &str) -> Option<(u32, u32)> {
+    let (major, minor) = version.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The Python the image's base runs: its interpreter in /var/lang/bin, else the version
+/// ocilambda recorded.
+fn base_python_minor(s: &Subject) -> Option<u32> {
+    s.view
+        .files
+        .keys()
+        .filter_map(|p| p.strip_prefix("var/lang/bin/python3."))
+        .find_map(|v| v.parse().ok())
+        .or_else(|| {
+            s.manifest["annotations"][crate::oci::annotation::PYTHON]
+                .as_str()?
+                .strip_prefix("3.")?
+                .parse()
+                .ok()
+        })
+}
+
+/// Variables Lambda sets itself and reserves, from the Lambda developer guide ("Defined
+/// runtime environment variables"), with the value a Lambda base image declares in its own
+/// config for the few it does (that is Lambda's value, not a finding).
+const RESERVED_ENV: &[(&str, Option<&str>)] = &[
+    ("_HANDLER", None),
+    ("_X_AMZN_TRACE_ID", None),
+    ("AWS_DEFAULT_REGION", None),
+    ("AWS_REGION", None),
+    ("AWS_EXECUTION_ENV", None),
+    ("AWS_LAMBDA_FUNCTION_NAME", None),
+    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", None),
+    ("AWS_LAMBDA_FUNCTION_VERSION", None),
+    ("AWS_LAMBDA_INITIALIZATION_TYPE", None),
+    ("AWS_LAMBDA_LOG_GROUP_NAME", None),
+    ("AWS_LAMBDA_LOG_STREAM_NAME", None),
+    ("AWS_ACCESS_KEY", None),
+    ("AWS_ACCESS_KEY_ID", None),
+    ("AWS_SECRET_ACCESS_KEY", None),
+    ("AWS_SESSION_TOKEN", None),
+    ("AWS_LAMBDA_RUNTIME_API", None),
+    ("LAMBDA_TASK_ROOT", Some("/var/task")),
+    ("LAMBDA_RUNTIME_DIR", Some("/var/runtime")),
+    ("TZ", Some(":/etc/localtime")),
+];
+
+/// Reserved variables in the image's Env: Lambda overrides them, so the image's value
+/// is not what the function sees on Lambda (though `invoke` and `docker run` show it).
+fn reserved_env(s: &Subject) -> Vec<String> {
+    let env = s.config["config"]["Env"].as_array();
+    let set = env
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, v)| {
+            RESERVED_ENV
+                .iter()
+                .any(|(name, lambdas)| name == k && *lambdas != Some(*v))
+        })
+        .map(|(k, _)| k.to_string())
+        .collect();
+    listing(set, |n, some| {
+        format!("{n} variables of the image's Env are reserved by Lambda: {some}")
     })
 }
 
@@ -915,9 +1195,49 @@ mod tests {
         s
     }
 
+    /// `entries` as a tar, each path's parent directories written before it (as every
+    /// honest layer has them), so each case shows only its own finding.
+    fn tar_with_parents(entries: &[E]) -> Vec<u8> {
+        let path = |e: &E| match e {
+            E::Dir(p, _) | E::File(p, ..) | E::Bytes(p, ..) | E::Symlink(p, _) => p.to_string(),
+            E::Hardlink(p, _) | E::Device(p) => p.to_string(),
+        };
+        let mut dirs: Vec<String> = Vec::new();
+        for e in entries {
+            let p = path(e);
+            let p = p.trim_end_matches('/');
+            if p.split('/').any(|c| c == "..") {
+                continue;
+            }
+            let mut at = 0;
+            while let Some(i) = p[at..].find('/') {
+                let dir = format!("{}/", &p[..at + i]);
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+                at += i + 1;
+            }
+        }
+        let mut all: Vec<E> = dirs.iter().map(|d| E::Dir(d, 0o755)).collect();
+        for e in entries {
+            all.push(match e {
+                E::Dir(p, m) => E::Dir(p, *m),
+                E::File(p, m, c) => E::File(p, *m, c),
+                E::Bytes(p, m, c) => E::Bytes(p, *m, c),
+                E::Symlink(p, t) => E::Symlink(p, t),
+                E::Hardlink(p, t) => E::Hardlink(p, t),
+                E::Device(p) => E::Device(p),
+            });
+        }
+        tar_of(&all)
+    }
+
     fn image(layers: &[&[E]]) -> Subject {
         image_with(
-            &layers.iter().map(|l| tar_of(l)).collect::<Vec<_>>(),
+            &layers
+                .iter()
+                .map(|l| tar_with_parents(l))
+                .collect::<Vec<_>>(),
             |_| {},
         )
     }
@@ -941,7 +1261,7 @@ mod tests {
             ("media-types", |s| {
                 s.manifest["config"]["mediaType"] = json!("x")
             }),
-            ("manifest-size", |s| s.manifest_len = 5_000_000),
+            ("manifest-size", |s| s.manifest_len = 25_401),
             ("architecture", |s| {
                 s.config["architecture"] = json!("s390x")
             }),
@@ -952,18 +1272,18 @@ mod tests {
             ("history", |s| s.config["history"] = json!([])),
         ];
         for (id, edit) in cases {
-            let s = image_with(&[tar_of(APP)], edit);
+            let s = image_with(&[tar_with_parents(APP)], edit);
             assert_eq!(ids(&s), [id]);
         }
     }
 
     #[test]
     fn a_handler_function_its_module_does_not_define_is_reported() {
-        let s = image_with(&[tar_of(APP)], |s| {
+        let s = image_with(&[tar_with_parents(APP)], |s| {
             s.handler_source = Some("def other(event, context):\n    pass\n".into())
         });
         assert_eq!(ids(&s), ["handler-function"]);
-        let ok = image_with(&[tar_of(APP)], |s| {
+        let ok = image_with(&[tar_with_parents(APP)], |s| {
             s.handler_source = Some("def handler(event, context):\n    pass\n".into())
         });
         assert_eq!(ids(&ok), Vec::<&str>::new());
@@ -974,11 +1294,11 @@ mod tests {
 
     #[test]
     fn an_image_built_for_another_python_than_its_base_is_reported() {
-        let s = image_with(&[tar_of(APP)], |s| {
+        let s = image_with(&[tar_with_parents(APP)], |s| {
             s.manifest["annotations"] = json!({crate::oci::annotation::PYTHON: "3.12"})
         });
         assert_eq!(ids(&s), ["python-version"]);
-        let same = image_with(&[tar_of(APP)], |s| {
+        let same = image_with(&[tar_with_parents(APP)], |s| {
             s.manifest["annotations"] = json!({crate::oci::annotation::PYTHON: "3.11"})
         });
         assert_eq!(ids(&same), Vec::<&str>::new());
@@ -992,7 +1312,7 @@ mod tests {
 
     #[test]
     fn a_wrong_diff_id_is_reported() {
-        let s = image_with(&[tar_of(APP)], |s| {
+        let s = image_with(&[tar_with_parents(APP)], |s| {
             s.config["rootfs"]["diff_ids"][0] = json!(crate::digest::of_bytes(b"other"))
         });
         assert_eq!(ids(&s), ["diff-ids"]);
@@ -1000,9 +1320,11 @@ mod tests {
 
     #[test]
     fn handler_checks() {
-        let s = image_with(&[tar_of(APP)], |s| s.config["config"]["Cmd"] = json!(null));
+        let s = image_with(&[tar_with_parents(APP)], |s| {
+            s.config["config"]["Cmd"] = json!(null)
+        });
         assert_eq!(ids(&s), ["handler"]);
-        let s = image_with(&[tar_of(APP)], |s| {
+        let s = image_with(&[tar_with_parents(APP)], |s| {
             s.config["config"]["Cmd"] = json!(["nothere.h"])
         });
         assert_eq!(ids(&s), ["handler"]);
@@ -1034,7 +1356,7 @@ mod tests {
 
     #[test]
     fn past_lambdas_uncompressed_limit_is_a_size_finding() {
-        let s = image_with(&[tar_of(APP), tar_of(APP)], |s| {
+        let s = image_with(&[tar_with_parents(APP), tar_with_parents(APP)], |s| {
             s.budget = Budget::new(4096)
         });
         assert_eq!(ids(&s), ["size"]);
@@ -1095,6 +1417,163 @@ mod tests {
         );
         // Absolute symlinks as every rootfs has them are fine.
         assert!(ids(&image(&[APP, &[E::Symlink("lib64", "/usr/lib64")]])).is_empty());
+    }
+
+    #[test]
+    fn every_hard_link_is_reported_as_lambda_refuses_them() {
+        let linked: &[E] = &[
+            E::File("var/task/a.py", 0o644, "x = 1\n"),
+            E::Hardlink("var/task/b.py", "var/task/a.py"),
+        ];
+        let s = image(&[APP, linked]);
+        assert_eq!(ids(&s), ["hardlink"]);
+        assert!(
+            run(&s)[0]
+                .message
+                .contains("/var/task/b.py → /var/task/a.py")
+        );
+    }
+
+    #[test]
+    fn an_entry_without_its_parent_directory_in_the_same_layer_is_reported() {
+        // The parent exists in a lower layer: Lambda still wants it in this one.
+        let s = image_with(
+            &[
+                tar_with_parents(APP),
+                tar_of(&[E::File("var/task/extra.py", 0o644, "")]),
+            ],
+            |_| {},
+        );
+        assert_eq!(ids(&s), ["parent-directory"]);
+        assert!(
+            run(&s)[0]
+                .message
+                .contains("/var/task/extra.py without /var/task before it (layer 1)")
+        );
+        // A directory entry after its contents is as missing to Lambda.
+        let late: &[E] = &[
+            E::Dir("var/", 0o755),
+            E::File("var/task/late.py", 0o644, ""),
+            E::Dir("var/task/", 0o755),
+        ];
+        let s = image_with(&[tar_with_parents(APP), tar_of(late)], |_| {});
+        assert_eq!(ids(&s), ["parent-directory"]);
+        // Whiteouts are entries too.
+        let s = image_with(
+            &[
+                tar_with_parents(APP),
+                tar_of(&[E::File("var/task/.wh.app.py", 0o644, "")]),
+            ],
+            |_| {},
+        );
+        assert!(ids(&s).contains(&"parent-directory"));
+    }
+
+    #[test]
+    fn pth_files_where_python_ignores_them_name_their_distribution() {
+        let record = "hook.pth,sha256=x,10\nhook/__init__.py,,\nhook-1.2.dist-info/RECORD,,\n";
+        let dist: &[E] = &[
+            E::File("var/task/hook.pth", 0o644, "import hook\n"),
+            E::File("var/task/hook/__init__.py", 0o644, ""),
+            E::File("var/task/hook-1.2.dist-info/RECORD", 0o644, record),
+            // Data that happens to end in .pth, below the top: not a site hook.
+            E::File("var/task/hook/models/x.pth", 0o644, "weights"),
+            E::File(
+                "opt/python/lib/python3.11/site-packages/layer.pth",
+                0o644,
+                "x",
+            ),
+        ];
+        let s = image(&[APP, dist]);
+        assert_eq!(ids(&s), ["pth-file"]);
+        let message = &run(&s)[0].message;
+        assert!(message.starts_with("2 .pth files"), "{message}");
+        assert!(
+            message.contains("/var/task/hook.pth (from hook 1.2)"),
+            "{message}"
+        );
+        assert!(message.contains("site-packages/layer.pth"), "{message}");
+    }
+
+    /// An image with `/var/task/lib.so` whose ELF facts are `elf`, on a base running `python`.
+    fn with_elf(python: &'static str, arch: &str, elf: crate::layer::elf::Elf) -> Subject {
+        let layer: &[E] = &[
+            E::Dir("var/task/", 0o755),
+            E::File("var/task/app.py", 0o644, "def handler(e, c): pass\n"),
+            E::Bytes("var/task/lib.so", 0o755, b"\x7fELF"),
+            E::File(python, 0o755, "elf"),
+        ];
+        let mut s = image_with(&[tar_with_parents(layer)], |s| {
+            s.config["architecture"] = json!(arch)
+        });
+        s.view.files.get_mut("var/task/lib.so").unwrap().elf = Some(elf);
+        s
+    }
+
+    #[test]
+    fn elf_objects_needing_a_newer_glibc_than_the_runtime_are_reported() {
+        use crate::layer::elf::Elf;
+        let x86 = |glibc| Elf {
+            machine: object::elf::EM_X86_64.0,
+            glibc,
+            loadable: true,
+        };
+        let on_311 = with_elf("var/lang/bin/python3.11", "amd64", x86(Some((2, 34))));
+        assert_eq!(ids(&on_311), ["glibc"]);
+        let message = &run(&on_311)[0].message;
+        assert!(
+            message.contains("/var/task/lib.so needs GLIBC_2.34"),
+            "{message}"
+        );
+        assert!(message.contains("Python 3.11 runtime's 2.26"), "{message}");
+        // What the runtime has is fine, and 3.12 runs glibc 2.34.
+        let old = with_elf("var/lang/bin/python3.11", "amd64", x86(Some((2, 26))));
+        assert!(ids(&old).is_empty());
+        let on_312 = with_elf("var/lang/bin/python3.12", "amd64", x86(Some((2, 34))));
+        assert!(ids(&on_312).is_empty());
+        let newer = with_elf("var/lang/bin/python3.12", "amd64", x86(Some((2, 38))));
+        assert_eq!(ids(&newer), ["glibc"]);
+    }
+
+    #[test]
+    fn elf_objects_for_another_architecture_are_reported() {
+        use crate::layer::elf::Elf;
+        let arm = Elf {
+            machine: object::elf::EM_AARCH64.0,
+            glibc: None,
+            loadable: true,
+        };
+        let s = with_elf("var/lang/bin/python3.11", "amd64", arm.clone());
+        assert_eq!(ids(&s), ["elf-architecture"]);
+        assert!(run(&s)[0].message.contains("/var/task/lib.so (aarch64)"));
+        assert!(ids(&with_elf("var/lang/bin/python3.11", "arm64", arm.clone())).is_empty());
+        // A relocatable object (a test fixture, say) is not loaded: not a finding.
+        let object_file = Elf {
+            loadable: false,
+            ..arm
+        };
+        assert!(ids(&with_elf("var/lang/bin/python3.11", "amd64", object_file)).is_empty());
+    }
+
+    #[test]
+    fn reserved_variables_in_the_env_are_reported_except_lambdas_own_values() {
+        let s = image_with(&[tar_with_parents(APP)], |s| {
+            s.config["config"]["Env"] = json!([
+                "PATH=/var/lang/bin:/usr/bin",
+                "LAMBDA_TASK_ROOT=/var/task",
+                "TZ=:/etc/localtime",
+                "AWS_REGION=eu-west-1",
+                "LAMBDA_RUNTIME_DIR=/elsewhere",
+                "AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper",
+            ])
+        });
+        assert_eq!(ids(&s), ["reserved-env"]);
+        let message = &run(&s)[0].message;
+        assert!(message.starts_with("2 variables"), "{message}");
+        assert!(
+            message.contains("AWS_REGION, LAMBDA_RUNTIME_DIR"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -88,3 +88,66 @@ pub async fn lint_image(
     let ok = !findings.iter().any(|f| f.severity == lint::Severity::Error);
     Ok(LintReport { ok, findings })
 }
+
+/// The image `push` is about to upload has lint errors: what Lambda would refuse.
+#[derive(Debug, Clone)]
+pub struct LintRefused {
+    pub image: String,
+    pub errors: Vec<lint::Finding>,
+}
+
+impl std::fmt::Display for LintRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "not pushing {}: lint found {n} error{} Lambda would refuse: ",
+            self.image,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for (i, e) in self.errors.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "; " };
+            write!(f, "{sep}[{}] {}", e.check, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LintRefused {}
+
+/// Lint's error-level checks on the layout `push` is about to upload, before any byte
+/// leaves: a [`LintRefused`] error when one fails. Reads the layers the image adds to its
+/// base (on this machine: nothing is downloaded to check), not the base's own: those are
+/// as their publisher made them, and `lint IMAGE` reads them.
+pub async fn lint_before_push(
+    layout: &Path,
+    access: Access<'_>,
+    reporter: Arc<dyn Reporter>,
+) -> Result<()> {
+    use crate::sink::registry::{Kind, read_layout};
+    let (remote, cache) = session(access, reporter)?;
+    // The layout as push reads it (with push's errors when there is none), and push's
+    // word on which layers are the image's own.
+    let layout_image = read_layout(layout, &cache)?;
+    let own = layout_image
+        .blobs
+        .iter()
+        .filter(|b| b.kind == Kind::Layer)
+        .map(|b| b.digest.clone())
+        .collect();
+    let opened = source::Opened::Image(Box::new(layout_image.image));
+    let errors: Vec<lint::Finding> =
+        lint::lint_reaching(opened, &remote, &cache, lint::Reach::Only(own))
+            .await?
+            .into_iter()
+            .filter(|f| f.severity == lint::Severity::Error)
+            .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(LintRefused {
+        image: layout.display().to_string(),
+        errors,
+    }
+    .into())
+}

@@ -7,6 +7,7 @@
 //! directory's children, in *lower* layers only; entries of the same layer stay, whatever
 //! their order in the tar. Flatteners get that rule from [`Op`] and apply it themselves.
 
+pub mod elf;
 pub mod view;
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! mode, ownership, mtime, size, content digest, first bytes), and the merged view of the
 //! image's files. Nothing is extracted to disk.
 
+use super::elf;
 use super::{Budget, Entry, Kind, Op, Strictness, Summary};
 use anyhow::Result;
 use sha2::{Digest, Sha256};
@@ -24,6 +25,12 @@ pub struct FileInfo {
     pub link: Option<String>,
     /// The first 16 bytes (for .pyc headers and ELF checks).
     pub head: Vec<u8>,
+    /// Machine and glibc needs of ELF objects under /var/task and /opt (the function's own
+    /// files: the base's objects match the runtime by construction, and are many).
+    pub elf: Option<super::elf::Elf>,
+    /// For a wheel's `*.dist-info/RECORD` under /var/task or /opt: the image paths it lists
+    /// (which distribution installed a file).
+    pub record: Option<Vec<String>>,
 }
 
 /// One entry of a layer: its cleaned path as written (whiteouts under their own names),
@@ -86,12 +93,6 @@ pub fn read_layer_from<R: std::io::BufRead>(
 }
 
 fn entry(e: Entry<'_>) -> Result<LayerEntry> {
-    let (sha256, head) = if e.kind == Kind::File {
-        let (digest, head) = digest_and_head(e.content)?;
-        (Some(digest), head)
-    } else {
-        (None, Vec::new())
-    };
     let path = match &e.op {
         Op::Put(p) => p.to_string_lossy().into_owned(),
         Op::Whiteout(p) => {
@@ -103,6 +104,27 @@ fn entry(e: Entry<'_>) -> Result<LayerEntry> {
         }
         Op::Opaque(d) => join(&d.to_string_lossy(), super::OPAQUE),
         Op::Refused(_) => e.raw.clone(),
+    };
+    // The function's own files (/var/task, /opt): the base's match the runtime by
+    // construction, and are many, so only these are parsed beyond their head.
+    let own = matches!(&e.op, Op::Put(p) if p.starts_with("var/task") || p.starts_with("opt"));
+    let keep = if !own || e.kind != Kind::File {
+        Keep::Head
+    } else if path.ends_with(".dist-info/RECORD") && e.size <= MAX_RECORD {
+        Keep::All
+    } else {
+        Keep::Elf
+    };
+    let (sha256, head, kept) = if e.kind == Kind::File {
+        let (digest, head, kept) = digest_and_head(e.content, keep)?;
+        (Some(digest), head, kept)
+    } else {
+        (None, Vec::new(), None)
+    };
+    let (elf, record) = match (keep, kept) {
+        (Keep::All, Some(kept)) => (None, Some(record_paths(&path, &kept.head))),
+        (Keep::Elf, Some(kept)) => (super::elf::parse(kept.as_elf()), None),
+        _ => (None, None),
     };
     Ok(LayerEntry {
         path,
@@ -118,6 +140,8 @@ fn entry(e: Entry<'_>) -> Result<LayerEntry> {
             sha256,
             link: e.link.map(|l| l.to_string_lossy().into_owned()),
             head,
+            elf,
+            record,
         },
     })
 }
@@ -130,22 +154,142 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn digest_and_head(content: &mut dyn Read) -> Result<(String, Vec<u8>)> {
+/// A wheel's RECORD is a line per installed file; this is thousands of files' worth.
+const MAX_RECORD: u64 = 16 << 20;
+
+/// What of a file's content is kept besides its digest and head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Head,
+    /// When it starts like ELF: its first [`elf::HEAD`] and last [`elf::TAIL`] bytes.
+    Elf,
+    /// All of it (in `head`).
+    All,
+}
+
+/// The bytes [`Keep`] asked for, of content `len` bytes long.
+struct Held {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    len: u64,
+}
+
+impl Held {
+    fn as_elf(&self) -> elf::Kept<'_> {
+        elf::Kept {
+            head: &self.head,
+            tail: &self.tail,
+            len: self.len,
+        }
+    }
+}
+
+/// The content's digest and first 16 bytes, and the bytes `keep` asks for. One pass:
+/// an ELF object's version needs sit near its start and its section headers at its end,
+/// so the middle (its code) streams through without being held.
+fn digest_and_head(content: &mut dyn Read, keep: Keep) -> Result<(String, Vec<u8>, Option<Held>)> {
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
+    let mut kept = (keep == Keep::All).then(|| Held {
+        head: Vec::new(),
+        tail: Vec::new(),
+        len: 0,
+    });
     let mut buf = [0u8; 64 * 1024];
     loop {
         let n = content.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        let chunk = &buf[..n];
         if head.len() < 16 {
             let take = (16 - head.len()).min(n);
-            head.extend_from_slice(&buf[..take]);
+            head.extend_from_slice(&chunk[..take]);
+            if keep == Keep::Elf && kept.is_none() && elf::is_elf(&head) {
+                kept = Some(Held {
+                    head: Vec::new(),
+                    tail: Vec::new(),
+                    len: 0,
+                });
+            }
         }
-        hasher.update(&buf[..n]);
+        if let Some(k) = &mut kept {
+            let room = if keep == Keep::All {
+                n
+            } else {
+                elf::HEAD.saturating_sub(k.head.len()).min(n)
+            };
+            k.head.extend_from_slice(&chunk[..room]);
+            k.tail.extend_from_slice(&chunk[room..]);
+            if k.tail.len() > 2 * elf::TAIL {
+                k.tail.drain(..k.tail.len() - elf::TAIL);
+            }
+            k.len += n as u64;
+        }
+        hasher.update(chunk);
     }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), head))
+    if let Some(k) = &mut kept
+        && k.tail.len() > elf::TAIL
+    {
+        k.tail.drain(..k.tail.len() - elf::TAIL);
+    }
+    Ok((
+        format!("sha256:{}", hex::encode(hasher.finalize())),
+        head,
+        kept,
+    ))
+}
+
+/// The image paths a `*.dist-info/RECORD` at `record` lists. Its paths (CSV, first
+/// column) are relative to the directory holding the `.dist-info`, and may climb out of it
+/// with `..` (scripts); paths that would leave the image root are dropped.
+fn record_paths(record: &str, text: &[u8]) -> Vec<String> {
+    let site = Path::new(record)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""));
+    let mut out = Vec::new();
+    for line in String::from_utf8_lossy(text).lines() {
+        let Some(rel) = record_path(line) else {
+            continue;
+        };
+        let mut parts: Vec<&str> = site.to_str().unwrap_or("").split('/').collect();
+        parts.retain(|p| !p.is_empty());
+        let mut inside = true;
+        for c in rel.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => inside &= parts.pop().is_some(),
+                c => parts.push(c),
+            }
+        }
+        if inside && !parts.is_empty() && !rel.starts_with('/') {
+            out.push(parts.join("/"));
+        }
+    }
+    out
+}
+
+/// The first CSV column of a RECORD line (quoted when the path holds a comma).
+fn record_path(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix('"') {
+        let mut path = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    path.push('"');
+                    chars.next();
+                }
+                '"' => return Some(path),
+                c => path.push(c),
+            }
+        }
+        None
+    } else {
+        let path = line.split(',').next()?;
+        (!path.is_empty()).then(|| path.to_string())
+    }
 }
 
 /// The merged files of the layers applied so far, by path (no leading `/`).
@@ -349,6 +493,75 @@ mod tests {
         view.apply(&layer(BASE));
         view.apply(&reported);
         assert_eq!(view.files.len(), 7, "nothing hidden, nothing added");
+    }
+
+    #[test]
+    fn a_record_lists_image_paths_relative_to_its_site_directory() {
+        let text = b"pkg/__init__.py,sha256=abc,12\n\"odd,name.py\",,\n../../bin/tool,,\npkg-1.0.dist-info/RECORD,,\n../../../../../../etc/x,,\n";
+        assert_eq!(
+            record_paths("var/task/pkg-1.0.dist-info/RECORD", text),
+            [
+                "var/task/pkg/__init__.py",
+                "var/task/odd,name.py",
+                "bin/tool",
+                "var/task/pkg-1.0.dist-info/RECORD"
+            ]
+        );
+        // Read while streaming, for RECORDs of the function's own directories only.
+        let l = layer(&[
+            E::File("var/task/pkg-1.0.dist-info/RECORD", 0o644, "pkg/a.py,,\n"),
+            E::File("usr/lib/python3/x-1.dist-info/RECORD", 0o644, "x.py,,\n"),
+        ]);
+        let files = l.files();
+        assert_eq!(
+            files["var/task/pkg-1.0.dist-info/RECORD"].record.as_deref(),
+            Some(&["var/task/pkg/a.py".to_string()][..])
+        );
+        assert_eq!(files["usr/lib/python3/x-1.dist-info/RECORD"].record, None);
+    }
+
+    #[test]
+    fn elf_objects_of_the_function_are_parsed_while_streaming() {
+        // A real object far larger than what is kept of it (this test binary), and an
+        // aarch64 ELF header (no sections).
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(exe.len() > elf::HEAD + elf::TAIL);
+        let mut arm = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        arm.extend_from_slice(&3u16.to_le_bytes());
+        arm.extend_from_slice(&183u16.to_le_bytes());
+        arm.extend_from_slice(&1u32.to_le_bytes());
+        arm.extend_from_slice(&[0; 28]);
+        for v in [64u16, 56, 0, 64, 0, 0] {
+            arm.extend_from_slice(&v.to_le_bytes());
+        }
+        let l = layer(&[
+            E::Bytes("var/task/tool", 0o755, &exe),
+            E::Bytes("opt/lib/arm.so", 0o755, &arm),
+            E::Bytes("usr/lib/arm.so", 0o755, &arm),
+        ]);
+        let files = l.files();
+        let tool = files["var/task/tool"].elf.as_ref().expect("parsed");
+        assert_eq!(
+            Some(tool),
+            elf::parse(elf::Kept {
+                head: &exe,
+                tail: &[],
+                len: exe.len() as u64
+            })
+            .as_ref()
+        );
+        assert!(tool.glibc.is_some() && tool.loadable);
+        assert_eq!(files["var/task/tool"].head, exe[..16]);
+        assert_eq!(
+            files["var/task/tool"].sha256.as_deref(),
+            Some(crate::digest::of_bytes(&exe).as_str())
+        );
+        let own = files["opt/lib/arm.so"].elf.as_ref().expect("parsed");
+        assert_eq!((own.machine, own.glibc, own.loadable), (183, None, true));
+        assert_eq!(
+            files["usr/lib/arm.so"].elf, None,
+            "the base's files are not parsed"
+        );
     }
 
     #[test]

@@ -796,3 +796,120 @@ pub fn python_handler_response_on_path(path: &[PathBuf], handler: &str, event_js
     });
     serde_json::from_slice(&text).expect("handler result JSON")
 }
+
+// ---------------------------------------------------------------------------
+// Hand-made images: a layout `build` wrote, then one change
+// ---------------------------------------------------------------------------
+
+/// Write `bytes` as a blob of `layout`; its digest.
+pub fn write_layout_blob(layout: &Path, bytes: &[u8]) -> String {
+    let hex = sha256_hex(bytes);
+    fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// Rewrite the layout's image: `extra` adds a layer on top (uncompressed tar bytes,
+/// gzip-compressed here, with its diff_id and a history line); then `edit` changes the
+/// manifest and the config. The index names the new manifest.
+pub fn mutate_layout(
+    layout: &Path,
+    edit: impl FnOnce(&mut Value, &mut Value),
+    extra: Option<Vec<u8>>,
+) {
+    let index_path = layout.join("index.json");
+    let mut index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(blob_path(layout, &digest)).unwrap()).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: Value =
+        serde_json::from_slice(&fs::read(blob_path(layout, &config_digest)).unwrap()).unwrap();
+    if let Some(tar) = extra {
+        let diff_id = format!("sha256:{}", sha256_hex(&tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let d = write_layout_blob(layout, &gz);
+        manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": gz.len()
+        }));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(diff_id.into());
+        config["history"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"created_by": "test"}));
+    }
+    edit(&mut manifest, &mut config);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = write_layout_blob(layout, &config_bytes).into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = write_layout_blob(layout, &manifest_bytes).into();
+    index["manifests"][0]["size"] = manifest_bytes.len().into();
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// One entry of a hand-made layer.
+pub enum TarEntry<'a> {
+    Dir(&'a str),
+    File(&'a str, u32, &'a [u8]),
+    Hardlink(&'a str, &'a str),
+}
+
+/// A layer tar of `entries`, in order. With `parents`, each path's parent directories are
+/// written before it (once), as Lambda requires and every honest layer does.
+pub fn layer_tar(entries: &[TarEntry], parents: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    for e in entries {
+        let path = match e {
+            TarEntry::Dir(p) | TarEntry::File(p, ..) | TarEntry::Hardlink(p, _) => *p,
+        };
+        if parents {
+            let mut at = 0;
+            while let Some(i) = path[at..].find('/') {
+                let dir = &path[..at + i];
+                if written.insert(dir.to_string()) {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, format!("{dir}/"), std::io::empty())
+                        .unwrap();
+                }
+                at += i + 1;
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        match e {
+            TarEntry::Dir(p) => {
+                if written.insert(p.to_string()) {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, format!("{p}/"), std::io::empty())
+                        .unwrap();
+                }
+            }
+            TarEntry::File(p, mode, content) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(content.len() as u64);
+                b.append_data(&mut h, p, *content).unwrap();
+            }
+            TarEntry::Hardlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
