@@ -245,7 +245,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "handler",
         severity: Severity::Error,
-        fix: "set CMD to MODULE.FUNCTION (ocilambda build --handler)",
+        fix: "set CMD to MODULE.FUNCTION (the `handler` setting of ocilambda build)",
         run: handler_cmd,
     },
     Check {
@@ -311,7 +311,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "elf-architecture",
         severity: Severity::Error,
-        fix: "install wheels and binaries for the image's architecture (ocilambda build --arch selects them)",
+        fix: "install wheels and binaries for the image's architecture (ocilambda build selects them by its `arch` setting)",
         run: elf_architecture,
     },
     Check {
