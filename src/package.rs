@@ -388,20 +388,7 @@ pub fn zip(req: ZipRequest, reporter: Arc<dyn Reporter>) -> Result<ZipSummary> {
     // Lambda refuses is not worth compressing.
     let total = check_parts(&parts, &app, req.layer)?;
 
-    let mut part_summaries = Vec::new();
-    let mut part_zips = Vec::new();
-    for p in parts {
-        part_summaries.push(PartSummary {
-            kind: p.kind,
-            unzipped_size: p.part.unzipped_size(),
-            files: p.part.files(),
-            reused: p.reused,
-            millis: p.millis,
-        });
-        let written = store(&cache, p.kind, p.part, &p.key, &*reporter)?;
-        part_zips.push(cache.blob_path(&written.digest)?);
-        timings.insert(p.kind.to_string(), p.millis);
-    }
+    let (part_summaries, part_zips) = store_parts(&cache, parts, &mut timings, &*reporter)?;
 
     let write_started = Instant::now();
     let zips = write_outputs(&outputs, &part_zips, &app, &*reporter)?;
@@ -426,6 +413,31 @@ pub fn zip(req: ZipRequest, reporter: Arc<dyn Reporter>) -> Result<ZipSummary> {
         bytecode_interpreter: plan.interpreter.map(|i| i.version),
         timings_ms: timings,
     })
+}
+
+/// Store each staged part's zip in the cache (a no-op for a part reused from it): their
+/// summaries and the cached zip files, in the order given.
+fn store_parts(
+    cache: &Cache,
+    parts: Vec<plan::Staged<Staged>>,
+    timings: &mut BTreeMap<String, u64>,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<PartSummary>, Vec<PathBuf>)> {
+    let mut summaries = Vec::new();
+    let mut zips = Vec::new();
+    for p in parts {
+        summaries.push(PartSummary {
+            kind: p.kind,
+            unzipped_size: p.part.unzipped_size(),
+            files: p.part.files(),
+            reused: p.reused,
+            millis: p.millis,
+        });
+        let written = store(cache, p.kind, p.part, &p.key, reporter)?;
+        zips.push(cache.blob_path(&written.digest)?);
+        timings.insert(p.kind.to_string(), p.millis);
+    }
+    Ok((summaries, zips))
 }
 
 /// Cache keys of the dependency zip and, with local packages, the members zip: the

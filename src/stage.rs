@@ -404,29 +404,7 @@ pub fn install(
         );
     }
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let missing = packages_without_wheels(&stderr, opts.packages);
-        let native = packages_with_wheels(&project.lock);
-        if let Some(name) = missing.iter().find(|m| native.contains(m)) {
-            bail!(hint(
-                format!(
-                    "no wheel of `{name}` fits the Lambda runtime: {} (uv platform {})",
-                    target.describe(),
-                    target.uv_platform()
-                ),
-                if target.is_al2023() {
-                    format!("pin an older `{name}` that ships wheels for this platform")
-                } else {
-                    format!(
-                        "pin an older `{name}` that ships manylinux2014 {} wheels, or target Python 3.12+ (glibc 2.34)",
-                        target.arch.machine()
-                    )
-                }
-            ));
-        }
-        if missing.is_empty() {
-            bail!("`uv pip install` failed: {}", last_error_line(&stderr));
-        }
+        let missing = sdist_only(&String::from_utf8_lossy(&out.stderr), project, target, opts)?;
         // Only source distributions: let uv build them, then insist the result is pure.
         built_from_source = missing.clone();
         let out = run(false)?;
@@ -443,6 +421,41 @@ pub fn install(
     let _ = std::fs::remove_file(dest.join(".lock"));
     check_pure(dest, opts.members, &built_from_source)?;
     Ok(())
+}
+
+/// After a wheels-only install failed with `stderr`: the packages that have only source
+/// distributions, which may be built here (the caller then checks they are pure). A package
+/// that ships wheels, none of them for the runtime, is an error naming it: building it on
+/// this machine would compile it for the wrong glibc or CPU.
+fn sdist_only(
+    stderr: &str,
+    project: &Project,
+    target: &Target,
+    opts: &InstallOptions,
+) -> Result<Vec<String>> {
+    let missing = packages_without_wheels(stderr, opts.packages);
+    let native = packages_with_wheels(&project.lock);
+    if let Some(name) = missing.iter().find(|m| native.contains(m)) {
+        bail!(hint(
+            format!(
+                "no wheel of `{name}` fits the Lambda runtime: {} (uv platform {})",
+                target.describe(),
+                target.uv_platform()
+            ),
+            if target.is_al2023() {
+                format!("pin an older `{name}` that ships wheels for this platform")
+            } else {
+                format!(
+                    "pin an older `{name}` that ships manylinux2014 {} wheels, or target Python 3.12+ (glibc 2.34)",
+                    target.arch.machine()
+                )
+            }
+        ));
+    }
+    if missing.is_empty() {
+        bail!("`uv pip install` failed: {}", last_error_line(stderr));
+    }
+    Ok(missing)
 }
 
 /// What was built on this machine (workspace members, and `built_from_source`) must be
