@@ -1192,7 +1192,7 @@ mod tests {
         // The next build: only its app layer is new.
         let second = ids(&[&base, &deps, &app2]);
         assert_eq!(store.missing(&second).unwrap(), vec![app2.diff_id.clone()]);
-        let (root2, done) = store.prepare(&second, &[app2.clone()]).unwrap();
+        let (root2, done) = store.prepare(&second, std::slice::from_ref(&app2)).unwrap();
         assert_eq!(
             (done.unpacked.layers, done.unpacked.files, done.composed),
             (1, 1, true)
@@ -1249,7 +1249,9 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "partial unpack left behind: {left:?}");
-        let (root, _) = store.prepare(&ids(&[&good]), &[good.clone()]).unwrap();
+        let (root, _) = store
+            .prepare(&ids(&[&good]), std::slice::from_ref(&good))
+            .unwrap();
         assert_eq!(fs::read_to_string(root.dir.join("hello")).unwrap(), "world");
     }
 
@@ -1300,9 +1302,13 @@ mod tests {
             &[E::File("zeros", 0o644, &"\0".repeat(40 * 1024))],
         );
         // Alone, each fits; the cached one counts towards the image's limit.
-        store.prepare(&ids(&[&small]), &[small.clone()]).unwrap();
+        store
+            .prepare(&ids(&[&small]), std::slice::from_ref(&small))
+            .unwrap();
         let both = ids(&[&small, &bomb]);
-        let err = store.prepare(&both, &[bomb.clone()]).unwrap_err();
+        let err = store
+            .prepare(&both, std::slice::from_ref(&bomb))
+            .unwrap_err();
         assert!(
             matches!(
                 err.chain()
