@@ -940,3 +940,34 @@ fn a_custom_runtime_that_reads_headers_case_sensitively_runs_as_on_lambda() {
         "one process: {log}"
     );
 }
+
+#[test]
+fn after_an_app_only_rebuild_only_the_app_layer_is_unpacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("probe");
+    copy_project("invoke-probe", &project);
+    let build = || {
+        let out = ocilambda(&shared_cache())
+            .arg("build")
+            .arg(&project)
+            .args(["--base", runtime_base(), "--quiet"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    build();
+    answer(&invoke(&project, r#"{"action": "count"}"#, &[]), 0);
+    let main = project.join("app/main.py");
+    let mut source = std::fs::read_to_string(&main).unwrap();
+    source += "\n\ndef edited():\n    return 'edited'\n";
+    std::fs::write(&main, source).unwrap();
+    build();
+    let out = invoke(&project, r#"{"action": "count"}"#, &[]);
+    assert_eq!(answer(&out, 0)["calls"], 1);
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Unpacked image "))
+        .unwrap_or_else(|| panic!("a new image is composed:\n{err}"));
+    assert!(line.contains("(1 of "), "only the app layer is new: {line}");
+}
