@@ -273,6 +273,16 @@ async fn endpoint(
 ) -> hyper::Response<http_body_util::Full<Bytes>> {
     use hyper::StatusCode;
     let path = req.uri().path().to_string();
+    let is_invoke = req.method() == hyper::Method::POST
+        && path.starts_with("/2015-03-31/functions/")
+        && path.ends_with("/invocations")
+        && path.matches('/').count() == 4;
+    if !is_invoke {
+        return runtime_api::json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
+        );
+    }
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -294,16 +304,6 @@ async fn endpoint(
             );
         }
     };
-    let is_invoke = req.method() == hyper::Method::POST
-        && path.starts_with("/2015-03-31/functions/")
-        && path.ends_with("/invocations")
-        && path.matches('/').count() == 4;
-    if !is_invoke {
-        return runtime_api::json_response(
-            StatusCode::NOT_FOUND,
-            r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
-        );
-    }
     let event = match runtime_api::read_body(req.into_body(), runtime_api::MAX_PAYLOAD).await {
         Ok(Some(b)) if b.is_empty() => Bytes::from_static(b"{}"),
         Ok(Some(b)) => b,
@@ -447,11 +447,15 @@ impl Function {
                     )));
                 }
                 let started = Instant::now();
-                let ids = diff_ids.clone();
-                let (root, done) = tokio::task::spawn_blocking(move || store.prepare(&ids, &blobs))
-                    .await
-                    .context("the unpacking thread panicked")?
-                    .with_context(|| format!("unpacking {}", image.label))?;
+                let (ids, unpacker) = (diff_ids.clone(), store.clone());
+                let (root, done) =
+                    tokio::task::spawn_blocking(move || unpacker.prepare(&ids, &blobs))
+                        .await
+                        .context("the unpacking thread panicked")?
+                        .with_context(|| format!("unpacking {}", image.label))?;
+                // Keeping the cache to its size is not in the function's way: it runs
+                // while the sandbox starts (the runtime waits for it at exit).
+                tokio::task::spawn_blocking(move || store.evict(&diff_ids));
                 let unpacked = done.unpacked;
                 reporter.event(Said::Step(format!(
                     "Unpacked image {short} ({} of {} layers new, {} files, {}) in {}",

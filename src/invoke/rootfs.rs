@@ -105,6 +105,7 @@ pub fn chain_id(diff_ids: &[String]) -> String {
 }
 
 /// The per-layer cache and the roots composed from it.
+#[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
     /// Uncompressed bytes one image may unpack to (Lambda's 10 GB).
@@ -234,7 +235,6 @@ impl Store {
                 }
             }
         };
-        self.evict(diff_ids);
         Ok((root, prepared))
     }
 
@@ -323,11 +323,12 @@ impl Store {
         Ok(())
     }
 
-    /// Keep the unpacked layers within the capacity, least recently used first; a root
+    /// Keep the unpacked layers within the capacity, least recently used first (after
+    /// [`Store::prepare`], while the function starts: it is not in the way); a root
     /// linking an evicted layer goes with it (its links would keep the bytes), unless a
     /// sandbox holds it, and then the layer stays too. Roots beyond [`KEEP_ROOTS`] go.
     /// The layers of `current` always stay. Best effort: a failure leaves more behind.
-    fn evict(&self, current: &[String]) {
+    pub fn evict(&self, current: &[String]) {
         let keep: HashSet<String> = current
             .iter()
             .filter_map(|d| crate::digest::hex_part(d).ok().map(str::to_string))
@@ -371,7 +372,7 @@ impl Store {
             drop(locks);
             let dir = self.dir.join("layers").join(&name);
             // Renamed first, so no reader ever sees a half-removed layer as cached.
-            let doomed = self.dir.join("tmp").join(format!(".evict-{name}"));
+            let doomed = self.dir.join("tmp").join(format!(".evict-layer-{name}"));
             if fs::rename(&dir, &doomed).is_ok() {
                 let _ = remove_tree(&doomed);
                 total = total.saturating_sub(bytes);
@@ -426,9 +427,24 @@ fn try_exclusive(root: &Path) -> Option<File> {
     Some(file)
 }
 
+/// Remove a root: renamed away first (so no reader ever sees a half-removed root),
+/// then deleted; an interrupted deletion is finished by the next [`Store::open`].
 fn remove_root(dir: &Path) {
-    let _ = remove_tree(dir);
-    let _ = fs::remove_file(lease_path(dir));
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|store| store.join("tmp").join(format!(".evict-root-{name}")));
+    match doomed {
+        Some(doomed) if fs::rename(dir, &doomed).is_ok() => {
+            let _ = fs::remove_file(lease_path(dir));
+            let _ = remove_tree(&doomed);
+        }
+        _ => {
+            let _ = remove_tree(dir);
+            let _ = fs::remove_file(lease_path(dir));
+        }
+    }
 }
 
 fn read_meta(layer_dir: &Path) -> Option<Meta> {
@@ -449,10 +465,13 @@ fn sweep_stale(dir: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
+        // What eviction renamed away is never in use; the rest may be another run's.
+        let evicted = entry.file_name().to_string_lossy().starts_with(".evict-");
+        let stale = evicted
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(3600));
         if stale {
             let _ = remove_tree(&entry.path());
         }
@@ -813,7 +832,14 @@ impl Farm {
                         to
                     }
                     // Only a way to its entries: through a lower layer's symlink, if any.
-                    None => self.resolve(to.strip_prefix(&self.root)?)?,
+                    None => match fs::symlink_metadata(&to) {
+                        Ok(m) if m.is_dir() => to,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            create_dir(&to)?;
+                            to
+                        }
+                        _ => self.resolve(to.strip_prefix(&self.root)?)?,
+                    },
                 };
                 self.link_dir(&from, &to, &rel, meta)?;
             } else {
@@ -864,9 +890,30 @@ impl Farm {
     }
 }
 
+/// A 0755 directory whatever the umask (a chmod only when the umask would change it:
+/// composing makes hundreds of directories per image).
 fn create_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o755).create(path)?;
+    if umask() & 0o755 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
+/// The process's umask, read once from /proc (reading it with umask(2) would change it
+/// for a moment, for every thread); unknown counts as one that changes modes.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+                u32::from_str_radix(line.trim_start_matches("Umask:").trim(), 8).ok()
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 #[cfg(test)]
@@ -1264,28 +1311,34 @@ mod tests {
         let layers: Vec<LayerBlob> = (0..4)
             .map(|i| blob(cache.path(), &[E::File(&format!("f{i}"), 0o644, &kib)]))
             .collect();
-        let (held, _) = store
-            .prepare(&ids(&[&layers[0]]), &[layers[0].clone()])
-            .unwrap();
-        let (released, _) = store
-            .prepare(&ids(&[&layers[1]]), &[layers[1].clone()])
-            .unwrap();
-        let released_dir = released.dir.clone();
-        drop(released);
-        std::thread::sleep(Duration::from_millis(20));
-        // Over the bound: layer 1 goes (its root is not held); layer 0's root is held.
-        store
-            .prepare(&ids(&[&layers[2]]), &[layers[2].clone()])
-            .unwrap();
-        let _third = store
-            .prepare(&ids(&[&layers[3]]), &[layers[3].clone()])
-            .unwrap();
+        let prepare = |l: &LayerBlob| {
+            let ids = ids(&[l]);
+            let prepared = store.prepare(&ids, std::slice::from_ref(l)).unwrap();
+            store.evict(&ids);
+            // Distinct last-use times.
+            std::thread::sleep(Duration::from_millis(20));
+            prepared.0
+        };
+        let held = prepare(&layers[0]);
+        let released_dir = prepare(&layers[1]).dir;
+        prepare(&layers[2]);
         let cached = |l: &LayerBlob| store.missing(&ids(&[l])).unwrap().is_empty();
+        // Over the bound: layer 1 goes (its root is not held); layer 0's root is held.
         assert!(cached(&layers[0]), "held by a running sandbox");
         assert!(!cached(&layers[1]), "least recently used");
         assert!(!released_dir.exists(), "its root went with it");
-        assert!(cached(&layers[3]), "the current image stays");
+        assert!(cached(&layers[2]), "the current image stays");
+        let _fourth = prepare(&layers[3]);
+        assert!(cached(&layers[0]) && cached(&layers[3]));
+        assert!(
+            !cached(&layers[2]),
+            "now the least recently used one not held"
+        );
         assert_eq!(fs::read_to_string(held.dir.join("f0")).unwrap(), kib);
+        let left: Vec<_> = fs::read_dir(cache.path().join("invoke-v2/tmp"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "evicted trees are deleted: {left:?}");
     }
 
     #[test]
