@@ -453,9 +453,10 @@ impl Function {
                         .await
                         .context("the unpacking thread panicked")?
                         .with_context(|| format!("unpacking {}", image.label))?;
-                // Keeping the cache to its size is not in the function's way: it runs
-                // while the sandbox starts (the runtime waits for it at exit).
-                tokio::task::spawn_blocking(move || store.evict(&diff_ids));
+                // Keeping the cache to its size (and readying the next app-only
+                // rebuild) is not in the function's way: it runs while the sandbox
+                // starts (the runtime waits for it at exit).
+                tokio::task::spawn_blocking(move || store.settle(&diff_ids));
                 let unpacked = done.unpacked;
                 reporter.event(Said::Step(format!(
                     "Unpacked image {short} ({} of {} layers new, {} files, {}) in {}",

@@ -130,6 +130,8 @@ pub struct Prepared {
     pub layers: usize,
     /// Whether the root itself was composed now (else reused).
     pub composed: bool,
+    /// Whether it was composed from the previous build's root, swapping the top layer.
+    pub patched: bool,
 }
 
 impl Store {
@@ -175,8 +177,9 @@ impl Store {
             return Ok(None);
         }
         let lease = match lease(&dir) {
+            // Evicted (or taken as a sibling) between the check and the lease.
+            Ok(_) if !dir.is_dir() => return Ok(None),
             Ok(lease) => lease,
-            // Evicted between the check and the lease.
             Err(_) => return Ok(None),
         };
         touch(&lease_path(&dir));
@@ -226,7 +229,10 @@ impl Store {
         let root = match self.root(diff_ids)? {
             Some(root) => root,
             None => {
-                self.compose(diff_ids, &dest)?;
+                prepared.patched = self.patch(diff_ids, &dest)?;
+                if !prepared.patched {
+                    self.compose(diff_ids, &dest)?;
+                }
                 prepared.composed = true;
                 let lease = lease(&dest)?;
                 Root {
@@ -323,6 +329,111 @@ impl Store {
         Ok(())
     }
 
+    /// Make the root of `diff_ids` from a sibling's, if there is one to take: a root of the
+    /// same lower layers under another top layer (the previous build of the app) that no
+    /// sandbox holds, with the root of the lower layers at hand. The sibling's top layer
+    /// is taken out against the lower root (what it added goes, what it replaced comes
+    /// back as the lower root's inode) and the new one applied: work in proportion to the
+    /// two top layers, not to the image, which is what an app-only rebuild needs. Only for
+    /// top layers that whiteouts, links or paths through the lower layers' symlinks do not
+    /// complicate; `false` when composing from scratch is needed.
+    fn patch(&self, diff_ids: &[String], dest: &Path) -> Result<bool> {
+        let Some((top, lower)) = diff_ids.split_last().filter(|(_, lower)| !lower.is_empty())
+        else {
+            return Ok(false);
+        };
+        let lower_root = self.root_dir(lower)?;
+        let new_dir = self.layer_dir(top)?;
+        let Some(new_meta) = read_meta(&new_dir) else {
+            return Ok(false);
+        };
+        if lower.is_empty() || !new_meta.swappable() || !lower_root.is_dir() {
+            return Ok(false);
+        }
+        // Held, so eviction leaves it while it is read.
+        let Ok(_lower_lease) = lease(&lower_root) else {
+            return Ok(false);
+        };
+        if !lower_root.is_dir() || !swappable_over(&new_dir.join("tree"), &lower_root, &new_meta) {
+            return Ok(false);
+        }
+        let mut siblings = self.roots();
+        siblings.sort_by_key(|r| std::cmp::Reverse(r.0));
+        for (_, sibling, ids) in siblings {
+            let Some((old_top, old_lower)) = ids.split_last() else {
+                continue;
+            };
+            if old_lower != lower || old_top == top {
+                continue;
+            }
+            let old_dir = self.layer_dir(old_top)?;
+            let Some(old_meta) = read_meta(&old_dir) else {
+                continue;
+            };
+            if !old_meta.swappable()
+                || !swappable_over(&old_dir.join("tree"), &lower_root, &old_meta)
+            {
+                continue;
+            }
+            let Some(lock) = try_exclusive(&sibling) else {
+                continue;
+            };
+            let staging = tempfile::Builder::new()
+                .prefix(".patch-")
+                .tempdir_in(self.dir.join("tmp"))
+                .context("creating a directory in the invoke cache")?;
+            let root = staging.path().join("root");
+            if fs::rename(&sibling, &root).is_err() {
+                continue;
+            }
+            let _ = fs::remove_file(lease_path(&sibling));
+            drop(lock);
+            let swapped = take_out(&old_dir.join("tree"), &root, &lower_root, Path::new(""))
+                .and_then(|()| {
+                    let mut farm = Farm::new(&root);
+                    farm.layer(&new_dir.join("tree"), &new_meta)?;
+                    farm.finish()
+                });
+            if swapped.is_err() {
+                // The sibling is spent either way; composing from scratch is always right.
+                let _ = remove_tree(staging.path());
+                return Ok(false);
+            }
+            fs::write(lease_path(dest), diff_ids.join("\n"))?;
+            if fs::rename(&root, dest).is_err() {
+                let _ = remove_tree(&root);
+                if !dest.is_dir() {
+                    return Ok(false);
+                }
+            }
+            touch(&lease_path(&lower_root));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// After [`Store::prepare`], while the function starts: keep the cache to its size,
+    /// and compose the root of the image's lower layers if the next app-only rebuild can
+    /// be patched from it ([`Store::patch`]).
+    pub fn settle(&self, current: &[String]) {
+        self.evict(current);
+        let Some((top, lower)) = current.split_last() else {
+            return;
+        };
+        let swappable = self
+            .layer_dir(top)
+            .ok()
+            .and_then(|d| read_meta(&d))
+            .is_some_and(|m| m.swappable());
+        if swappable
+            && !lower.is_empty()
+            && let Ok(dest) = self.root_dir(lower)
+            && !dest.is_dir()
+        {
+            let _ = self.compose(lower, &dest);
+        }
+    }
+
     /// Keep the unpacked layers within the capacity, least recently used first (after
     /// [`Store::prepare`], while the function starts: it is not in the way); a root
     /// linking an evicted layer goes with it (its links would keep the bytes), unless a
@@ -405,6 +516,78 @@ impl Store {
             })
             .collect()
     }
+}
+
+impl Meta {
+    /// Whether this layer can be swapped in and out of a root without recomposing the
+    /// layers below it: it hides nothing of theirs and links to none of their files.
+    fn swappable(&self) -> bool {
+        self.whiteouts.is_empty() && self.opaque.is_empty() && self.links.is_empty()
+    }
+}
+
+/// Whether the layer tree `tree` lies over the composed root `lower` path for path: no
+/// directory of it is a symlink or a file below (so no entry lands elsewhere than its own
+/// path), no file of it is a directory below, and every directory they share is writable
+/// (the root keeps its final modes while it is patched).
+fn swappable_over(tree: &Path, lower: &Path, meta: &Meta) -> bool {
+    fn walk(tree: &Path, lower: &Path, rel: &Path, meta: &Meta) -> Option<()> {
+        for entry in fs::read_dir(tree.join(rel)).ok()? {
+            let entry = entry.ok()?;
+            let rel = rel.join(entry.file_name());
+            let is_dir = entry.file_type().ok()?.is_dir();
+            match fs::symlink_metadata(lower.join(&rel)) {
+                Ok(m) if is_dir && m.is_dir() => {
+                    if m.permissions().mode() & 0o200 == 0 {
+                        return None;
+                    }
+                }
+                Ok(m) if !is_dir && !m.is_dir() => {}
+                Ok(_) => return None,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => return None,
+            }
+            if is_dir {
+                if meta.dirs.get(&rel).is_some_and(|mode| mode & 0o200 == 0) {
+                    return None;
+                }
+                walk(tree, lower, &rel, meta)?;
+            }
+        }
+        Some(())
+    }
+    walk(tree, lower, Path::new(""), meta).is_some()
+}
+
+/// Take the layer `tree` out of `root` (`rel` within both): what only it has goes, what
+/// it replaced comes back from `lower`, the root of the layers below it.
+fn take_out(tree: &Path, root: &Path, lower: &Path, rel: &Path) -> Result<()> {
+    for entry in fs::read_dir(tree.join(rel))? {
+        let entry = entry?;
+        let rel = rel.join(entry.file_name());
+        let (path, below) = (root.join(&rel), lower.join(&rel));
+        if entry.file_type()?.is_dir() {
+            take_out(tree, root, lower, &rel)?;
+            match fs::symlink_metadata(&below) {
+                Ok(m) => {
+                    let mode = m.permissions().mode() & 0o7777;
+                    if fs::symlink_metadata(&path)?.permissions().mode() & 0o7777 != mode {
+                        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => remove(&path)?,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            remove(&path)?;
+            match fs::symlink_metadata(&below) {
+                Ok(_) => fs::hard_link(&below, &path)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `roots/<hex>.layers`: the root's layers, its last use (mtime), and its lock.
@@ -1267,6 +1450,115 @@ mod tests {
         assert_eq!((done.unpacked.layers, done.composed), (0, false));
         assert_eq!(again.dir, root2.dir);
         assert_eq!(store.root(&second).unwrap().unwrap().dir, root2.dir);
+    }
+
+    /// Every entry of a root: its path, kind, mode and content or target.
+    fn listing(root: &Path) -> Vec<(PathBuf, String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+            let entry = entry.unwrap();
+            let m = fs::symlink_metadata(entry.path()).unwrap();
+            let (kind, data) = if m.is_dir() {
+                ("dir", vec![])
+            } else if m.file_type().is_symlink() {
+                let target = fs::read_link(entry.path()).unwrap();
+                ("symlink", target.to_string_lossy().as_bytes().to_vec())
+            } else {
+                ("file", fs::read(entry.path()).unwrap())
+            };
+            let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
+            out.push((rel, kind.to_string(), m.mode() & 0o7777, data));
+        }
+        out
+    }
+
+    #[test]
+    fn an_app_only_rebuild_is_patched_from_the_previous_root_and_equals_a_fresh_compose() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(cache.path(), DEFAULT_CACHE_SIZE).unwrap();
+        let base = blob(
+            cache.path(),
+            &[
+                E::Dir("etc/", 0o755),
+                E::File("etc/os", 0o644, "base"),
+                E::Dir("usr/", 0o755),
+                E::Dir("usr/ro/", 0o555),
+                E::File("usr/ro/f", 0o644, "ro"),
+                E::Symlink("lib", "usr/lib"),
+                E::Dir("var/", 0o755),
+                E::Dir("var/task/", 0o755),
+            ],
+        );
+        let deps = blob(
+            cache.path(),
+            &[
+                E::File("var/task/dep.py", 0o644, "dep"),
+                E::Dir("var/task/pkg/", 0o755),
+                E::File("var/task/pkg/__init__.py", 0o644, "pkg"),
+            ],
+        );
+        let app1 = blob(
+            cache.path(),
+            &[
+                E::Dir("var/task/app/", 0o700),
+                E::File("var/task/app/main.py", 0o644, "v1"),
+                E::File("var/task/dep.py", 0o600, "shadowed by the app"),
+                E::File("var/task/pkg/extra.py", 0o644, "extra"),
+                E::Symlink("var/task/link", "app/main.py"),
+            ],
+        );
+        let app2 = blob(
+            cache.path(),
+            &[
+                E::Dir("var/task/app/", 0o755),
+                E::File("var/task/app/main.py", 0o644, "v2"),
+                E::Dir("var/task/app/sub/", 0o755),
+                E::File("var/task/app/sub/new.py", 0o644, "new"),
+            ],
+        );
+        // Writes through the base's symlink: never patched, always composed.
+        let through_symlink = blob(cache.path(), &[E::File("lib/x.so", 0o644, "x")]);
+        let fresh = |layers: &[&LayerBlob]| {
+            let other = tempfile::tempdir().unwrap();
+            let fresh = Store::open(other.path(), DEFAULT_CACHE_SIZE).unwrap();
+            let all: Vec<LayerBlob> = layers.iter().map(|l| (*l).clone()).collect();
+            let (root, _) = fresh.prepare(&ids(layers), &all).unwrap();
+            (listing(&root.dir), other)
+        };
+        let all = [
+            base.clone(),
+            deps.clone(),
+            app1.clone(),
+            app2.clone(),
+            through_symlink.clone(),
+        ];
+        let run = |layers: &[&LayerBlob]| {
+            let ids = ids(layers);
+            let (root, done) = store.prepare(&ids, &all).unwrap();
+            store.settle(&ids);
+            let got = listing(&root.dir);
+            drop(root);
+            (got, done)
+        };
+        let (_, done) = run(&[&base, &deps, &app1]);
+        assert!(!done.patched, "nothing to patch from yet");
+        for (top, patched) in [
+            (&app2, true),
+            (&app1, true),
+            (&through_symlink, false),
+            // From app1's root, which the symlink image left alone.
+            (&app2, true),
+            (&app1, true),
+        ] {
+            let layers = [&base, &deps, top];
+            let (got, done) = run(&layers);
+            assert_eq!(done.patched, patched, "{}", top.digest);
+            assert_eq!(got, fresh(&layers).0, "{} patched: {patched}", top.digest);
+        }
+        let left: Vec<_> = fs::read_dir(cache.path().join("invoke-v2/tmp"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
