@@ -4,9 +4,11 @@
 //! that one pass; an image's root is then composed from those trees into
 //! `<cache>/invoke-v2/roots/<chain id hex>/`, reused by every image with the same layers.
 //! So a config-only change composes nothing, and an app-only rebuild unpacks only the app
-//! layer and links the rest. The cache is bounded by size (least recently used layers
-//! go first, never a root a running sandbox holds). Fetching blobs is the caller's
-//! business.
+//! layer; its root is patched from the previous build's (the old app layer taken out
+//! against the cached root of the layers below, the new one put in) rather than composed
+//! from scratch, so the work follows the size of the app, not of the image. The cache is
+//! bounded by size (least recently used layers go first, never a root a running sandbox
+//! holds). Fetching blobs is the caller's business.
 //!
 //! The root is a hard-link farm rather than an overlay mount (bubblewrap's
 //! `--overlay-src`): those options arrived in bubblewrap 0.10, while the distributions
