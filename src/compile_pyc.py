@@ -18,6 +18,9 @@ if actual != expected:
 if sys.flags.hash_randomization:
     sys.stderr.write("string hashing is randomised: PYTHONHASHSEED=0 did not reach the compiler\n")
     sys.exit(4)
+if not sys.flags.no_site:
+    sys.stderr.write("site was imported: -S did not reach the compiler\n")
+    sys.exit(5)
 print("%d.%d.%d" % sys.version_info[:3])
 sys.stdout.flush()
 

@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "extra",
     "all-extras",
     "group",
+    "invoke-cache-size",
 ];
 
 /// `OCILAMBDA_*` variables that are not settings but are still ours (no warning).
@@ -56,6 +57,8 @@ pub struct Settings {
     pub extras: Option<Vec<String>>,
     pub all_extras: Option<bool>,
     pub groups: Option<Vec<String>>,
+    /// Bytes of unpacked layers `invoke` keeps cached, e.g. `2GiB`, `500MiB`.
+    pub invoke_cache_size: Option<u64>,
 }
 
 /// Which of the project's Lambdas and which of its optional dependencies to stage, and
@@ -107,6 +110,7 @@ impl Settings {
             extras: higher.extras.or(self.extras),
             all_extras: higher.all_extras.or(self.all_extras),
             groups: higher.groups.or(self.groups),
+            invoke_cache_size: higher.invoke_cache_size.or(self.invoke_cache_size),
         }
     }
 
@@ -135,7 +139,12 @@ impl Settings {
             .map(|v| parse_duration(&v))
             .transpose()
             .with_context(|| blame("base-ttl"))?;
+        let invoke_cache_size = string("invoke-cache-size")?
+            .map(|v| parse_size(&v))
+            .transpose()
+            .with_context(|| blame("invoke-cache-size"))?;
         Ok(Settings {
+            invoke_cache_size,
             base: string("base")?,
             python_version,
             handler: string("handler")?,
@@ -367,9 +376,54 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
+/// Parse a size: `2GiB`, `500MiB`, `64KiB`, `1G` / `1GB` (powers of 1000), or bytes.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let bad = || anyhow::anyhow!("`{text}` is not a size (examples: 2GiB, 500MiB, 1GB)");
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(factor).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("500 MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["", "lots", "2XB", "99999999999999999999TiB", "-1G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let table: toml::Table = toml::from_str("invoke-cache-size = '1GiB'").unwrap();
+        let s = Settings::from_table(&table, Path::new("p")).unwrap();
+        assert_eq!(s.invoke_cache_size, Some(1 << 30));
+        let err = env(&[("OCILAMBDA_INVOKE_CACHE_SIZE", "big")])
+            .settings()
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("OCILAMBDA_INVOKE_CACHE_SIZE: "),
+            "{err:#}"
+        );
+    }
 
     fn env(vars: &[(&str, &str)]) -> Environment {
         Environment::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))

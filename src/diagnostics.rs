@@ -273,6 +273,13 @@ fn invoke_hint(e: &InvokeError) -> String {
         InvokeError::EventNotJson(_) => {
             "Lambda events are JSON documents, e.g. --event event.json with {\"key\": \"value\"}".into()
         }
+        InvokeError::ClientContextTooLarge(_) => format!(
+            "pass a client context of at most {} bytes of JSON",
+            crate::invoke::MAX_CLIENT_CONTEXT / 4 * 3
+        ),
+        InvokeError::ClientContextNotJson(_) => {
+            "the client context is a JSON object, e.g. --client-context context.json with {\"custom\": {\"key\": \"value\"}}".into()
+        }
         InvokeError::CannotListen { .. } => "give --serve a free HOST:PORT, e.g. --serve 127.0.0.1:9001 (an IMAGE goes before --serve)".into(),
         InvokeError::BadVariable(_) => {
             "use --env KEY=VALUE, or --env KEY to pass your own value".into()
@@ -661,6 +668,8 @@ mod tests {
             | WrongPlatform { .. }
             | EventTooLarge(_)
             | EventNotJson(_)
+            | ClientContextTooLarge(_)
+            | ClientContextNotJson(_)
             | CannotListen { .. }
             | BadVariable(_)
             | ReservedVariable => {}
@@ -680,6 +689,8 @@ mod tests {
             },
             EventTooLarge(1),
             EventNotJson(serde_json::from_str::<u8>("x").unwrap_err()),
+            ClientContextTooLarge(4000),
+            ClientContextNotJson(s()),
             CannotListen {
                 addr: s(),
                 error: std::io::Error::other("busy"),

@@ -236,6 +236,10 @@ fn parse_python(s: &str) -> Result<PyVersion, Box<dyn std::error::Error + Send +
         })
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    config::parse_size(s).map_err(|e| e.to_string())
+}
+
 fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -472,6 +476,10 @@ struct InvokeArgs {
     /// The event JSON: a file, or - for stdin [default: {}].
     #[arg(long, value_name = "FILE|-", conflicts_with = "serve")]
     event: Option<PathBuf>,
+    /// The client context for the function: a JSON object, passed to the runtime as
+    /// Lambda does (the Lambda-Runtime-Client-Context header; context.client_context).
+    #[arg(long, value_name = "FILE", conflicts_with = "serve")]
+    client_context: Option<PathBuf>,
     /// Instead: keep the function warm and serve the Runtime Interface Emulator's
     /// endpoint, POST /2015-03-31/functions/function/invocations [default: 127.0.0.1:9000].
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9000")]
@@ -494,6 +502,10 @@ struct InvokeArgs {
     /// none (only the Runtime API).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = ocilambda::invoke::network::Network::Private)]
     network: ocilambda::invoke::network::Network,
+    /// Bytes of unpacked image layers to keep cached for later invocations, least
+    /// recently used dropped first, e.g. 2GiB, 500MiB [default: 2GiB] [env: OCILAMBDA_INVOKE_CACHE_SIZE].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    invoke_cache_size: Option<u64>,
     #[command(flatten)]
     registry: RegistryArgs,
     /// No progress output (the function's own logs still go to stderr).
@@ -506,9 +518,20 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
     use ocilambda::invoke;
     use std::io::Write;
     let reporter = Terminal::new(args.quiet);
+    let project_dir = args.project.unwrap_or_else(|| PathBuf::from("."));
+    // pyproject < environment < command line, as for every setting.
+    let settings = config::read_pyproject(&project_dir)?
+        .overlaid_with(env.settings()?)
+        .overlaid_with(Settings {
+            invoke_cache_size: args.invoke_cache_size,
+            ..Settings::default()
+        });
     let opts = invoke::InvokeOptions {
         image: args.image,
-        project_dir: args.project.unwrap_or_else(|| PathBuf::from(".")),
+        project_dir,
+        cache_size: settings
+            .invoke_cache_size
+            .unwrap_or(invoke::rootfs::DEFAULT_CACHE_SIZE),
         env: args.env,
         timeout: std::time::Duration::from_secs(args.timeout),
         memory_mb: args.memory.unwrap_or(128),
@@ -525,8 +548,16 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
         .await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let event = invoke::read_event(args.event.as_deref())?;
-    let outcome = invoke::invoke(opts, event, reporter).await?;
+    let request = invoke::Request {
+        event: invoke::read_event(args.event.as_deref())?,
+        client_context: args
+            .client_context
+            .as_deref()
+            .map(invoke::read_client_context)
+            .transpose()?,
+        trace_id: None,
+    };
+    let outcome = invoke::invoke(opts, request, reporter).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(outcome.payload())?;
     out.write_all(b"\n")?;

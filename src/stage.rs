@@ -664,7 +664,10 @@ pub fn compile(
             cmd.env_remove(key);
         }
     }
-    cmd.args(["-s", "-c", COMPILE_SCRIPT])
+    // `-S`: no `site` at start. A Python whose site-packages holds .pth hooks (pyenv's
+    // imports certifi) spends most of its start-up there, and the script needs only the
+    // stdlib; `-s` stays, so a user site directory cannot matter even if `site` ran.
+    cmd.args(["-S", "-s", "-c", COMPILE_SCRIPT])
         .arg(target.python.to_string())
         .arg(out_root)
         .arg(dest_root)

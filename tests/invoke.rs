@@ -245,12 +245,16 @@ struct Server {
 
 impl Server {
     fn start(project: &Path, args: &[&str]) -> Server {
+        Server::start_with(&["--project".as_ref(), project.as_os_str()], args)
+    }
+
+    /// `ocilambda invoke BEFORE... --serve 127.0.0.1:0 ARGS...`.
+    fn start_with(before: &[&std::ffi::OsStr], args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr");
         let mut child = ocilambda(&shared_cache())
             .arg("invoke")
-            .arg("--project")
-            .arg(project)
+            .args(before)
             .args(["--serve", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -308,6 +312,29 @@ impl Server {
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A POST over a plain socket (no HTTP library to normalise the answer): the
+    /// response head as sent, and the body.
+    fn post_raw(&self, event: &str, headers: &[(&str, &str)]) -> (String, String) {
+        use std::io::{Read, Write};
+        let rest = self.url.strip_prefix("http://").unwrap();
+        let (addr, path) = rest.split_at(rest.find('/').unwrap());
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            event.len()
+        );
+        for (name, value) in headers {
+            request += &format!("{name}: {value}\r\n");
+        }
+        request += "\r\n";
+        request += event;
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+        (format!("{head}\r\n"), body.to_string())
     }
 
     /// The log once it holds `reports` REPORT lines: the server writes an invocation's
@@ -747,4 +774,200 @@ fn which_opt(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+#[test]
+fn the_client_context_reaches_the_function_as_on_lambda() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context.json");
+    std::fs::write(
+        &context,
+        r#"{"custom": {"tenant": "t-1"}, "env": {}, "client": {}}"#,
+    )
+    .unwrap();
+    let project = built("invoke-probe");
+    let out = invoke(
+        &project,
+        "{}",
+        &["--client-context", context.to_str().unwrap()],
+    );
+    let seen = answer(&out, 0);
+    assert_eq!(
+        seen["client_context_custom"],
+        serde_json::json!({"tenant": "t-1"}),
+        "{seen}"
+    );
+    // Not a JSON object: refused before anything runs, as the Invoke API would.
+    std::fs::write(&context, "[1, 2]").unwrap();
+    let out = invoke(
+        &project,
+        "{}",
+        &["--client-context", context.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: the client context is not a JSON object"),
+        "{err}"
+    );
+    assert!(err.contains("hint: "), "{err}");
+}
+
+#[test]
+fn serve_answers_function_errors_with_the_invoke_apis_headers_byte_for_byte() {
+    let server = Server::start(&built("invoke-probe"), &[]);
+    let (head, body) = server.post_raw(r#"{"action": "raise"}"#, &[]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    for line in [
+        "X-Amz-Function-Error: Unhandled",
+        "X-Amz-Executed-Version: $LATEST",
+        "Content-Type: application/json",
+    ] {
+        assert!(
+            head.contains(&format!("\r\n{line}\r\n")),
+            "{line:?} in\n{head}"
+        );
+    }
+    assert!(
+        body.contains("\"errorType\": \"ValueError\"")
+            || body.contains("\"errorType\":\"ValueError\""),
+        "{body}"
+    );
+    // The caller's client context (base64, as the Invoke API takes it) and trace header.
+    let (head, body) = server.post_raw(
+        "{}",
+        &[
+            // {"custom": {"k": "v"}}
+            ("X-Amz-Client-Context", "eyJjdXN0b20iOiB7ImsiOiAidiJ9fQ=="),
+            (
+                "X-Amzn-Trace-Id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+            ),
+        ],
+    );
+    assert!(!head.contains("X-Amz-Function-Error"), "{head}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        seen["client_context_custom"],
+        serde_json::json!({"k": "v"}),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["trace_id"],
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    );
+    let (head, body) = server.post_raw("{}", &[("X-Amz-Client-Context", "not base64!")]);
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+    assert!(
+        body.contains("Client context must be a valid Base64-encoded JSON object."),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_custom_runtime_that_reads_headers_case_sensitively_runs_as_on_lambda() {
+    // The probe's image with its hand-written runtime (app/bootstrap.py) as the
+    // entrypoint instead of awslambdaric, changed with umoci as a user might.
+    let project = built("invoke-probe");
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("custom");
+    // Through the registry: the build's layout leaves out the base's blobs.
+    let reference = format!("{}/invoke-tests/custom-runtime:1", shared_registry().addr);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:latest", project.join(".ocilambda/image").display()),
+        &format!("docker://{reference}"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("oci:{}:custom", layout.display()),
+    ]);
+    let image = format!("{}:custom", layout.display());
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.entrypoint",
+        "/var/lang/bin/python3.11",
+        "--config.entrypoint",
+        "/var/task/app/bootstrap.py",
+        "--clear=config.cmd",
+    ]);
+    umoci(&["gc", "--layout", layout.to_str().unwrap()]);
+    let server = Server::start_with(&[layout.as_os_str()], &["--timeout", "5"]);
+    let (status, error, seen) = server.post(r#"{"hello": "world"}"#);
+    assert_eq!((status, error), (200, None), "{seen}\n{}", server.stderr());
+    assert_eq!(seen["event"], serde_json::json!({"hello": "world"}));
+    let headers = seen["headers"].as_object().unwrap();
+    for name in [
+        "Content-Type",
+        "Lambda-Runtime-Aws-Request-Id",
+        "Lambda-Runtime-Deadline-Ms",
+        "Lambda-Runtime-Invoked-Function-Arn",
+        "Lambda-Runtime-Trace-Id",
+    ] {
+        assert!(headers.contains_key(name), "{name} in {headers:?}");
+    }
+    assert_eq!(headers["Content-Type"], "application/json");
+    assert_eq!(
+        headers["Lambda-Runtime-Invoked-Function-Arn"],
+        "arn:aws:lambda:us-east-1:012345678912:function:test_function"
+    );
+    assert!(
+        !headers.keys().any(|k| k.starts_with("lambda-runtime")),
+        "{headers:?}"
+    );
+    assert_eq!(seen["unknown_id"]["status"], 400);
+    assert_eq!(
+        seen["unknown_id"]["body"],
+        "{\"errorMessage\":\"Invalid request ID\",\"errorType\":\"InvalidRequestID\"}\n"
+    );
+    // The runtime logs its second answer to the first invocation before it asks for the
+    // next one: after a second invocation, the line is in the log.
+    let (status, _, _) = server.post("{}");
+    assert_eq!(status, 200);
+    let log = server.stderr_after_reports(2);
+    assert!(
+        log.contains("second answer: 403 {\"errorMessage\":\"State transition from RuntimeResponseSentState to InvocationResponse failed for runtime. Error: State transition is not allowed\",\"errorType\":\"InvalidStateTransition\"} / first: 202 {\"status\":\"OK\"}"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Init Duration: ").count(),
+        1,
+        "one process: {log}"
+    );
+}
+
+#[test]
+fn after_an_app_only_rebuild_only_the_app_layer_is_unpacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("probe");
+    copy_project("invoke-probe", &project);
+    let build = || {
+        let out = ocilambda(&shared_cache())
+            .arg("build")
+            .arg(&project)
+            .args(["--base", runtime_base(), "--quiet"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    build();
+    answer(&invoke(&project, r#"{"action": "count"}"#, &[]), 0);
+    let main = project.join("app/main.py");
+    let mut source = std::fs::read_to_string(&main).unwrap();
+    source += "\n\ndef edited():\n    return 'edited'\n";
+    std::fs::write(&main, source).unwrap();
+    build();
+    let out = invoke(&project, r#"{"action": "count"}"#, &[]);
+    assert_eq!(answer(&out, 0)["calls"], 1);
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Unpacked image "))
+        .unwrap_or_else(|| panic!("a new image is composed:\n{err}"));
+    assert!(line.contains("(1 of "), "only the app layer is new: {line}");
 }

@@ -83,16 +83,41 @@ pub fn check_arch(image: &Image) -> Result<()> {
     Ok(())
 }
 
-/// Every layer blob as a local file (see [`Image::blob`]); also how many blobs were
-/// fetched, and their bytes.
+/// The image's diff_ids (bottom first), one per layer, from its config.
+pub fn diff_ids(image: &Image) -> Result<Vec<String>> {
+    let layers = image.descriptors()?.len();
+    let ids: Vec<String> = image.config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.len() != layers || ids.iter().any(|d| crate::digest::hex_part(d).is_err()) {
+        bail!(
+            "{}: the config's rootfs.diff_ids ({}) do not match its {layers} layers",
+            image.label,
+            ids.len()
+        );
+    }
+    Ok(ids)
+}
+
+/// The blobs of the layers whose diff_ids are in `wanted`, each as a local file (see
+/// [`Image::blob`]); also how many blobs were fetched, and their bytes.
 pub async fn layer_blobs(
     image: &Image,
+    wanted: &[String],
     remote: &Remote,
     cache: &Cache,
 ) -> Result<(Vec<LayerBlob>, usize, u64)> {
     let mut out = Vec::new();
     let (mut count, mut fetched) = (0, 0);
-    for layer in image.descriptors()? {
+    for (layer, diff_id) in image.descriptors()?.into_iter().zip(diff_ids(image)?) {
+        if !wanted.contains(&diff_id) || out.iter().any(|b: &LayerBlob| b.diff_id == diff_id) {
+            continue;
+        }
         let blob = image.blob(&layer.digest, remote, cache).await?;
         if let Some(bytes) = blob.fetched {
             count += 1;
@@ -100,6 +125,7 @@ pub async fn layer_blobs(
         }
         out.push(LayerBlob {
             digest: layer.digest,
+            diff_id,
             media_type: layer.media_type,
             path: blob.path,
         });

@@ -50,6 +50,10 @@ pub enum InvokeError {
     },
     EventTooLarge(usize),
     EventNotJson(serde_json::Error),
+    /// `--client-context`: over the Invoke API's 3,583 bytes once base64-encoded.
+    ClientContextTooLarge(usize),
+    /// `--client-context`: not a JSON object, as the Invoke API requires.
+    ClientContextNotJson(String),
     CannotListen {
         addr: String,
         error: std::io::Error,
@@ -84,6 +88,13 @@ impl std::fmt::Display for InvokeError {
                 runtime_api::MAX_PAYLOAD
             ),
             InvokeError::EventNotJson(e) => write!(f, "the event is not JSON: {e}"),
+            InvokeError::ClientContextTooLarge(bytes) => write!(
+                f,
+                "the client context is {bytes} bytes base64-encoded, over Lambda's limit of {MAX_CLIENT_CONTEXT}"
+            ),
+            InvokeError::ClientContextNotJson(why) => {
+                write!(f, "the client context is not a JSON object: {why}")
+            }
             InvokeError::CannotListen { addr, error } => {
                 write!(f, "cannot listen on {addr}: {error}")
             }
@@ -123,6 +134,8 @@ pub struct InvokeOptions {
     /// An extra CA certificate (PEM) to trust for registries.
     pub ca_cert: Option<PathBuf>,
     pub network: Network,
+    /// Bytes of unpacked layers the cache keeps (`invoke-cache-size`).
+    pub cache_size: u64,
 }
 
 /// How an invocation ended, as the Invoke API tells its caller.
@@ -139,6 +152,47 @@ impl Outcome {
         match self {
             Outcome::Response(b) | Outcome::FunctionError(b) => b,
         }
+    }
+}
+
+/// The Invoke API's limit on `ClientContext`, base64-encoded.
+pub const MAX_CLIENT_CONTEXT: usize = 3583;
+
+/// One invocation as the Invoke API takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The payload (JSON).
+    pub event: Bytes,
+    /// The client context (a JSON object), passed to the runtime in
+    /// `Lambda-Runtime-Client-Context`.
+    pub client_context: Option<String>,
+    /// An X-Ray trace header from the caller; one is made up when absent.
+    pub trace_id: Option<String>,
+}
+
+/// The client context for `--client-context FILE`: a JSON object whose base64 form fits
+/// Lambda's limit. Kept as written (the runtime gets these bytes).
+pub fn read_client_context(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the client context {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| InvokeError::ClientContextNotJson("it is not UTF-8".into()))?;
+    check_client_context(&text)?;
+    Ok(text)
+}
+
+fn check_client_context(text: &str) -> Result<(), InvokeError> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text).len();
+    if encoded > MAX_CLIENT_CONTEXT {
+        return Err(InvokeError::ClientContextTooLarge(encoded));
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        Ok(_) => Err(InvokeError::ClientContextNotJson(
+            "it is JSON, but not an object".into(),
+        )),
+        Err(e) => Err(InvokeError::ClientContextNotJson(e.to_string())),
     }
 }
 
@@ -166,14 +220,14 @@ pub fn read_event(source: Option<&Path>) -> Result<Bytes> {
     Ok(Bytes::from(bytes))
 }
 
-/// Invoke the image once with `event`.
+/// Invoke the image once with `request`.
 pub async fn invoke(
     opts: InvokeOptions,
-    event: Bytes,
+    request: Request,
     reporter: Arc<dyn Reporter>,
 ) -> Result<Outcome> {
     let mut function = Function::prepare(&opts, reporter).await?;
-    let outcome = function.invoke(event).await;
+    let outcome = function.invoke(request).await;
     function.stop().await;
     outcome
 }
@@ -229,6 +283,27 @@ async fn endpoint(
             r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
         );
     }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    // As the emulator: the caller's trace header is the function's, and the client
+    // context comes base64-encoded, as the Invoke API takes it.
+    let trace_id = header("X-Amzn-Trace-Id");
+    let client_context = match header("X-Amz-Client-Context").map(|b64| decode_client_context(&b64))
+    {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(())) => {
+            return runtime_api::json_response(
+                StatusCode::BAD_REQUEST,
+                r#"{"Type":"User","message":"Client context must be a valid Base64-encoded JSON object."}"#,
+            );
+        }
+    };
     let event = match runtime_api::read_body(req.into_body(), runtime_api::MAX_PAYLOAD).await {
         Ok(Some(b)) if b.is_empty() => Bytes::from_static(b"{}"),
         Ok(Some(b)) => b,
@@ -245,7 +320,12 @@ async fn endpoint(
             serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")}).to_string(),
         );
     }
-    let outcome = function.lock().await.invoke(event).await;
+    let request = Request {
+        event,
+        client_context,
+        trace_id,
+    };
+    let outcome = function.lock().await.invoke(request).await;
     match outcome {
         Ok(outcome) => {
             let error = matches!(outcome, Outcome::FunctionError(_));
@@ -274,10 +354,25 @@ async fn endpoint(
     }
 }
 
+/// The `X-Amz-Client-Context` header's JSON object.
+fn decode_client_context(b64: &str) -> Result<String, ()> {
+    use base64::Engine;
+    if b64.len() > MAX_CLIENT_CONTEXT {
+        return Err(());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(drop)?;
+    let text = String::from_utf8(bytes).map_err(drop)?;
+    check_client_context(&text).map_err(drop)?;
+    Ok(text)
+}
+
 /// One function: its image, ready to run, and the warm sandbox once there is one.
 struct Function {
     bwrap: PathBuf,
-    rootfs: PathBuf,
+    /// Held while this function may run: the cache never evicts it meanwhile.
+    rootfs: rootfs::Root,
     run: RunConfig,
     /// The sandbox's environment but for AWS_LAMBDA_RUNTIME_API.
     env: Vec<(String, String)>,
@@ -330,14 +425,19 @@ impl Function {
         image::check_arch(&image)?;
         let run = RunConfig::of(&image.config, &image.label)?;
         let short = output::short_digest(&image.manifest_digest);
-        let rootfs = match rootfs::cached(cache.root(), &image.manifest_digest)? {
-            Some(dir) => {
+        let diff_ids = image::diff_ids(&image)?;
+        let store = rootfs::Store::open(cache.root(), opts.cache_size)?;
+        let rootfs = match store.root(&diff_ids)? {
+            Some(root) => {
                 reporter.event(Said::Step(format!("Reused unpacked image {short}")));
-                dir
+                root
             }
             None => {
+                // Only the layers the cache lacks are fetched and read.
+                let missing = store.missing(&diff_ids)?;
                 let fetching = Instant::now();
-                let (blobs, count, bytes) = image::layer_blobs(&image, &remote, &cache).await?;
+                let (blobs, count, bytes) =
+                    image::layer_blobs(&image, &missing, &remote, &cache).await?;
                 if count > 0 {
                     reporter.event(Said::Step(format!(
                         "Fetched {count} layer{} ({}) in {}",
@@ -347,20 +447,26 @@ impl Function {
                     )));
                 }
                 let started = Instant::now();
-                let (root, digest) = (cache.root().to_path_buf(), image.manifest_digest.clone());
-                let (dir, stats) =
-                    tokio::task::spawn_blocking(move || rootfs::unpack(&root, &digest, &blobs))
+                let (ids, unpacker) = (diff_ids.clone(), store.clone());
+                let (root, done) =
+                    tokio::task::spawn_blocking(move || unpacker.prepare(&ids, &blobs))
                         .await
                         .context("the unpacking thread panicked")?
                         .with_context(|| format!("unpacking {}", image.label))?;
+                // Keeping the cache to its size (and readying the next app-only
+                // rebuild) is not in the function's way: it runs while the sandbox
+                // starts (the runtime waits for it at exit).
+                tokio::task::spawn_blocking(move || store.settle(&diff_ids));
+                let unpacked = done.unpacked;
                 reporter.event(Said::Step(format!(
-                    "Unpacked image {short} ({} layers, {} files, {}) in {}",
-                    stats.layers,
-                    output::count(stats.files),
-                    output::size(stats.bytes),
+                    "Unpacked image {short} ({} of {} layers new, {} files, {}) in {}",
+                    unpacked.layers,
+                    done.layers,
+                    output::count(unpacked.files),
+                    output::size(unpacked.bytes),
                     output::duration(started.elapsed())
                 )));
-                dir
+                root
             }
         };
         let env = environment(&run.env, opts.memory_mb, &user_env);
@@ -424,7 +530,7 @@ impl Function {
         let mut env = self.env.clone();
         env.push(("AWS_LAMBDA_RUNTIME_API".into(), api_addr.to_string()));
         let spec = Spec {
-            rootfs: self.rootfs.clone(),
+            rootfs: self.rootfs.dir.clone(),
             argv: self.run.argv.clone(),
             env,
             workdir: self.run.workdir.clone(),
@@ -462,7 +568,7 @@ impl Function {
         }
     }
 
-    async fn invoke(&mut self, event: Bytes) -> Result<Outcome> {
+    async fn invoke(&mut self, request: Request) -> Result<Outcome> {
         let id = request_id();
         // A runtime that quit between invocations gets a fresh environment, as on Lambda.
         if self.warm.as_mut().is_some_and(|w| w.sandbox.exited()) {
@@ -474,10 +580,12 @@ impl Function {
         let warm = self.warm.as_mut().expect("started above");
         warm.api.submit(Invocation {
             id: id.clone(),
-            event,
+            event: request.event,
             timeout: self.timeout,
             function_arn: self.function_arn.clone(),
-            trace_id: trace_id(),
+            trace_id: request.trace_id.unwrap_or_else(trace_id),
+            client_context: request.client_context,
+            cognito_identity: None,
         });
         let submitted = Instant::now();
         let mut picked: Option<Instant> = None;

@@ -3,7 +3,8 @@
 "raise" fails, "sleep" sleeps event["seconds"], "allocate" fills event["mb"] MiB,
 "read" returns the text of event["path"], "connect" what event["host"]:event["port"]
 answers first.
-PROBE_INIT=raise|exit fails the init."""
+PROBE_INIT=raise|exit fails the init. app/bootstrap.py is a hand-written custom runtime
+for the same image."""
 
 import os
 import socket
@@ -75,4 +76,6 @@ def handler(event, context):
         "whiteout_removed": not os.path.exists("/etc/ocilambda-fixture/removed-by-whiteout"),
         "kept": os.path.exists("/etc/ocilambda-fixture/kept"),
         "opaque": sorted(os.listdir("/opt/ocilambda-fixture/opaque")),
+        "client_context_custom": getattr(context.client_context, "custom", None),
+        "trace_id": os.environ.get("_X_AMZN_TRACE_ID"),
     }
