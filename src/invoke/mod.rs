@@ -272,58 +272,9 @@ async fn endpoint(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<http_body_util::Full<Bytes>> {
     use hyper::StatusCode;
-    let path = req.uri().path().to_string();
-    let is_invoke = req.method() == hyper::Method::POST
-        && path.starts_with("/2015-03-31/functions/")
-        && path.ends_with("/invocations")
-        && path.matches('/').count() == 4;
-    if !is_invoke {
-        return runtime_api::json_response(
-            StatusCode::NOT_FOUND,
-            r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
-        );
-    }
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    // As the emulator: the caller's trace header is the function's, and the client
-    // context comes base64-encoded, as the Invoke API takes it.
-    let trace_id = header("X-Amzn-Trace-Id");
-    let client_context = match header("X-Amz-Client-Context").map(|b64| decode_client_context(&b64))
-    {
-        None => None,
-        Some(Ok(text)) => Some(text),
-        Some(Err(())) => {
-            return runtime_api::json_response(
-                StatusCode::BAD_REQUEST,
-                r#"{"Type":"User","message":"Client context must be a valid Base64-encoded JSON object."}"#,
-            );
-        }
-    };
-    let event = match runtime_api::read_body(req.into_body(), runtime_api::MAX_PAYLOAD).await {
-        Ok(Some(b)) if b.is_empty() => Bytes::from_static(b"{}"),
-        Ok(Some(b)) => b,
-        _ => {
-            return runtime_api::json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                serde_json::json!({"Type": "User", "message": format!("Request must be smaller than {} bytes for the InvokeFunction operation", runtime_api::MAX_PAYLOAD)}).to_string(),
-            );
-        }
-    };
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event) {
-        return runtime_api::json_response(
-            StatusCode::BAD_REQUEST,
-            serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")}).to_string(),
-        );
-    }
-    let request = Request {
-        event,
-        client_context,
-        trace_id,
+    let request = match invocation(req).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
     let outcome = function.lock().await.invoke(request).await;
     match outcome {
@@ -352,6 +303,121 @@ async fn endpoint(
             runtime_api::json_response(StatusCode::INTERNAL_SERVER_ERROR, body)
         }
     }
+}
+
+/// The image's root file system from the invoke cache: reused whole, or composed from its
+/// layers, unpacking (after fetching) only those the cache lacks.
+async fn root_of(
+    image: &crate::source::Image,
+    diff_ids: Vec<String>,
+    store: rootfs::Store,
+    remote: &Remote,
+    cache: &Cache,
+    reporter: &dyn Reporter,
+) -> Result<rootfs::Root> {
+    let short = output::short_digest(&image.manifest_digest);
+    Ok(match store.root(&diff_ids)? {
+        Some(root) => {
+            reporter.event(Said::Step(format!("Reused unpacked image {short}")));
+            root
+        }
+        None => {
+            // Only the layers the cache lacks are fetched and read.
+            let missing = store.missing(&diff_ids)?;
+            let fetching = Instant::now();
+            let (blobs, count, bytes) =
+                image::layer_blobs(&image, &missing, &remote, &cache).await?;
+            if count > 0 {
+                reporter.event(Said::Step(format!(
+                    "Fetched {count} layer{} ({}) in {}",
+                    if count == 1 { "" } else { "s" },
+                    output::size(bytes),
+                    output::duration(fetching.elapsed())
+                )));
+            }
+            let started = Instant::now();
+            let (ids, unpacker) = (diff_ids.clone(), store.clone());
+            let (root, done) = tokio::task::spawn_blocking(move || unpacker.prepare(&ids, &blobs))
+                .await
+                .context("the unpacking thread panicked")?
+                .with_context(|| format!("unpacking {}", image.label))?;
+            // Keeping the cache to its size (and readying the next app-only
+            // rebuild) is not in the function's way: it runs while the sandbox
+            // starts (the runtime waits for it at exit).
+            tokio::task::spawn_blocking(move || store.settle(&diff_ids));
+            let unpacked = done.unpacked;
+            reporter.event(Said::Step(format!(
+                "Unpacked image {short} ({} of {} layers new, {} files, {}) in {}",
+                unpacked.layers,
+                done.layers,
+                output::count(unpacked.files),
+                output::size(unpacked.bytes),
+                output::duration(started.elapsed())
+            )));
+            root
+        }
+    })
+}
+
+/// The invocation an RIE request asks for, or the answer refusing it (the emulator's
+/// status codes and bodies: unknown path, bad client context, payload too large, not JSON).
+async fn invocation(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> std::result::Result<Request, hyper::Response<http_body_util::Full<Bytes>>> {
+    use hyper::StatusCode;
+    let path = req.uri().path().to_string();
+    let is_invoke = req.method() == hyper::Method::POST
+        && path.starts_with("/2015-03-31/functions/")
+        && path.ends_with("/invocations")
+        && path.matches('/').count() == 4;
+    if !is_invoke {
+        return Err(runtime_api::json_response(
+            StatusCode::NOT_FOUND,
+            r#"{"Type":"User","message":"POST /2015-03-31/functions/function/invocations"}"#,
+        ));
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    // As the emulator: the caller's trace header is the function's, and the client
+    // context comes base64-encoded, as the Invoke API takes it.
+    let trace_id = header("X-Amzn-Trace-Id");
+    let client_context = match header("X-Amz-Client-Context").map(|b64| decode_client_context(&b64))
+    {
+        None => None,
+        Some(Ok(text)) => Some(text),
+        Some(Err(())) => {
+            return Err(runtime_api::json_response(
+                StatusCode::BAD_REQUEST,
+                r#"{"Type":"User","message":"Client context must be a valid Base64-encoded JSON object."}"#,
+            ));
+        }
+    };
+    let event = match runtime_api::read_body(req.into_body(), runtime_api::MAX_PAYLOAD).await {
+        Ok(Some(b)) if b.is_empty() => Bytes::from_static(b"{}"),
+        Ok(Some(b)) => b,
+        _ => {
+            return Err(runtime_api::json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"Type": "User", "message": format!("Request must be smaller than {} bytes for the InvokeFunction operation", runtime_api::MAX_PAYLOAD)}).to_string(),
+            ));
+        }
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event) {
+        return Err(runtime_api::json_response(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"Type": "User", "message": format!("Could not parse request body into json: {e}")}).to_string(),
+        ));
+    }
+    Ok(Request {
+        event,
+        client_context,
+        trace_id,
+    })
 }
 
 /// The `X-Amz-Client-Context` header's JSON object.
@@ -424,51 +490,9 @@ impl Function {
         let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
         image::check_arch(&image)?;
         let run = RunConfig::of(&image.config, &image.label)?;
-        let short = output::short_digest(&image.manifest_digest);
         let diff_ids = image::diff_ids(&image)?;
         let store = rootfs::Store::open(cache.root(), opts.cache_size)?;
-        let rootfs = match store.root(&diff_ids)? {
-            Some(root) => {
-                reporter.event(Said::Step(format!("Reused unpacked image {short}")));
-                root
-            }
-            None => {
-                // Only the layers the cache lacks are fetched and read.
-                let missing = store.missing(&diff_ids)?;
-                let fetching = Instant::now();
-                let (blobs, count, bytes) =
-                    image::layer_blobs(&image, &missing, &remote, &cache).await?;
-                if count > 0 {
-                    reporter.event(Said::Step(format!(
-                        "Fetched {count} layer{} ({}) in {}",
-                        if count == 1 { "" } else { "s" },
-                        output::size(bytes),
-                        output::duration(fetching.elapsed())
-                    )));
-                }
-                let started = Instant::now();
-                let (ids, unpacker) = (diff_ids.clone(), store.clone());
-                let (root, done) =
-                    tokio::task::spawn_blocking(move || unpacker.prepare(&ids, &blobs))
-                        .await
-                        .context("the unpacking thread panicked")?
-                        .with_context(|| format!("unpacking {}", image.label))?;
-                // Keeping the cache to its size (and readying the next app-only
-                // rebuild) is not in the function's way: it runs while the sandbox
-                // starts (the runtime waits for it at exit).
-                tokio::task::spawn_blocking(move || store.settle(&diff_ids));
-                let unpacked = done.unpacked;
-                reporter.event(Said::Step(format!(
-                    "Unpacked image {short} ({} of {} layers new, {} files, {}) in {}",
-                    unpacked.layers,
-                    done.layers,
-                    output::count(unpacked.files),
-                    output::size(unpacked.bytes),
-                    output::duration(started.elapsed())
-                )));
-                root
-            }
-        };
+        let rootfs = root_of(&image, diff_ids, store, &remote, &cache, &*reporter).await?;
         let env = environment(&run.env, opts.memory_mb, &user_env);
         let get = |k: &str, default: &str| {
             env.iter()
@@ -587,54 +611,7 @@ impl Function {
             client_context: request.client_context,
             cognito_identity: None,
         });
-        let submitted = Instant::now();
-        let mut picked: Option<Instant> = None;
-        let end = loop {
-            let deadline = match (picked, warm.init) {
-                (Some(at), _) => at + self.timeout,
-                (None, None) => warm.started + INIT_LIMIT,
-                (None, Some(_)) => submitted + self.timeout,
-            };
-            tokio::select! {
-                biased;
-                event = warm.api.event() => match event {
-                    Some(Event::Next { id: got, at }) if got == id => {
-                        picked = Some(at);
-                        if warm.init.is_none() {
-                            warm.init = Some(at - warm.started);
-                        }
-                        warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"), &*self.reporter);
-                    }
-                    Some(Event::Response { id: got, body }) if got == id => break End::Response(body),
-                    Some(Event::Error { id: got, body }) if got == id => break End::Error(body),
-                    Some(Event::TooLarge { id: got }) if got == id => break End::Error(lambda_error(
-                        "Function.ResponseSizeTooLarge",
-                        &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", runtime_api::MAX_PAYLOAD),
-                    )),
-                    // Lambda answers the invocation with the runtime's own init error.
-                    Some(Event::InitError { body }) => break End::Fatal(body),
-                    Some(_) => {}
-                    None => break End::Ours(anyhow::anyhow!("the Runtime API server stopped")),
-                },
-                status = warm.sandbox.wait() => {
-                    let status = status.context("waiting for the sandbox")?;
-                    if warm.init.is_none() && let Some(e) = warm.sandbox.setup_error().await {
-                        break End::Ours(e);
-                    }
-                    let (kind, why) = if warm.sandbox.oom_killed() {
-                        ("Runtime.OutOfMemory", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
-                    } else if status.success() {
-                        ("Runtime.ExitError", "Runtime exited without providing a reason".to_string())
-                    } else {
-                        ("Runtime.ExitError", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
-                    };
-                    break End::Fatal(lambda_error(kind, &format!("RequestId: {id} Error: {why}")));
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    break End::Timeout(picked.map_or_else(|| warm.started.elapsed(), |at| at.elapsed()));
-                }
-            }
-        };
+        let (end, picked) = run_to_end(warm, &id, self.timeout, &*self.reporter).await?;
         let duration = picked.map_or(Duration::ZERO, |at| at.elapsed());
         let peak = warm.sandbox.peak_memory();
         let init = (!warm.init_reported).then_some(warm.init).flatten();
@@ -673,6 +650,66 @@ impl Function {
         }
         Ok(outcome)
     }
+}
+
+/// Wait for invocation `id`, submitted to `warm` just now, to end: its answer, an error,
+/// the runtime's exit, or a timeout (Lambda's init limit until the runtime first asks for
+/// work, then `timeout` from when it picked the invocation up). Also when it was picked.
+async fn run_to_end(
+    warm: &mut Warm,
+    id: &str,
+    timeout: Duration,
+    reporter: &dyn Reporter,
+) -> Result<(End, Option<Instant>)> {
+    let submitted = Instant::now();
+    let mut picked: Option<Instant> = None;
+    let end = loop {
+        let deadline = match (picked, warm.init) {
+            (Some(at), _) => at + timeout,
+            (None, None) => warm.started + INIT_LIMIT,
+            (None, Some(_)) => submitted + timeout,
+        };
+        tokio::select! {
+            biased;
+            event = warm.api.event() => match event {
+                Some(Event::Next { id: got, at }) if got == id => {
+                    picked = Some(at);
+                    if warm.init.is_none() {
+                        warm.init = Some(at - warm.started);
+                    }
+                    warm.sandbox.log(&format!("START RequestId: {id} Version: $LATEST"), reporter);
+                }
+                Some(Event::Response { id: got, body }) if got == id => break End::Response(body),
+                Some(Event::Error { id: got, body }) if got == id => break End::Error(body),
+                Some(Event::TooLarge { id: got }) if got == id => break End::Error(lambda_error(
+                    "Function.ResponseSizeTooLarge",
+                    &format!("Response payload size exceeded maximum allowed payload size ({} bytes).", runtime_api::MAX_PAYLOAD),
+                )),
+                // Lambda answers the invocation with the runtime's own init error.
+                Some(Event::InitError { body }) => break End::Fatal(body),
+                Some(_) => {}
+                None => break End::Ours(anyhow::anyhow!("the Runtime API server stopped")),
+            },
+            status = warm.sandbox.wait() => {
+                let status = status.context("waiting for the sandbox")?;
+                if warm.init.is_none() && let Some(e) = warm.sandbox.setup_error().await {
+                    break End::Ours(e);
+                }
+                let (kind, why) = if warm.sandbox.oom_killed() {
+                    ("Runtime.OutOfMemory", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
+                } else if status.success() {
+                    ("Runtime.ExitError", "Runtime exited without providing a reason".to_string())
+                } else {
+                    ("Runtime.ExitError", format!("Runtime exited with error: {}", sandbox::describe_exit(status)))
+                };
+                break End::Fatal(lambda_error(kind, &format!("RequestId: {id} Error: {why}")));
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                break End::Timeout(picked.map_or_else(|| warm.started.elapsed(), |at| at.elapsed()));
+            }
+        }
+    };
+    Ok((end, picked))
 }
 
 /// `{"errorType": ..., "errorMessage": ...}` as Lambda writes it.

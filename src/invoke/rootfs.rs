@@ -845,6 +845,34 @@ impl LayerWriter {
         path.strip_prefix(&self.root).unwrap_or(path).to_path_buf()
     }
 
+    /// A hard link at `path` to `target_rel`: made now when the target is a file this
+    /// layer already wrote, recorded for the compose step when it is a lower layer's.
+    fn hard_link(&mut self, path: &Path, target_rel: PathBuf) -> Result<()> {
+        let resolver = Resolver { root: &self.root };
+        let target_parent = resolver.dir(target_rel.parent().unwrap_or(Path::new("")))?;
+        let target = target_parent.join(target_rel.file_name().context("hard link")?);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if !m.is_dir() => {
+                if target != path {
+                    remove(path)?;
+                    // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the
+                    // symlink itself.
+                    fs::hard_link(&target, path)?;
+                }
+            }
+            Ok(_) => bail!(
+                "hard link to `{}`, which is not a file of the image",
+                target_rel.display()
+            ),
+            // A file of a lower layer: linked when the root is composed.
+            Err(_) => {
+                let rel = self.rel(path);
+                self.meta.links.push((rel, target_rel));
+            }
+        }
+        Ok(())
+    }
+
     fn entry(&mut self, entry: Entry<'_>) -> Result<()> {
         let rel = match &entry.op {
             Op::Put(rel) => rel,
@@ -880,19 +908,7 @@ impl LayerWriter {
                 self.meta.dirs.insert(rel, mode & 0o1777);
             }
             Kind::File => {
-                remove(&path)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true) // O_EXCL: never opens through a symlink
-                    .mode(0o600)
-                    .open(&path)?;
-                let n = io::copy(entry.content, &mut file)?;
-                // setuid/setgid dropped: the tree belongs to whoever invokes, possibly
-                // root, and must not become a way to gain privileges on the host.
-                file.set_permissions(fs::Permissions::from_mode(mode & 0o777))?;
-                // Timestamp-checked bytecode compares the source mtime with the .pyc.
-                let mtime = UNIX_EPOCH + Duration::from_secs(entry.mtime);
-                file.set_modified(mtime)?;
+                let n = write_file(&path, entry.content, mode, entry.mtime)?;
                 self.meta.files += 1;
                 self.meta.bytes += n;
             }
@@ -907,27 +923,7 @@ impl LayerWriter {
             Kind::Hardlink => {
                 // Cleaned by the reader: relative to the root, no `..`.
                 let target_rel = entry.link.context("hard link without a target")?;
-                let target_parent = resolver.dir(target_rel.parent().unwrap_or(Path::new("")))?;
-                let target = target_parent.join(target_rel.file_name().context("hard link")?);
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if !m.is_dir() => {
-                        if target != path {
-                            remove(&path)?;
-                            // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links
-                            // the symlink itself.
-                            fs::hard_link(&target, &path)?;
-                        }
-                    }
-                    Ok(_) => bail!(
-                        "hard link to `{}`, which is not a file of the image",
-                        target_rel.display()
-                    ),
-                    // A file of a lower layer: linked when the root is composed.
-                    Err(_) => {
-                        let rel = self.rel(&path);
-                        self.meta.links.push((rel, target_rel));
-                    }
-                }
+                self.hard_link(&path, target_rel)?;
                 self.meta.files += 1;
             }
             // Device nodes cannot be made without privileges (the sandbox brings its own
@@ -1099,6 +1095,23 @@ fn umask() -> u32 {
             })
             .unwrap_or(0o777)
     })
+}
+
+/// A new regular file at `path` (replacing what was there) with `content`: never opened
+/// through a symlink, mode without setuid/setgid (the tree belongs to whoever invokes,
+/// possibly root, and must not become a way to gain privileges on the host), and the
+/// layer's mtime (timestamp-checked bytecode compares the source's with the .pyc's).
+fn write_file(path: &Path, content: &mut dyn Read, mode: u32, mtime: u64) -> Result<u64> {
+    remove(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_EXCL: never opens through a symlink
+        .mode(0o600)
+        .open(path)?;
+    let n = io::copy(content, &mut file)?;
+    file.set_permissions(fs::Permissions::from_mode(mode & 0o777))?;
+    file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))?;
+    Ok(n)
 }
 
 #[cfg(test)]
