@@ -325,8 +325,7 @@ async fn root_of(
             // Only the layers the cache lacks are fetched and read.
             let missing = store.missing(&diff_ids)?;
             let fetching = Instant::now();
-            let (blobs, count, bytes) =
-                image::layer_blobs(&image, &missing, &remote, &cache).await?;
+            let (blobs, count, bytes) = image::layer_blobs(image, &missing, remote, cache).await?;
             if count > 0 {
                 reporter.event(Said::Step(format!(
                     "Fetched {count} layer{} ({}) in {}",
