@@ -30,6 +30,10 @@ pub const KEYS: &[&str] = &[
     "extra",
     "all-extras",
     "group",
+    "function",
+    "layer",
+    "create-repository",
+    "s3-bucket",
 ];
 
 /// `OCILAMBDA_*` variables that are not settings but are still ours (no warning).
@@ -56,6 +60,14 @@ pub struct Settings {
     pub extras: Option<Vec<String>>,
     pub all_extras: Option<bool>,
     pub groups: Option<Vec<String>>,
+    /// The Lambda function `deploy` updates: a name or an ARN.
+    pub function: Option<String>,
+    /// The Lambda layer `deploy` puts a zip function's dependencies in.
+    pub layer: Option<String>,
+    /// Create a missing ECR repository when pushing to it.
+    pub create_repository: Option<bool>,
+    /// Where `deploy` uploads zips too large for the Lambda API request.
+    pub s3_bucket: Option<String>,
 }
 
 /// Which of the project's Lambdas and which of its optional dependencies to stage, and
@@ -107,6 +119,10 @@ impl Settings {
             extras: higher.extras.or(self.extras),
             all_extras: higher.all_extras.or(self.all_extras),
             groups: higher.groups.or(self.groups),
+            function: higher.function.or(self.function),
+            layer: higher.layer.or(self.layer),
+            create_repository: higher.create_repository.or(self.create_repository),
+            s3_bucket: higher.s3_bucket.or(self.s3_bucket),
         }
     }
 
@@ -150,6 +166,10 @@ impl Settings {
             extras: list("extra")?,
             all_extras: boolean("all-extras")?,
             groups: list("group")?,
+            function: string("function")?,
+            layer: string("layer")?,
+            create_repository: boolean("create-repository")?,
+            s3_bucket: string("s3-bucket")?,
         })
     }
 

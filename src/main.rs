@@ -7,7 +7,7 @@ use ocilambda::commands::audit::Rendered;
 use ocilambda::commands::terminal::Terminal;
 use ocilambda::config::{self, Environment, Settings};
 use ocilambda::target::{Arch, PyVersion};
-use ocilambda::{build, error, login, output, package, push};
+use ocilambda::{build, deploy, error, login, output, package, push};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +30,9 @@ enum Command {
     Zip(ZipArgs),
     /// Push the built image to a registry; prints REGISTRY/REPOSITORY@sha256:DIGEST.
     Push(PushArgs),
+    /// Build and deploy to a Lambda function (image or zip), skipping unchanged code;
+    /// prints the deployed image reference or CodeSha256.
+    Deploy(DeployArgs),
     /// Store registry credentials in the Docker config, as `docker login` does.
     Login(LoginArgs),
     /// Remove stored registry credentials.
@@ -94,6 +97,45 @@ impl RegistryArgs {
         self.ca_cert
             .clone()
             .or_else(|| env.ca_cert().map(Into::into))
+    }
+}
+
+/// How to reach AWS (ECR tokens, repositories, Lambda); credentials come from the
+/// standard chain.
+#[derive(Args)]
+struct AwsArgs {
+    /// The AWS region [default: the chain's: AWS_REGION, the profile's region].
+    #[arg(long)]
+    region: Option<String>,
+    /// The profile of the shared AWS config and credentials files [default: AWS_PROFILE].
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl AwsArgs {
+    fn options(&self) -> ocilambda::aws::AwsOptions {
+        ocilambda::aws::AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+/// Creating a missing ECR repository (`push`, `deploy`).
+#[derive(Args)]
+struct CreateRepositoryArgs {
+    /// Create the ECR repository when the registry says it does not exist (scan on push
+    /// on) [env: OCILAMBDA_CREATE_REPOSITORY].
+    #[arg(long)]
+    create_repository: bool,
+    /// A repository created with --create-repository gets immutable tags.
+    #[arg(long, requires = "create_repository")]
+    immutable_tags: bool,
+}
+
+impl CreateRepositoryArgs {
+    fn setting(&self) -> Option<bool> {
+        self.create_repository.then_some(true)
     }
 }
 
@@ -384,8 +426,63 @@ struct PushArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
     #[command(flatten)]
+    create: CreateRepositoryArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
     /// Print a JSON summary on stdout instead of the reference.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
+}
+
+#[derive(Args)]
+#[command(after_help = PRECEDENCE)]
+struct DeployArgs {
+    /// The uv project (workspace root) [default: current directory].
+    project_dir: Option<PathBuf>,
+    #[command(flatten)]
+    project: ProjectArg,
+    /// The Lambda function: a name or an ARN [env: OCILAMBDA_FUNCTION].
+    #[arg(long)]
+    function: Option<String>,
+    /// Image functions: REGISTRY/REPOSITORY[:TAG] to push to [env: OCILAMBDA_REPOSITORY].
+    #[arg(long, value_name = "REF")]
+    repository: Option<String>,
+    /// Zip functions: put the dependencies in this Lambda layer (a new version only when
+    /// they changed) [env: OCILAMBDA_LAYER].
+    #[arg(long, value_name = "NAME")]
+    layer: Option<String>,
+    #[command(flatten)]
+    settings: SettingArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Publish a version of the function after the update.
+    #[arg(long)]
+    publish: bool,
+    /// Point this alias at the published version (implies --publish).
+    #[arg(long, value_name = "NAME")]
+    alias: Option<String>,
+    /// Return once Lambda accepted the update, without waiting for it to finish.
+    #[arg(long)]
+    no_wait: bool,
+    /// Allow an image registry that is not an ECR registry of the function's region.
+    #[arg(long)]
+    allow_non_ecr: bool,
+    #[command(flatten)]
+    create: CreateRepositoryArgs,
+    /// Blobs uploaded in parallel.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Print a JSON summary on stdout instead of the image reference or CodeSha256.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -598,12 +695,53 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         ca_cert: args.registry.ca_cert(env),
         insecure_registries: args.registry.insecure_registry,
         env: env.settings()?,
+        create_repository: args.create.setting(),
+        immutable_tags: args.create.immutable_tags,
+        aws: args.aws.options(),
     };
     let pushed = push::push(request, reporter.clone()).await;
     // Bars still drawn (after an error) go before the error is printed.
     reporter.clear();
     let summary = pushed?;
     print_summary(args.json, &summary, format!("{}\n", summary.reference))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let reporter = Terminal::with_bars(args.quiet.quiet);
+    let request = deploy::DeployRequest {
+        project_dir: project_dir(args.project_dir, args.project),
+        cli: Settings {
+            function: args.function,
+            repository: args.repository,
+            layer: args.layer,
+            create_repository: args.create.setting(),
+            ..args.select.over(args.settings.settings())
+        },
+        env: env.settings()?,
+        aws: args.aws.options(),
+        allow_non_ecr: args.allow_non_ecr,
+        no_wait: args.no_wait,
+        publish: args.publish,
+        alias: args.alias,
+        immutable_tags: args.create.immutable_tags,
+        offline: args.network.offline,
+        pull: args.network.pull,
+        ca_cert: args.registry.ca_cert(env),
+        insecure_registries: args.registry.insecure_registry,
+        jobs: usize::from(args.jobs),
+        epoch: env.source_date_epoch()?,
+        direct_upload_limit: None,
+    };
+    let deployed = deploy::deploy(request, reporter.clone()).await;
+    reporter.clear();
+    let summary = deployed?;
+    let line = summary
+        .image_uri
+        .clone()
+        .or(summary.code_sha256.clone())
+        .unwrap_or_default();
+    print_summary(args.json, &summary, format!("{line}\n"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -614,6 +752,7 @@ async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
             audit(c, env).await
         }
         Command::Push(args) => push_command(args, env).await,
+        Command::Deploy(args) => deploy_command(args, env).await,
         Command::Login(args) => {
             let reporter = Terminal::new(args.quiet.quiet);
             let request = login::LoginRequest {

@@ -51,7 +51,13 @@ impl fmt::Debug for Credential {
 pub struct Found {
     pub credential: Option<Credential>,
     pub source: String,
+    /// The registry's `credHelpers` entry is `ecr-login` and no such helper is
+    /// installed: the caller gets an ECR token in process ([`super::ecr`]).
+    pub ecr_login: bool,
 }
+
+/// The helper ocilambda serves itself when its binary is missing.
+pub const ECR_LOGIN: &str = "ecr-login";
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 pub fn config_path() -> Option<PathBuf> {
@@ -226,6 +232,17 @@ impl Helpers {
         }
     }
 
+    /// Whether `docker-credential-<name>` exists (on PATH, as docker looks it up).
+    fn installed(&self, name: &str) -> bool {
+        let program = self.program(name);
+        if self.dir.is_some() {
+            return program.is_file();
+        }
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(&program).is_file())
+        })
+    }
+
     async fn run(&self, name: &str, action: &str, input: &[u8]) -> Result<HelperOutput> {
         run_helper(&self.program(name), action, input, self.timeout).await
     }
@@ -276,12 +293,23 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
         return Ok(Found {
             credential: None,
             source: "none (anonymous; neither DOCKER_CONFIG nor HOME is set)".into(),
+            ecr_login: false,
         });
     };
     let config = read_config(path)?;
     let key = server_key(registry);
     if let Some((_, helper)) = entry(config.get("credHelpers"), registry) {
         let name = helper.as_str().unwrap_or_default();
+        if name == ECR_LOGIN && !helpers.installed(name) {
+            return Ok(Found {
+                credential: None,
+                source: format!(
+                    "an Amazon ECR token from the AWS credential chain (credHelpers `{ECR_LOGIN}` in {}, served in process)",
+                    path.display()
+                ),
+                ecr_login: true,
+            });
+        }
         let credential = helper_get(helpers, name, &key).await?;
         return Ok(Found {
             source: format!(
@@ -294,6 +322,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
                 }
             ),
             credential,
+            ecr_login: false,
         });
     }
     let mut store_had_none = None;
@@ -309,6 +338,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
                     "credential store `docker-credential-{store}` (credsStore in {})",
                     path.display()
                 ),
+                ecr_login: false,
             });
         }
         store_had_none = Some(store.to_string());
@@ -324,6 +354,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
             return Ok(Found {
                 credential: Some(credential),
                 source: format!("`auths.\"{found_key}\"` in {}", path.display()),
+                ecr_login: false,
             });
         }
     }
@@ -339,6 +370,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
     Ok(Found {
         credential: None,
         source,
+        ecr_login: false,
     })
 }
 
