@@ -228,6 +228,7 @@ fn runtime_python(runtime: &str) -> Option<PyVersion> {
 
 struct Deployer {
     lambda: aws_sdk_lambda::Client,
+    s3: aws_sdk_s3::Client,
     function: String,
     reporter: Arc<dyn Reporter>,
 }
@@ -387,6 +388,7 @@ pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<D
     let region = aws.require_region()?.to_string();
     let deployer = Deployer {
         lambda: aws_sdk_lambda::Client::new(aws.config()),
+        s3: aws_sdk_s3::Client::new(aws.config()),
         function: function.clone(),
         reporter: reporter.clone(),
     };
@@ -590,14 +592,16 @@ async fn deploy_zip(
             .iter()
             .find(|z| z.kind == "layer")
             .context("zip wrote no layer")?;
-        if layer_zip.size > limit {
-            return Err(DeployError::NeedsBucket {
-                size: layer_zip.size,
-                limit,
-            }
-            .into());
-        }
-        let arn = layer_version(deployer, name, layer_zip, &runtime, current.arch).await?;
+        let arn = layer_version(
+            deployer,
+            name,
+            layer_zip,
+            &runtime,
+            current.arch,
+            settings.s3_bucket.as_deref(),
+            limit,
+        )
+        .await?;
         summary.layer_version_arn = Some(arn.clone());
         if !current.layers.contains(&arn) {
             let layers = layers_with(&current.layers, &arn);
@@ -618,26 +622,21 @@ async fn deploy_zip(
     if current.code_sha256.as_deref() == Some(code.code_sha256.as_str()) {
         return Ok(None);
     }
-    if code.size > limit {
-        return Err(DeployError::NeedsBucket {
-            size: code.size,
-            limit,
-        }
-        .into());
-    }
-    let bytes =
-        std::fs::read(&code.path).with_context(|| format!("reading {}", code.path.display()))?;
-    let updated = deployer
+    let request = deployer
         .lambda
         .update_function_code()
-        .function_name(&deployer.function)
-        .zip_file(aws_sdk_lambda::primitives::Blob::new(bytes))
+        .function_name(&deployer.function);
+    let request = match upload(deployer, code, settings.s3_bucket.as_deref(), limit).await? {
+        Upload::Direct(blob) => request.zip_file(blob),
+        Upload::S3 { bucket, key } => request.s3_bucket(bucket).s3_key(key),
+    };
+    let updated = request
         .send()
         .await
         .map_err(|e| crate::aws::classify("lambda:UpdateFunctionCode", &e))?;
     summary.changed = true;
     deployer.reporter.event(Event::Step(format!(
-        "Uploaded {} ({}) to {}",
+        "Sent {} ({}) to {}",
         code.path.display(),
         output::size(code.size),
         deployer.function
@@ -651,6 +650,62 @@ async fn deploy_zip(
         .or(Some(code.code_sha256.clone())))
 }
 
+/// How a zip reaches Lambda: in the request itself, or by way of an S3 object.
+enum Upload {
+    Direct(aws_sdk_lambda::primitives::Blob),
+    S3 { bucket: String, key: String },
+}
+
+/// The zip as the request carries it: bytes when Lambda takes them directly (up to
+/// `limit`), else an S3 object under a key named by its content, put there first.
+async fn upload(
+    deployer: &Deployer,
+    zip: &package::ZipOutput,
+    bucket: Option<&str>,
+    limit: u64,
+) -> Result<Upload> {
+    if zip.size <= limit {
+        let bytes =
+            std::fs::read(&zip.path).with_context(|| format!("reading {}", zip.path.display()))?;
+        return Ok(Upload::Direct(aws_sdk_lambda::primitives::Blob::new(bytes)));
+    }
+    let Some(bucket) = bucket else {
+        return Err(DeployError::NeedsBucket {
+            size: zip.size,
+            limit,
+        }
+        .into());
+    };
+    let started = Instant::now();
+    // Content-addressed: a key names its bytes, so objects of earlier deploys are never
+    // overwritten with something else, and S3 checks the bytes against our SHA-256.
+    let key = format!("ocilambda/{}.zip", zip.digest.trim_start_matches("sha256:"));
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&zip.path)
+        .await
+        .with_context(|| format!("reading {}", zip.path.display()))?;
+    deployer
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(&key)
+        .body(body)
+        .checksum_sha256(&zip.code_sha256)
+        .send()
+        .await
+        .map_err(|e| crate::aws::classify("s3:PutObject", &e))
+        .with_context(|| format!("uploading {} to s3://{bucket}/{key}", zip.path.display()))?;
+    deployer.reporter.event(Event::Step(format!(
+        "Uploaded {} ({}) to s3://{bucket}/{key} in {}",
+        zip.path.display(),
+        output::size(zip.size),
+        output::duration(started.elapsed())
+    )));
+    Ok(Upload::S3 {
+        bucket: bucket.to_string(),
+        key,
+    })
+}
+
 /// The ARN of a version of layer `name` holding exactly `zip`: the newest version when
 /// it does (same CodeSha256), else a new one.
 async fn layer_version(
@@ -659,6 +714,8 @@ async fn layer_version(
     zip: &package::ZipOutput,
     runtime: &str,
     arch: Arch,
+    bucket: Option<&str>,
+    limit: u64,
 ) -> Result<String> {
     let lambda = &deployer.lambda;
     let listed = lambda
@@ -691,16 +748,19 @@ async fn layer_version(
             return Ok(arn.to_string());
         }
     }
-    let bytes =
-        std::fs::read(&zip.path).with_context(|| format!("reading {}", zip.path.display()))?;
+    let content = match upload(deployer, zip, bucket, limit).await? {
+        Upload::Direct(blob) => aws_sdk_lambda::types::LayerVersionContentInput::builder()
+            .zip_file(blob)
+            .build(),
+        Upload::S3 { bucket, key } => aws_sdk_lambda::types::LayerVersionContentInput::builder()
+            .s3_bucket(bucket)
+            .s3_key(key)
+            .build(),
+    };
     let published = lambda
         .publish_layer_version()
         .layer_name(name)
-        .content(
-            aws_sdk_lambda::types::LayerVersionContentInput::builder()
-                .zip_file(aws_sdk_lambda::primitives::Blob::new(bytes))
-                .build(),
-        )
+        .content(content)
         .compatible_runtimes(Runtime::from(runtime))
         .compatible_architectures(lambda_arch(arch))
         .send()

@@ -460,7 +460,7 @@ fn deploy_hint(e: &DeployError) -> String {
         NotEcr { .. } => "Lambda runs images from ECR in its own region: push to ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME (--repository), or pass --allow-non-ecr for a mirror Lambda can pull from".into(),
         UpdateFailed { .. } => "the reason above is Lambda's; fix it and deploy again (the function keeps running its previous code)".into(),
         WaitTimedOut { .. } => "check the function in the Lambda console; deploy again once it is Active".into(),
-        NeedsBucket { .. } => "use an image function, or --layer to move the dependencies out of the function's zip".into(),
+        NeedsBucket { .. } => "pass --s3-bucket BUCKET (a bucket in the function's region; or set `s3-bucket` in [tool.ocilambda]) to upload it through S3".into(),
     }
 }
 

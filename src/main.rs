@@ -455,6 +455,13 @@ struct DeployArgs {
     /// they changed) [env: OCILAMBDA_LAYER].
     #[arg(long, value_name = "NAME")]
     layer: Option<String>,
+    /// Zip functions: send zips above Lambda's 50 MB request limit through this S3
+    /// bucket (in the function's region) [env: OCILAMBDA_S3_BUCKET].
+    #[arg(long, value_name = "BUCKET")]
+    s3_bucket: Option<String>,
+    /// The size above which zips go through S3 (tests lower it).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    direct_upload_limit: Option<u64>,
     #[command(flatten)]
     settings: SettingArgs,
     #[command(flatten)]
@@ -715,6 +722,7 @@ async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<E
             function: args.function,
             repository: args.repository,
             layer: args.layer,
+            s3_bucket: args.s3_bucket,
             create_repository: args.create.setting(),
             ..args.select.over(args.settings.settings())
         },
@@ -731,7 +739,7 @@ async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<E
         insecure_registries: args.registry.insecure_registry,
         jobs: usize::from(args.jobs),
         epoch: env.source_date_epoch()?,
-        direct_upload_limit: None,
+        direct_upload_limit: args.direct_upload_limit,
     };
     let deployed = deploy::deploy(request, reporter.clone()).await;
     reporter.clear();
@@ -868,7 +876,7 @@ mod tests {
             }
             for arg in sub.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
-                if long == "help" {
+                if long == "help" || arg.is_hide_set() {
                     continue;
                 }
                 let flag = format!("--{long}");

@@ -562,3 +562,37 @@ fn create_repository_answers_name_unknown() {
     );
     assert_eq!(tags(&registry, "team/made"), ["v1"]);
 }
+
+#[test]
+fn zips_above_the_request_limit_go_through_s3() {
+    let world = World::new();
+    world.create_zip_function("big");
+    let s3 = aws_sdk_s3::Client::new(&world.sdk);
+    world
+        .rt
+        .block_on(s3.create_bucket().bucket("deploy-bucket").send())
+        .unwrap();
+    // The limit lowered so that the example's zip (a few MiB) is "too large".
+    let limit = ["--function", "big", "--direct-upload-limit", "100000"];
+    let refused = world.deploy(&limit);
+    let err = assert_user_error(&refused, "above the");
+    assert!(err.contains("--s3-bucket"), "{err}");
+    let mut args = limit.to_vec();
+    args.extend(["--s3-bucket", "deploy-bucket", "--json"]);
+    let summary = json(&world.deploy(&args));
+    assert_eq!(summary["changed"], true);
+    let zip = world.project().join(".ocilambda/package.zip");
+    let function = world.function("big");
+    assert_eq!(
+        function.configuration().unwrap().code_sha256(),
+        Some(base64_sha256(&zip).as_str())
+    );
+    let listed = world
+        .rt
+        .block_on(s3.list_objects_v2().bucket("deploy-bucket").send())
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(std::fs::read(&zip).unwrap()));
+    assert_eq!(keys, [format!("ocilambda/{hex}.zip")]);
+}
