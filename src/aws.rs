@@ -17,7 +17,7 @@ use std::fmt;
 
 /// Where the credential chain looks, in its order, for "no credentials" messages. Only
 /// the names: a source's values are never shown.
-pub const CHAIN: &str = "environment variables (AWS_ACCESS_KEY_ID), shared config and credentials files (AWS_PROFILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), ECS container credentials, EC2 instance metadata";
+pub const CHAIN: &str = "environment variables (AWS_ACCESS_KEY_ID), shared config and credentials files (AWS_PROFILE; SSO and credential_process profiles too), web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), ECS container credentials, EC2 instance metadata";
 
 /// What the user chose about AWS access (flags); everything else comes from the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -34,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "layer",
     "create-repository",
     "s3-bucket",
+    "allow-non-ecr",
 ];
 
 /// `OCILAMBDA_*` variables that are not settings but are still ours (no warning).
@@ -68,6 +69,8 @@ pub struct Settings {
     pub create_repository: Option<bool>,
     /// Where `deploy` uploads zips too large for the Lambda API request.
     pub s3_bucket: Option<String>,
+    /// Let `deploy` point an image function at a registry other than ECR of its region.
+    pub allow_non_ecr: Option<bool>,
 }
 
 /// Which of the project's Lambdas and which of its optional dependencies to stage, and
@@ -123,6 +126,7 @@ impl Settings {
             layer: higher.layer.or(self.layer),
             create_repository: higher.create_repository.or(self.create_repository),
             s3_bucket: higher.s3_bucket.or(self.s3_bucket),
+            allow_non_ecr: higher.allow_non_ecr.or(self.allow_non_ecr),
         }
     }
 
@@ -170,6 +174,7 @@ impl Settings {
             layer: string("layer")?,
             create_repository: boolean("create-repository")?,
             s3_bucket: string("s3-bucket")?,
+            allow_non_ecr: boolean("allow-non-ecr")?,
         })
     }
 

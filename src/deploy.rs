@@ -35,8 +35,6 @@ pub struct DeployRequest {
     /// Settings from the environment (`OCILAMBDA_*`).
     pub env: Settings,
     pub aws: AwsOptions,
-    /// Push to a registry that is not an ECR registry of the function's region.
-    pub allow_non_ecr: bool,
     /// Return once Lambda accepted the update, without waiting for it to finish.
     pub no_wait: bool,
     /// Publish a version after the update.
@@ -483,7 +481,9 @@ async fn deploy_image(
     };
     // Checked before building: a wrong registry is known without it.
     let dest = push::destination(&push_request)?;
-    if !req.allow_non_ecr && crate::registry::ecr::region_of(&dest.registry) != Some(region) {
+    if !settings.allow_non_ecr.unwrap_or(false)
+        && crate::registry::ecr::region_of(&dest.registry) != Some(region)
+    {
         return Err(DeployError::NotEcr {
             registry: dest.registry,
             region: region.to_string(),

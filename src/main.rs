@@ -475,7 +475,8 @@ struct DeployArgs {
     /// Return once Lambda accepted the update, without waiting for it to finish.
     #[arg(long)]
     no_wait: bool,
-    /// Allow an image registry that is not an ECR registry of the function's region.
+    /// Allow an image registry that is not an ECR registry of the function's region
+    /// (a mirror Lambda can pull from; tests) [env: OCILAMBDA_ALLOW_NON_ECR].
     #[arg(long)]
     allow_non_ecr: bool,
     #[command(flatten)]
@@ -723,12 +724,12 @@ async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<E
             repository: args.repository,
             layer: args.layer,
             s3_bucket: args.s3_bucket,
+            allow_non_ecr: args.allow_non_ecr.then_some(true),
             create_repository: args.create.setting(),
             ..args.select.over(args.settings.settings())
         },
         env: env.settings()?,
         aws: args.aws.options(),
-        allow_non_ecr: args.allow_non_ecr,
         no_wait: args.no_wait,
         publish: args.publish,
         alias: args.alias,
@@ -870,8 +871,8 @@ mod tests {
             let name = sub.get_name();
             let mut text = synopsis(readme, name);
             assert!(!text.is_empty(), "README has no synopsis of `{name}`");
-            if name == "verify" {
-                // verify takes build's settings flags, listed once under build.
+            if name == "verify" || name == "deploy" {
+                // verify and deploy take build's settings flags, listed once under build.
                 text.push_str(&synopsis(readme, "build"));
             }
             for arg in sub.get_arguments() {

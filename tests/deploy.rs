@@ -596,3 +596,132 @@ fn zips_above_the_request_limit_go_through_s3() {
     let hex = hex::encode(sha2::Sha256::digest(std::fs::read(&zip).unwrap()));
     assert_eq!(keys, [format!("ocilambda/{hex}.zip")]);
 }
+
+/// The job-level `env:` of a workflow and the `run:` of its step named `step` (a plain
+/// line scan: the example is ours and keeps to one-line values).
+fn workflow_parts(text: &str, step: &str) -> (Vec<(String, String)>, String) {
+    let mut env = Vec::new();
+    let mut in_env = false;
+    let mut run = None;
+    let mut in_step = false;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        if indent == 4 {
+            in_env = trimmed == "env:";
+            continue;
+        }
+        if in_env && indent == 6 {
+            let (k, v) = trimmed.split_once(": ").unwrap();
+            env.push((k.to_string(), v.to_string()));
+        }
+        if let Some(name) = trimmed.strip_prefix("- name: ") {
+            in_step = name == step;
+        }
+        if in_step && let Some(cmd) = trimmed.strip_prefix("run: ") {
+            run = Some(cmd.to_string());
+        }
+    }
+    (
+        env,
+        run.unwrap_or_else(|| panic!("no step {step:?} with a run: line")),
+    )
+}
+
+#[test]
+fn the_example_github_workflow_deploys_with_build_and_deploy_alone() {
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/github-actions/deploy.yml")).unwrap();
+    // The path it shows is OIDC credentials and ocilambda alone.
+    assert!(text.contains("id-token: write"));
+    assert!(text.contains("aws-actions/configure-aws-credentials"));
+    for line in text.lines().filter(|l| l.trim_start().starts_with("run:")) {
+        assert!(
+            !line.contains("aws ") && !line.contains("docker"),
+            "the workflow should need neither the AWS CLI nor Docker: {line}"
+        );
+    }
+    let (job_env, run) = workflow_parts(&text, "Build and deploy");
+    let value = |key: &str| {
+        job_env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the job sets no {key}"))
+    };
+    assert_eq!(value("AWS_REGION"), AWS_TEST_REGION);
+    let function = value("OCILAMBDA_FUNCTION");
+    let role_name = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("role-to-assume: "))
+        .and_then(|arn| arn.rsplit('/').next())
+        .unwrap()
+        .to_string();
+
+    let world = World::new();
+    let (registry, tls) = ecr_registry();
+    world.docker_config(&serde_json::json!({"credHelpers": {&registry.addr: "ecr-login"}}));
+    // The workflow's repository, on the stand-in for its ECR registry.
+    let repository_name = value("OCILAMBDA_REPOSITORY")
+        .split_once('/')
+        .unwrap()
+        .1
+        .to_string();
+    let repository = format!("{}/{repository_name}", registry.addr);
+    world.create_image_function(
+        &function,
+        &format!("{repository}@sha256:{}", "0".repeat(64)),
+        Architecture::X8664,
+    );
+    // What configure-aws-credentials' OIDC path amounts to: a web identity token for the
+    // role, exchanged at STS (moto's) by the credential chain.
+    let role = world.moto.create_role(&role_name);
+    let token = world.dir.path().join("oidc-token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.github-oidc.stand-in").unwrap();
+    let bin = world.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ocilambda"), bin.join("ocilambda")).unwrap();
+
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args(["-eo", "pipefail", "-c", &run])
+        .current_dir(world.project());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("AWS_") || key.starts_with("OCILAMBDA_") {
+            cmd.env_remove(&*key);
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.envs(job_env.iter().cloned())
+        .env("PATH", path)
+        .env("HOME", world.home())
+        .env("DOCKER_CONFIG", world.dir.path().join("docker"))
+        .env("OCILAMBDA_CACHE_DIR", scratch_dir().join("cache"))
+        .env("NO_COLOR", "1")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ROLE_ARN", &role)
+        .env("AWS_ENDPOINT_URL", world.moto.url())
+        // The local stand-ins: the registry for ECR, the base for Lambda's.
+        .env("OCILAMBDA_REPOSITORY", &repository)
+        .env("OCILAMBDA_ALLOW_NON_ECR", "true")
+        .env("OCILAMBDA_BASE", stand_in_base("3.11"))
+        .env("SSL_CERT_FILE", tls.ca())
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().unwrap();
+    assert_no_secret(&out);
+    let printed = assert_ok(&out);
+    let deployed = printed.lines().last().unwrap();
+    assert!(
+        deployed.starts_with(&format!("{repository}@sha256:")),
+        "{printed}"
+    );
+    let got = world.function(&function);
+    assert_eq!(got.code().unwrap().image_uri(), Some(deployed));
+}

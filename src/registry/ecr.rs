@@ -22,21 +22,23 @@ use tokio::sync::{Mutex, OnceCell};
 /// starts with a token about to expire would fail halfway.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 
-/// The region of `ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]` (also `dkr.ecr-fips.`).
+/// The region of an Amazon ECR private registry,
+/// `ACCOUNT.dkr.ecr.REGION.amazonaws.com[.cn]` (also `dkr.ecr-fips.`); None for any other
+/// host.
 pub fn region_of(registry: &str) -> Option<&str> {
-    if !super::is_ecr(registry) {
-        return None;
-    }
-    let host = registry.split(':').next().unwrap_or(registry);
-    let mut labels = host.split('.');
-    labels.next()?; // account
-    if labels.next()? != "dkr" {
-        return None;
-    }
-    match labels.next()? {
-        "ecr" | "ecr-fips" => labels.next(),
-        _ => None,
-    }
+    let rest = registry
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| registry.strip_suffix(".amazonaws.com.cn"))?;
+    let mut labels = rest.split('.');
+    let account = labels.next()?;
+    let (dkr, ecr, region) = (labels.next()?, labels.next()?, labels.next()?);
+    let ok = !account.is_empty()
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && dkr == "dkr"
+        && matches!(ecr, "ecr" | "ecr-fips")
+        && !region.is_empty()
+        && labels.next().is_none();
+    ok.then_some(region)
 }
 
 /// The account ID of an ECR private registry host.

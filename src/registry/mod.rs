@@ -297,8 +297,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// An Amazon ECR private registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`).
 pub fn is_ecr(registry: &str) -> bool {
-    registry.contains(".dkr.ecr.")
-        && (registry.ends_with(".amazonaws.com") || registry.ends_with(".amazonaws.com.cn"))
+    ecr::region_of(registry).is_some()
 }
 
 /// The scope that covers everything a push to `repo` does.
