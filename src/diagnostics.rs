@@ -373,9 +373,11 @@ fn no_interpreter_hint(e: &crate::stage::NoInterpreter) -> String {
 fn registry_hint(e: &RegistryError) -> String {
     use RegistryError::*;
     match e {
-        NotAuthorised { registry, .. } if crate::registry::is_ecr(registry) => format!(
-            "log in: `aws ecr get-login-password | ocilambda login {registry} --username AWS --password-stdin`"
-        ),
+        NotAuthorised { registry, tried, .. }
+            if crate::registry::is_ecr(registry) || tried.contains(crate::registry::ecr::TOKEN_SOURCE) =>
+        {
+            "ECR refused the token of the AWS identity in use: give it ecr:GetAuthorizationToken and the push actions on the repository (ecr:BatchCheckLayerAvailability, ecr:InitiateLayerUpload, ecr:UploadLayerPart, ecr:CompleteLayerUpload, ecr:PutImage), or pick another with --profile".into()
+        }
         NotAuthorised { registry, .. } => format!(
             "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
         ),

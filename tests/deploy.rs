@@ -15,6 +15,7 @@ use common::proxy::{Fault, FaultProxy, Rule};
 use common::tls::Tls;
 use common::*;
 use serde_json::Value;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -38,6 +39,8 @@ fn assert_no_secret(out: &Output) {
 /// test's own copy of the FastAPI example.
 struct World {
     moto: Moto,
+    /// The cache directory (shared by the tests unless one needs its own).
+    cache: PathBuf,
     dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
     sdk: aws_config::SdkConfig,
@@ -77,7 +80,13 @@ impl World {
                 ))
                 .load(),
         );
-        World { moto, dir, rt, sdk }
+        World {
+            moto,
+            cache: scratch_dir().join("cache"),
+            dir,
+            rt,
+            sdk,
+        }
     }
 
     fn project(&self) -> PathBuf {
@@ -102,7 +111,7 @@ impl World {
 
     /// `ocilambda ARGS` in the job's environment (moto's, unless `env` replaces it).
     fn run_with(&self, args: &[&str], env: Option<Vec<(&str, String)>>) -> Output {
-        let mut cmd = ocilambda(&scratch_dir().join("cache"));
+        let mut cmd = ocilambda(&self.cache);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("AWS_") {
                 cmd.env_remove(&key);
@@ -724,4 +733,83 @@ fn the_example_github_workflow_deploys_with_build_and_deploy_alone() {
     );
     let got = world.function(&function);
     assert_eq!(got.code().unwrap().image_uri(), Some(deployed));
+}
+
+/// Where ocilambda keeps the ECR token of `registry` for the identity of the test keys
+/// (`<cache>/ecr-tokens/`, named by a hash of the registry and of the access key ID).
+fn token_file(cache: &Path, registry: &str) -> PathBuf {
+    use sha2::Digest;
+    let identity = hex::encode(&sha2::Sha256::digest(AWS_TEST_KEY_ID.as_bytes())[..8]);
+    let name = sha2::Sha256::digest(format!("{registry}\n{identity}").as_bytes());
+    cache
+        .join("ecr-tokens")
+        .join(format!("{}.json", hex::encode(&name[..16])))
+}
+
+fn write_token(file: &Path, registry: &str, password: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let cached = serde_json::json!({
+        "registry": registry, "username": "AWS", "password": password, "expires_at": expires_at,
+    });
+    std::fs::write(file, cached.to_string()).unwrap();
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_cached_token_is_used_without_asking_ecr_and_a_refused_one_is_renewed_once() {
+    let mut world = World::new();
+    let project = world.project();
+    let base = stand_in_base("3.11");
+    assert_ok(&world.run(&["build", project.to_str().unwrap(), "--base", &base]));
+    world.cache = world.dir.path().join("cache");
+    let (registry, tls) = ecr_registry();
+    world.docker_config(&serde_json::json!({"credHelpers": {&registry.addr: "ecr-login"}}));
+    let ca = tls.ca();
+    let push = |world: &World, tag: &str, env: Option<Vec<(&str, String)>>| {
+        let target = format!("{}/cached:{tag}", registry.addr);
+        world.run_with(
+            &[
+                "push",
+                &target,
+                "--project",
+                project.to_str().unwrap(),
+                "--ca-cert",
+                ca.to_str().unwrap(),
+            ],
+            env,
+        )
+    };
+    let file = token_file(&world.cache, &registry.addr);
+    // A valid token in the cache, and no ECR to ask: the push works from the cache.
+    write_token(&file, &registry.addr, MOTO_TOKEN);
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut offline = world.moto.env(&world.home());
+    offline.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    offline.push(("AWS_ENDPOINT_URL", format!("http://{dead}")));
+    assert_ok(&push(&world, "from-cache", Some(offline.clone())));
+    assert_eq!(tags(&registry, "cached"), ["from-cache"]);
+    // A revoked token in the cache: the registry's 401 earns one fresh token from ECR.
+    write_token(&file, &registry.addr, "revoked-token");
+    assert_ok(&push(&world, "renewed", None));
+    let mut got = tags(&registry, "cached");
+    got.sort();
+    assert_eq!(got, ["from-cache", "renewed"]);
+    // Without ECR, the revoked token cannot be renewed: the push fails, naming why.
+    write_token(&file, &registry.addr, "revoked-token");
+    let out = push(&world, "never", Some(offline));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach AWS"),
+        "{}",
+        stderr(&out)
+    );
 }

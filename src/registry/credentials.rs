@@ -304,7 +304,8 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
             return Ok(Found {
                 credential: None,
                 source: format!(
-                    "an Amazon ECR token from the AWS credential chain (credHelpers `{ECR_LOGIN}` in {}, served in process)",
+                    "{} (credHelpers `{ECR_LOGIN}` in {}, served in process)",
+                    super::ecr::TOKEN_SOURCE,
                     path.display()
                 ),
                 ecr_login: true,
@@ -708,6 +709,42 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(err.to_string().contains("did not answer"), "{err}");
+    }
+
+    #[test]
+    fn an_ecr_login_entry_without_its_helper_is_served_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let path = bin.join("config.json");
+        let config = serde_json::json!({"credHelpers": {"reg.example": "ecr-login"}});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let helpers = Helpers {
+            dir: Some(bin.to_path_buf()),
+            timeout: Duration::from_secs(10),
+        };
+        let rt = rt();
+        let found = rt
+            .block_on(lookup_in(Some(&path), "reg.example", &helpers))
+            .unwrap();
+        assert!(found.ecr_login && found.credential.is_none());
+        assert!(found.source.contains("in process"), "{}", found.source);
+        // An installed helper is run, as docker would.
+        write_helper(
+            bin,
+            "ecr-login",
+            r#"echo '{"Username":"AWS","Secret":"from-the-helper"}'"#,
+        );
+        let found = rt
+            .block_on(lookup_in(Some(&path), "reg.example", &helpers))
+            .unwrap();
+        assert!(!found.ecr_login);
+        assert_eq!(
+            found.credential,
+            Some(Credential::UsernamePassword {
+                username: "AWS".into(),
+                password: "from-the-helper".into()
+            })
+        );
     }
 
     #[test]

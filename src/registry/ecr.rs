@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Mutex, OnceCell};
 
+/// How credentials from here are named in messages (never the token itself).
+pub const TOKEN_SOURCE: &str = "an Amazon ECR token from the AWS credential chain";
+
 /// A cached token is used only while it has at least this long to live: a push that
 /// starts with a token about to expire would fail halfway.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);

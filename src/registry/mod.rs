@@ -385,10 +385,7 @@ impl Client {
                 self.ecr_cached.lock().unwrap().insert(registry.to_string());
             }
             if !found.ecr_login {
-                found.source = format!(
-                    "an Amazon ECR token from the AWS credential chain ({})",
-                    found.source
-                );
+                found.source = format!("{} (Docker's config: {})", ecr::TOKEN_SOURCE, found.source);
             }
             found.credential = Some(token.credential);
         }
