@@ -87,9 +87,11 @@ impl Aws {
         }
     }
 
-    /// A short, non-reversible name of the identity the chain resolves to (a hash of its
-    /// access key ID), to keep cached tokens of different identities apart.
-    pub async fn identity_key(&self) -> Result<String, AwsError> {
+    /// Resolve the credentials once: the same configuration with them fixed (so the
+    /// calls that follow do not resolve them again: with web identity, each resolution is
+    /// an STS call), and a short, non-reversible name of the identity (a hash of its
+    /// access key ID) to keep cached tokens of different identities apart.
+    pub async fn resolved(&self) -> Result<(Aws, String), AwsError> {
         let provider =
             self.config
                 .credentials_provider()
@@ -102,7 +104,16 @@ impl Aws {
             .map_err(|e| credentials_error(&e))?;
         use sha2::Digest;
         let hash = sha2::Sha256::digest(credentials.access_key_id().as_bytes());
-        Ok(hex::encode(&hash[..8]))
+        let fixed = Aws {
+            config: self
+                .config
+                .to_builder()
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+                )
+                .build(),
+        };
+        Ok((fixed, hex::encode(&hash[..8])))
     }
 }
 

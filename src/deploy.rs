@@ -92,6 +92,13 @@ pub enum DeployError {
         runtime: String,
         python: String,
     },
+    /// A setting of the other package type given on the command line (a layer for an
+    /// image function, a repository for a zip function).
+    WrongPackageType {
+        function: String,
+        package_type: String,
+        setting: &'static str,
+    },
     /// A zip function whose runtime is not Python (or a container runtime).
     NotPython { function: String, runtime: String },
     /// The image's registry is not an ECR registry in the function's region.
@@ -127,6 +134,14 @@ impl std::fmt::Display for DeployError {
             } => write!(
                 f,
                 "function {function} runs {runtime}, but the build is for Python {python}"
+            ),
+            WrongPackageType {
+                function,
+                package_type,
+                setting,
+            } => write!(
+                f,
+                "function {function} is packaged as {package_type}, which takes no `{setting}`"
             ),
             NotPython { function, runtime } => {
                 write!(
@@ -406,6 +421,27 @@ pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<D
         Some(_) => {}
         None => cli.arch = Some(current.arch),
     }
+    // Settings for the other kind of function are refused when given explicitly; from
+    // pyproject.toml they may serve another function of the project.
+    let misplaced = if current.package_type == PackageType::Image {
+        [
+            ("layer", req.cli.layer.is_some()),
+            ("s3-bucket", req.cli.s3_bucket.is_some()),
+        ]
+    } else {
+        [
+            ("repository", req.cli.repository.is_some()),
+            ("create-repository", req.cli.create_repository.is_some()),
+        ]
+    };
+    if let Some((setting, _)) = misplaced.into_iter().find(|(_, given)| *given) {
+        return Err(DeployError::WrongPackageType {
+            function: function.clone(),
+            package_type: current.package_type.as_str().to_string(),
+            setting,
+        }
+        .into());
+    }
     let mut summary = DeploySummary {
         function_arn: current.arn.clone(),
         package_type: current.package_type.as_str().to_string(),
@@ -474,10 +510,8 @@ async fn deploy_image(
         env: req.env.clone(),
         create_repository: settings.create_repository,
         immutable_tags: req.immutable_tags,
-        aws: AwsOptions {
-            region: aws.region().map(str::to_string),
-            ..req.aws.clone()
-        },
+        aws: req.aws.clone(),
+        aws_loaded: Some(aws.clone()),
     };
     // Checked before building: a wrong registry is known without it.
     let dest = push::destination(&push_request)?;
@@ -562,9 +596,16 @@ async fn deploy_zip(
         None => cli.python_version = Some(function_python),
     }
     // The function's handler is the one Lambda calls: check the zip against it unless
-    // the project names its own.
-    if settings.handler.is_none() {
-        cli.handler = current.handler.clone();
+    // the project names its own, and say so when the two differ.
+    match (&settings.handler, &current.handler) {
+        (None, _) => cli.handler = current.handler.clone(),
+        (Some(ours), Some(theirs)) if ours != theirs => {
+            deployer.reporter.event(Event::Warning(format!(
+                "function {} calls the handler {theirs}, the project names {ours}",
+                deployer.function
+            )));
+        }
+        _ => {}
     }
     let layer = settings.layer.clone();
     let zipped = package::zip(

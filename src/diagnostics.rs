@@ -459,6 +459,9 @@ fn deploy_hint(e: &DeployError) -> String {
             "build for the function's runtime: drop --python-version (deploy uses the function's) or change the function's runtime from {runtime}"
         ),
         NotPython { .. } => "deploy updates Python functions only: check --function".into(),
+        WrongPackageType { setting, .. } => format!(
+            "drop --{setting}, or check --function: image functions take --repository, zip functions --layer and --s3-bucket"
+        ),
         NotEcr { .. } => "Lambda runs images from ECR in its own region: push to ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME (--repository), or pass --allow-non-ecr for a mirror Lambda can pull from".into(),
         UpdateFailed { .. } => "the reason above is Lambda's; fix it and deploy again (the function keeps running its previous code)".into(),
         WaitTimedOut { .. } => "check the function in the Lambda console; deploy again once it is Active".into(),
@@ -852,6 +855,7 @@ mod tests {
                 | ArchMismatch { .. }
                 | RuntimeMismatch { .. }
                 | NotPython { .. }
+                | WrongPackageType { .. }
                 | NotEcr { .. }
                 | UpdateFailed { .. }
                 | WaitTimedOut { .. }

@@ -706,6 +706,7 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         create_repository: args.create.setting(),
         immutable_tags: args.create.immutable_tags,
         aws: args.aws.options(),
+        aws_loaded: None,
     };
     let pushed = push::push(request, reporter.clone()).await;
     // Bars still drawn (after an error) go before the error is printed.

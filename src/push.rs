@@ -38,6 +38,8 @@ pub struct PushRequest {
     pub immutable_tags: bool,
     /// How to reach AWS for ECR tokens and repositories.
     pub aws: crate::aws::AwsOptions,
+    /// The AWS configuration, when the caller has loaded it already (`deploy`).
+    pub aws_loaded: Option<crate::aws::Aws>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,8 +129,11 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         .unwrap_or_else(|| req.project_dir.join(".ocilambda").join("image"));
     let cache = Cache::open(reporter.clone())?;
     let image = sink::read_layout(&layout, &cache)?;
-    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?
-        .with_aws(req.aws.clone(), Some(token_cache(&cache)));
+    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?.with_aws(
+        req.aws.clone(),
+        req.aws_loaded.clone(),
+        Some(token_cache(&cache)),
+    );
     let create = match req.create_repository {
         Some(c) => c,
         None => settings(&req)?.create_repository.unwrap_or(false),

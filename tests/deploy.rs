@@ -813,3 +813,21 @@ fn a_cached_token_is_used_without_asking_ecr_and_a_refused_one_is_renewed_once()
         stderr(&out)
     );
 }
+
+#[test]
+fn settings_of_the_other_package_type_are_refused_before_anything_is_built() {
+    let world = World::new();
+    world.create_zip_function("zip-only");
+    let repository = format!("{}/zip-only", shared_registry().addr);
+    let out = world.deploy(&["--function", "zip-only", "--repository", &repository]);
+    let err = assert_user_error(&out, "packaged as Zip, which takes no `repository`");
+    assert!(err.contains("--repository"), "{err}");
+    assert!(!world.project().join(".ocilambda").exists());
+    // The function still runs the placeholder it was created with.
+    let placeholder = base64_sha256(&world.dir.path().join("placeholder.zip"));
+    let function = world.function("zip-only");
+    assert_eq!(
+        function.configuration().unwrap().code_sha256(),
+        Some(placeholder.as_str())
+    );
+}

@@ -91,11 +91,13 @@ pub struct Ecr {
 }
 
 impl Ecr {
-    pub fn new(options: AwsOptions, cache_dir: Option<PathBuf>) -> Ecr {
+    /// `aws`: a configuration already loaded (by `deploy`), else one is loaded from
+    /// `options` when a token is first needed.
+    pub fn new(options: AwsOptions, aws: Option<Aws>, cache_dir: Option<PathBuf>) -> Ecr {
         Ecr {
             options,
             cache_dir,
-            aws: OnceCell::new(),
+            aws: OnceCell::new_with(aws),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -128,9 +130,10 @@ impl Ecr {
         if !refresh && let Some(t) = tokens.get(registry) {
             return Ok(t.clone());
         }
-        let aws = self.aws_for(registry).await;
-        let identity = aws
-            .identity_key()
+        let (aws, identity) = self
+            .aws_for(registry)
+            .await
+            .resolved()
             .await
             .with_context(|| format!("getting an ECR token for {registry}"))?;
         let file = self.cache_file(registry, &identity);

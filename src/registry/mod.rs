@@ -336,19 +336,20 @@ impl Client {
             scoped: Mutex::new(HashMap::new()),
             registry_wide: Mutex::new(HashMap::new()),
             creds: tokio::sync::Mutex::new(HashMap::new()),
-            ecr: ecr::Ecr::new(crate::aws::AwsOptions::default(), None),
+            ecr: ecr::Ecr::new(crate::aws::AwsOptions::default(), None, None),
             ecr_cached: Mutex::new(Default::default()),
         })
     }
 
-    /// Get ECR tokens with these AWS options, keeping them in `token_cache` (a
-    /// directory) between commands.
+    /// Get ECR tokens with these AWS options (or this configuration, already loaded),
+    /// keeping them in `token_cache` (a directory) between commands.
     pub fn with_aws(
         mut self,
         options: crate::aws::AwsOptions,
+        loaded: Option<crate::aws::Aws>,
         token_cache: Option<PathBuf>,
     ) -> Client {
-        self.ecr = ecr::Ecr::new(options, token_cache);
+        self.ecr = ecr::Ecr::new(options, loaded, token_cache);
         self
     }
 
