@@ -296,6 +296,7 @@ impl Deployer {
     async fn wait(&self, what: &str) -> Result<()> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(250);
+        let mut announced = false;
         loop {
             let config = self
                 .lambda
@@ -305,7 +306,15 @@ impl Deployer {
                 .await
                 .map_err(|e| crate::aws::classify("lambda:GetFunctionConfiguration", &e))?;
             match config.last_update_status() {
-                Some(LastUpdateStatus::InProgress) => {}
+                Some(LastUpdateStatus::InProgress) => {
+                    if !announced {
+                        announced = true;
+                        self.reporter.event(Event::Step(format!(
+                            "Waiting for Lambda to apply {what} to {}…",
+                            self.function
+                        )));
+                    }
+                }
                 Some(LastUpdateStatus::Failed) => {
                     return Err(DeployError::UpdateFailed {
                         function: self.function.clone(),
