@@ -472,8 +472,9 @@ struct DeployArgs {
     /// Point this alias at the published version (implies --publish).
     #[arg(long, value_name = "NAME")]
     alias: Option<String>,
-    /// Return once Lambda accepted the update, without waiting for it to finish.
-    #[arg(long)]
+    /// Return once Lambda accepted the update, without waiting for it to finish
+    /// (a version can only be published once it has).
+    #[arg(long, conflicts_with_all = ["publish", "alias"])]
     no_wait: bool,
     /// Allow an image registry that is not an ECR registry of the function's region
     /// (a mirror Lambda can pull from; tests) [env: OCILAMBDA_ALLOW_NON_ECR].
@@ -907,6 +908,7 @@ mod tests {
             ],
             &["ocilambda", "build", "--sbom", "--no-sbom"],
             &["ocilambda", "build", "dir", "--project", "other"],
+            &["ocilambda", "deploy", "--no-wait", "--publish"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
