@@ -208,10 +208,12 @@ pub fn code<E: ProvideErrorMetadata>(e: &E) -> Option<&str> {
 
 /// Type an SDK error of `action` (e.g. `lambda:GetFunction`). Service-specific codes
 /// the caller cares about (ResourceNotFoundException, …) are for it to check first.
-pub fn classify<E, R>(action: &str, err: &aws_sdk_lambda::error::SdkError<E, R>) -> AwsError
+pub fn classify<E>(
+    action: &str,
+    err: &aws_sdk_lambda::error::SdkError<E, aws_sdk_lambda::config::http::HttpResponse>,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug + 'static,
 {
     use aws_sdk_lambda::error::SdkError;
     let action = action.to_string();
@@ -224,9 +226,19 @@ where
         cause = c.source();
     }
     match err {
-        SdkError::ServiceError(_) => {
-            let code = err.code().unwrap_or("Unknown").to_string();
-            let message = err.message().unwrap_or("no message").to_string();
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            // An answer whose body names no code (a proxy's, or a stand-in's XML for a
+            // JSON service) still says something by its status.
+            let fallback = match status {
+                403 => "AccessDenied",
+                429 => "TooManyRequestsException",
+                _ => "Unknown",
+            };
+            let code = err.code().unwrap_or(fallback).to_string();
+            let message = err
+                .message()
+                .map_or_else(|| format!("HTTP {status}"), str::to_string);
             let detail = format!("{code}: {message}");
             match code.as_str() {
                 "AccessDenied"
