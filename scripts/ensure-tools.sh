@@ -4,7 +4,9 @@
 # python3 (stand-in base images, running handlers), uv (used by ocilambda), tar/gzip,
 # openssl (CA, certificates and token signing for the push tests' TLS and auth registries),
 # bubblewrap and curl (`ocilambda invoke` and its tests), passt (pasta) and slirp4netns (the
-# private networks of `invoke`'s sandbox; its tests use both).
+# private networks of `invoke`'s sandbox; its tests use both), and from PyPI moto's server
+# (AWS for the deploy tests: Lambda, ECR, S3, IAM, STS) and the AWS CLI (bench/deploy.sh
+# compares with it).
 log() { printf '==> %s\n' "$*" >&2; }
 
 SUDO=()
@@ -52,10 +54,28 @@ if ! command -v uv >/dev/null 2>&1; then
 	command -v uv >/dev/null 2>&1 || { echo "uv is still not on PATH ($PATH)" >&2; exit 1; }
 fi
 
+# moto's server and the AWS CLI, from PyPI with pip, each if missing.
+pip_user_install() {
+	log "pip install --user $*"
+	python3 -m pip install --quiet --user "$@" </dev/null ||
+		python3 -m pip install --quiet --user --break-system-packages "$@" </dev/null
+	if command -v pyenv >/dev/null 2>&1; then
+		pyenv rehash || true
+	fi
+	hash -r
+}
+if ! command -v moto_server >/dev/null 2>&1; then
+	pip_user_install 'moto[server]>=5.1,<6'
+	command -v moto_server >/dev/null 2>&1 || { echo "moto_server is still not on PATH ($PATH)" >&2; exit 1; }
+fi
+if ! command -v aws >/dev/null 2>&1; then
+	pip_user_install 'awscli>=1.40,<2'
+fi
+
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
 	export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-log "tools: $(command -v docker-registry skopeo umoci uv python3 cargo | tr '\n' ' ')"
+log "tools: $(command -v docker-registry skopeo umoci uv python3 moto_server aws cargo | tr '\n' ' ')"
 log "$(uv --version); $(skopeo --version); $(umoci --version); $(cargo --version)"
 

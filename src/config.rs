@@ -31,6 +31,11 @@ pub const KEYS: &[&str] = &[
     "all-extras",
     "group",
     "invoke-cache-size",
+    "function",
+    "layer",
+    "create-repository",
+    "s3-bucket",
+    "allow-non-ecr",
 ];
 
 /// `OCILAMBDA_*` variables that are not settings but are still ours (no warning).
@@ -59,6 +64,16 @@ pub struct Settings {
     pub groups: Option<Vec<String>>,
     /// Bytes of unpacked layers `invoke` keeps cached, e.g. `2GiB`, `500MiB`.
     pub invoke_cache_size: Option<u64>,
+    /// The Lambda function `deploy` updates: a name or an ARN.
+    pub function: Option<String>,
+    /// The Lambda layer `deploy` puts a zip function's dependencies in.
+    pub layer: Option<String>,
+    /// Create a missing ECR repository when pushing to it.
+    pub create_repository: Option<bool>,
+    /// Where `deploy` uploads zips too large for the Lambda API request.
+    pub s3_bucket: Option<String>,
+    /// Let `deploy` point an image function at a registry other than ECR of its region.
+    pub allow_non_ecr: Option<bool>,
 }
 
 /// Which of the project's Lambdas and which of its optional dependencies to stage, and
@@ -111,6 +126,11 @@ impl Settings {
             all_extras: higher.all_extras.or(self.all_extras),
             groups: higher.groups.or(self.groups),
             invoke_cache_size: higher.invoke_cache_size.or(self.invoke_cache_size),
+            function: higher.function.or(self.function),
+            layer: higher.layer.or(self.layer),
+            create_repository: higher.create_repository.or(self.create_repository),
+            s3_bucket: higher.s3_bucket.or(self.s3_bucket),
+            allow_non_ecr: higher.allow_non_ecr.or(self.allow_non_ecr),
         }
     }
 
@@ -159,6 +179,11 @@ impl Settings {
             extras: list("extra")?,
             all_extras: boolean("all-extras")?,
             groups: list("group")?,
+            function: string("function")?,
+            layer: string("layer")?,
+            create_repository: boolean("create-repository")?,
+            s3_bucket: string("s3-bucket")?,
+            allow_non_ecr: boolean("allow-non-ecr")?,
         })
     }
 

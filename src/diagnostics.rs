@@ -2,7 +2,9 @@
 //! under `error:`. This is the one place below `main` that may name a flag or a
 //! subcommand; library modules describe what went wrong and leave the advice to it.
 
+use crate::aws::AwsError;
 use crate::base::BaseError;
+use crate::deploy::DeployError;
 use crate::invoke::InvokeError;
 use crate::invoke::network::NetworkError;
 use crate::layer::LayerError;
@@ -157,6 +159,12 @@ fn command_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
     }
     if let Some(e) = cause.downcast_ref::<LoginError>() {
         return Some(login_hint(e).into());
+    }
+    if let Some(e) = cause.downcast_ref::<AwsError>() {
+        return Some(aws_hint(e));
+    }
+    if let Some(e) = cause.downcast_ref::<DeployError>() {
+        return Some(deploy_hint(e));
     }
     if let Some(e) = cause.downcast_ref::<InvokeError>() {
         return Some(invoke_hint(e));
@@ -378,14 +386,16 @@ fn no_interpreter_hint(e: &crate::stage::NoInterpreter) -> String {
 fn registry_hint(e: &RegistryError) -> String {
     use RegistryError::*;
     match e {
-        NotAuthorised { registry, .. } if crate::registry::is_ecr(registry) => format!(
-            "log in: `aws ecr get-login-password | ocilambda login {registry} --username AWS --password-stdin`"
-        ),
+        NotAuthorised { registry, tried, .. }
+            if crate::registry::is_ecr(registry) || tried.contains(crate::registry::ecr::TOKEN_SOURCE) =>
+        {
+            "ECR refused the token of the AWS identity in use: give it ecr:GetAuthorizationToken and the push actions on the repository (ecr:BatchCheckLayerAvailability, ecr:InitiateLayerUpload, ecr:UploadLayerPart, ecr:CompleteLayerUpload, ecr:PutImage), or pick another with --profile".into()
+        }
         NotAuthorised { registry, .. } => format!(
             "log in first: `ocilambda login {registry} --username ... --password-stdin` (or `docker login`)"
         ),
-        RepositoryUnknown { registry, repository, .. } if crate::registry::is_ecr(registry) => {
-            format!("create it: `aws ecr create-repository --repository-name {repository}`")
+        RepositoryUnknown { registry, .. } if crate::registry::is_ecr(registry) => {
+            "pass --create-repository (or set `create-repository = true` in [tool.ocilambda]) to create it in ECR".into()
         }
         RepositoryUnknown { registry, .. } if registry == "public.ecr.aws" => {
             "create it: `aws ecr-public create-repository --repository-name NAME`".into()
@@ -426,6 +436,49 @@ fn registry_hint(e: &RegistryError) -> String {
             "fix or remove `auths.\"{key}\"` in {} (its `auth` must be base64 of USER:PASSWORD), or log in again with `ocilambda login`",
             file.display()
         ),
+    }
+}
+
+fn aws_hint(e: &AwsError) -> String {
+    use AwsError::*;
+    match e {
+        NoCredentials { .. } => "give AWS credentials one of these ways (in CI: GitHub's OIDC with aws-actions/configure-aws-credentials), or pick a profile with --profile".into(),
+        NoRegion => "pass --region, or set AWS_REGION".into(),
+        AccessDenied { action, .. } => format!(
+            "allow `{action}` to the identity in use (its IAM policy), or use another with --profile"
+        ),
+        Throttled { .. } => "AWS is rate-limiting this account; try again in a minute".into(),
+        Unreachable { .. } => {
+            "check the network, and AWS_ENDPOINT_URL if it is set (a proxy or a local endpoint)".into()
+        }
+        BadCredentials { .. } => {
+            "the credentials in use are expired or wrong: renew them (e.g. `aws sso login`, or a new role session)".into()
+        }
+        Service { .. } => "the message above is AWS's own; check the resource it names".into(),
+    }
+}
+
+fn deploy_hint(e: &DeployError) -> String {
+    use DeployError::*;
+    match e {
+        NoFunction => "pass --function NAME (or set `function` in [tool.ocilambda], or OCILAMBDA_FUNCTION)".into(),
+        FunctionNotFound { function, region } => format!(
+            "create it first, e.g. `aws lambda create-function --function-name {function} --region {region} --package-type Image --code ImageUri=... --role ARN` (or --runtime python3.X --handler ... --zip-file fileb://.ocilambda/package.zip), or check --region"
+        ),
+        ArchMismatch { function_arch, .. } => format!(
+            "build for the function's architecture: drop --arch (deploy uses the function's) or pass --arch {function_arch}"
+        ),
+        RuntimeMismatch { runtime, .. } => format!(
+            "build for the function's runtime: drop --python-version (deploy uses the function's) or change the function's runtime from {runtime}"
+        ),
+        NotPython { .. } => "deploy updates Python functions only: check --function".into(),
+        WrongPackageType { setting, .. } => format!(
+            "drop --{setting}, or check --function: image functions take --repository, zip functions --layer and --s3-bucket"
+        ),
+        NotEcr { .. } => "Lambda runs images from ECR in its own region: push to ACCOUNT.dkr.ecr.REGION.amazonaws.com/NAME (--repository), or pass --allow-non-ecr for a mirror Lambda can pull from".into(),
+        UpdateFailed { .. } => "the reason above is Lambda's; fix it and deploy again (the function keeps running its previous code)".into(),
+        WaitTimedOut { .. } => "check the function in the Lambda console; deploy again once it is Active".into(),
+        NeedsBucket { .. } => "pass --s3-bucket BUCKET (a bucket in the function's region; or set `s3-bucket` in [tool.ocilambda]) to upload it through S3".into(),
     }
 }
 
@@ -737,6 +790,98 @@ mod tests {
         vec![NoLayout(s()), NoIndex(p()), NothingBuilt(p())]
     }
 
+    fn every_aws() -> Vec<AwsError> {
+        use AwsError::*;
+        let all = vec![
+            NoCredentials { detail: s() },
+            NoRegion,
+            AccessDenied {
+                action: s(),
+                detail: s(),
+            },
+            Throttled {
+                action: s(),
+                detail: s(),
+            },
+            Unreachable {
+                action: s(),
+                detail: s(),
+            },
+            BadCredentials {
+                action: s(),
+                detail: s(),
+            },
+            Service {
+                action: s(),
+                code: s(),
+                detail: s(),
+            },
+        ];
+        for e in &all {
+            // A new kind must be listed here (and get its hint).
+            match e {
+                NoCredentials { .. }
+                | NoRegion
+                | AccessDenied { .. }
+                | Throttled { .. }
+                | Unreachable { .. }
+                | BadCredentials { .. }
+                | Service { .. } => {}
+            }
+        }
+        all
+    }
+
+    fn every_deploy() -> Vec<DeployError> {
+        use DeployError::*;
+        let all = vec![
+            NoFunction,
+            FunctionNotFound {
+                function: s(),
+                region: s(),
+            },
+            ArchMismatch {
+                function: s(),
+                function_arch: s(),
+                build_arch: s(),
+            },
+            RuntimeMismatch {
+                function: s(),
+                runtime: s(),
+                python: s(),
+            },
+            NotPython {
+                function: s(),
+                runtime: s(),
+            },
+            NotEcr {
+                registry: s(),
+                region: s(),
+            },
+            UpdateFailed {
+                function: s(),
+                reason: s(),
+            },
+            WaitTimedOut { function: s() },
+            NeedsBucket { size: 1, limit: 1 },
+        ];
+        for e in &all {
+            match e {
+                NoFunction
+                | FunctionNotFound { .. }
+                | ArchMismatch { .. }
+                | RuntimeMismatch { .. }
+                | NotPython { .. }
+                | WrongPackageType { .. }
+                | NotEcr { .. }
+                | UpdateFailed { .. }
+                | WaitTimedOut { .. }
+                | NeedsBucket { .. } => {}
+            }
+        }
+        all
+    }
+
     #[test]
     fn every_error_kind_has_a_hint() {
         every_base().into_iter().for_each(|e| drop(hint_of(e)));
@@ -809,6 +954,12 @@ mod tests {
             };
         }
         hint_of(crate::push::NoRepository);
+        for e in every_aws() {
+            hint_of(e);
+        }
+        for e in every_deploy() {
+            hint_of(e);
+        }
         hint_of(crate::oci::platform::UnknownArch(s()));
         hint_of(NetworkError::NoProvider);
         hint_of(crate::source::MissingBlob {

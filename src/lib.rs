@@ -10,12 +10,14 @@
 //! [`source`] reads an existing image (layout or registry) for [`audit`] and [`invoke`].
 
 pub mod audit;
+pub mod aws;
 pub mod base;
 pub mod build;
 pub mod cache;
 pub mod children;
 pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod diagnostics;
 pub mod digest;
 pub mod error;

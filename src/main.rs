@@ -7,7 +7,7 @@ use ocilambda::commands::audit::Rendered;
 use ocilambda::commands::terminal::Terminal;
 use ocilambda::config::{self, Environment, Settings};
 use ocilambda::target::{Arch, PyVersion};
-use ocilambda::{build, error, login, output, package, push};
+use ocilambda::{build, deploy, error, login, output, package, push};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +31,9 @@ enum Command {
     Zip(ZipArgs),
     /// Push the built image to a registry; prints REGISTRY/REPOSITORY@sha256:DIGEST.
     Push(PushArgs),
+    /// Build and deploy to a Lambda function (image or zip), skipping unchanged code;
+    /// prints the deployed image reference or CodeSha256.
+    Deploy(DeployArgs),
     /// Store registry credentials in the Docker config, as `docker login` does.
     Login(LoginArgs),
     /// Remove stored registry credentials.
@@ -140,6 +143,45 @@ impl RegistryArgs {
         self.ca_cert
             .clone()
             .or_else(|| env.ca_cert().map(Into::into))
+    }
+}
+
+/// How to reach AWS (ECR tokens, repositories, Lambda); credentials come from the
+/// standard chain.
+#[derive(Args)]
+struct AwsArgs {
+    /// The AWS region [default: the chain's: AWS_REGION, the profile's region].
+    #[arg(long)]
+    region: Option<String>,
+    /// The profile of the shared AWS config and credentials files [default: AWS_PROFILE].
+    #[arg(long)]
+    profile: Option<String>,
+}
+
+impl AwsArgs {
+    fn options(&self) -> ocilambda::aws::AwsOptions {
+        ocilambda::aws::AwsOptions {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+/// Creating a missing ECR repository (`push`, `deploy`).
+#[derive(Args)]
+struct CreateRepositoryArgs {
+    /// Create the ECR repository when the registry says it does not exist (scan on push
+    /// on) [env: OCILAMBDA_CREATE_REPOSITORY].
+    #[arg(long)]
+    create_repository: bool,
+    /// A repository created with --create-repository gets immutable tags.
+    #[arg(long, requires = "create_repository")]
+    immutable_tags: bool,
+}
+
+impl CreateRepositoryArgs {
+    fn setting(&self) -> Option<bool> {
+        self.create_repository.then_some(true)
     }
 }
 
@@ -437,8 +479,72 @@ struct PushArgs {
     #[arg(long)]
     no_lint: bool,
     #[command(flatten)]
+    create: CreateRepositoryArgs,
+    #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
     /// Print a JSON summary on stdout instead of the reference.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    quiet: QuietArg,
+}
+
+#[derive(Args)]
+#[command(after_help = PRECEDENCE)]
+struct DeployArgs {
+    /// The uv project (workspace root) [default: current directory].
+    project_dir: Option<PathBuf>,
+    #[command(flatten)]
+    project: ProjectArg,
+    /// The Lambda function: a name or an ARN [env: OCILAMBDA_FUNCTION].
+    #[arg(long)]
+    function: Option<String>,
+    /// Image functions: REGISTRY/REPOSITORY[:TAG] to push to [env: OCILAMBDA_REPOSITORY].
+    #[arg(long, value_name = "REF")]
+    repository: Option<String>,
+    /// Zip functions: put the dependencies in this Lambda layer (a new version only when
+    /// they changed) [env: OCILAMBDA_LAYER].
+    #[arg(long, value_name = "NAME")]
+    layer: Option<String>,
+    /// Zip functions: send zips above Lambda's 50 MB request limit through this S3
+    /// bucket (in the function's region) [env: OCILAMBDA_S3_BUCKET].
+    #[arg(long, value_name = "BUCKET")]
+    s3_bucket: Option<String>,
+    /// The size above which zips go through S3 (tests lower it).
+    #[arg(long, hide = true, value_name = "BYTES")]
+    direct_upload_limit: Option<u64>,
+    #[command(flatten)]
+    settings: SettingArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Publish a version of the function after the update.
+    #[arg(long)]
+    publish: bool,
+    /// Point this alias at the published version (implies --publish).
+    #[arg(long, value_name = "NAME")]
+    alias: Option<String>,
+    /// Return once Lambda accepted the update, without waiting for it to finish
+    /// (a version can only be published once it has).
+    #[arg(long, conflicts_with_all = ["publish", "alias"])]
+    no_wait: bool,
+    /// Allow an image registry that is not an ECR registry of the function's region
+    /// (a mirror Lambda can pull from; tests) [env: OCILAMBDA_ALLOW_NON_ECR].
+    #[arg(long)]
+    allow_non_ecr: bool,
+    #[command(flatten)]
+    create: CreateRepositoryArgs,
+    /// Blobs uploaded in parallel.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    aws: AwsArgs,
+    /// Print a JSON summary on stdout instead of the image reference or CodeSha256.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -678,6 +784,10 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         ca_cert: args.registry.ca_cert(env),
         insecure_registries: args.registry.insecure_registry,
         env: env.settings()?,
+        create_repository: args.create.setting(),
+        immutable_tags: args.create.immutable_tags,
+        aws: args.aws.options(),
+        aws_loaded: None,
     };
     if !args.no_lint {
         // Bad references fail before the image is read; then what Lambda would refuse
@@ -698,6 +808,45 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<ExitCode> {
+    let reporter = Terminal::with_bars(args.quiet.quiet);
+    let request = deploy::DeployRequest {
+        project_dir: project_dir(args.project_dir, args.project),
+        cli: Settings {
+            function: args.function,
+            repository: args.repository,
+            layer: args.layer,
+            s3_bucket: args.s3_bucket,
+            allow_non_ecr: args.allow_non_ecr.then_some(true),
+            create_repository: args.create.setting(),
+            ..args.select.over(args.settings.settings())
+        },
+        env: env.settings()?,
+        aws: args.aws.options(),
+        no_wait: args.no_wait,
+        publish: args.publish,
+        alias: args.alias,
+        immutable_tags: args.create.immutable_tags,
+        offline: args.network.offline,
+        pull: args.network.pull,
+        ca_cert: args.registry.ca_cert(env),
+        insecure_registries: args.registry.insecure_registry,
+        jobs: usize::from(args.jobs),
+        epoch: env.source_date_epoch()?,
+        direct_upload_limit: args.direct_upload_limit,
+    };
+    let deployed = deploy::deploy(request, reporter.clone()).await;
+    reporter.clear();
+    let summary = deployed?;
+    let line = summary
+        .image_uri
+        .clone()
+        .or(summary.code_sha256.clone())
+        .unwrap_or_default();
+    print_summary(args.json, &summary, format!("{line}\n"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Invoke(args) => invoke(args, env).await,
@@ -705,6 +854,7 @@ async fn run(cli: Cli, env: &Environment) -> anyhow::Result<ExitCode> {
             audit(c, env).await
         }
         Command::Push(args) => push_command(args, env).await,
+        Command::Deploy(args) => deploy_command(args, env).await,
         Command::Login(args) => {
             let reporter = Terminal::new(args.quiet.quiet);
             let request = login::LoginRequest {
@@ -815,13 +965,13 @@ mod tests {
             let name = sub.get_name();
             let mut text = synopsis(readme, name);
             assert!(!text.is_empty(), "README has no synopsis of `{name}`");
-            if name == "verify" {
-                // verify takes build's settings flags, listed once under build.
+            if name == "verify" || name == "deploy" {
+                // verify and deploy take build's settings flags, listed once under build.
                 text.push_str(&synopsis(readme, "build"));
             }
             for arg in sub.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
-                if long == "help" {
+                if long == "help" || arg.is_hide_set() {
                     continue;
                 }
                 let flag = format!("--{long}");
@@ -850,6 +1000,7 @@ mod tests {
             ],
             &["ocilambda", "build", "--sbom", "--no-sbom"],
             &["ocilambda", "build", "dir", "--project", "other"],
+            &["ocilambda", "deploy", "--no-wait", "--publish"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

@@ -8,7 +8,7 @@ use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
 use crate::output;
-use crate::registry::{Client, Progress};
+use crate::registry::{Client, Progress, RegistryError};
 use crate::report::{Event, Reporter};
 use crate::sink::registry::{self as sink, Action, Blob, BlobReport, Destination, Observer};
 use anyhow::{Context, Result, bail};
@@ -32,6 +32,14 @@ pub struct PushRequest {
     pub ca_cert: Option<PathBuf>,
     /// Settings from the environment (`OCILAMBDA_*`), above pyproject.toml.
     pub env: Settings,
+    /// Create a missing ECR repository; None: the `create-repository` setting.
+    pub create_repository: Option<bool>,
+    /// Tags of a repository created here are immutable.
+    pub immutable_tags: bool,
+    /// How to reach AWS for ECR tokens and repositories.
+    pub aws: crate::aws::AwsOptions,
+    /// The AWS configuration, when the caller has loaded it already (`deploy`).
+    pub aws_loaded: Option<crate::aws::Aws>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,8 +61,13 @@ pub struct PushSummary {
 /// project's pyproject.toml (read by the one settings reader, without loading the project:
 /// pushing needs no uv.lock).
 fn configured_repository(req: &PushRequest) -> Result<Option<String>> {
+    Ok(settings(req)?.repository)
+}
+
+/// The project's settings under the environment's.
+fn settings(req: &PushRequest) -> Result<Settings> {
     let from_file = crate::config::read_pyproject(&req.project_dir)?;
-    Ok(from_file.overlaid_with(req.env.clone()).repository)
+    Ok(from_file.overlaid_with(req.env.clone()))
 }
 
 /// No REF given and no `repository` setting; the command layer says where to set one.
@@ -120,12 +133,30 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
     let layout = layout(&req);
     let cache = Cache::open(reporter.clone())?;
     let image = sink::read_layout(&layout, &cache)?;
-    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
+    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?.with_aws(
+        req.aws.clone(),
+        req.aws_loaded.clone(),
+        Some(token_cache(&cache)),
+    );
+    let create = match req.create_repository {
+        Some(c) => c,
+        None => settings(&req)?.create_repository.unwrap_or(false),
+    };
     let name = format!("{}/{}", dest.registry, dest.repository);
     let blobs = Blobs(&*reporter);
-    let outcome = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs)
-        .await
-        .with_context(|| format!("pushing {} to {name}", layout.display()))?;
+    let mut pushed = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs).await;
+    if create
+        && let Err(e) = &pushed
+        && let Some(RegistryError::RepositoryUnknown { .. }) = crate::registry::find_error(e)
+    {
+        client
+            .ecr()
+            .create_repository(&dest.registry, &dest.repository, req.immutable_tags)
+            .await?;
+        reporter.event(Event::Step(format!("Created repository {name}")));
+        pushed = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs).await;
+    }
+    let outcome = pushed.with_context(|| format!("pushing {} to {name}", layout.display()))?;
     let mut uploaded = 0;
     let mut downloaded = 0;
     let mut sent = 0;
@@ -183,6 +214,12 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         downloaded_bytes: downloaded,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Where ECR tokens are kept between commands (each file 0600, see
+/// [`crate::registry::ecr`]).
+pub fn token_cache(cache: &Cache) -> PathBuf {
+    cache.root().join("ecr-tokens")
 }
 
 /// Push's blob events, as the caller's [`Reporter`] takes them: a progress callback per

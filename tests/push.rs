@@ -11,6 +11,7 @@ mod common;
 
 use base64::Engine;
 use common::proxy::{Fault, FaultProxy, Rule};
+use common::tls::{Tls, openssl};
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -269,105 +270,6 @@ fn copy_dir(from: &Path, to: &Path) {
 // ---------------------------------------------------------------------------
 // TLS, htpasswd and token-server fixtures
 // ---------------------------------------------------------------------------
-
-fn openssl(args: &[&str], dir: &Path) {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args).current_dir(dir);
-    run_checked(cmd);
-}
-
-/// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-struct Tls {
-    dir: tempfile::TempDir,
-}
-
-impl Tls {
-    fn new() -> Tls {
-        let dir = tempdir();
-        let d = dir.path();
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=ocilambda test CA",
-            ],
-            d,
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-            d,
-        );
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-            d,
-        );
-        Tls { dir }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        let d = self.dir.path();
-        vec![
-            (
-                "REGISTRY_HTTP_TLS_CERTIFICATE",
-                d.join("server.pem").display().to_string(),
-            ),
-            (
-                "REGISTRY_HTTP_TLS_KEY",
-                d.join("server.key").display().to_string(),
-            ),
-        ]
-    }
-}
 
 /// A registry over TLS (our CA) with htpasswd Basic auth for USER/PASSWORD.
 fn basic_auth_registry() -> (Registry, Tls) {

@@ -51,7 +51,13 @@ impl fmt::Debug for Credential {
 pub struct Found {
     pub credential: Option<Credential>,
     pub source: String,
+    /// The registry's `credHelpers` entry is `ecr-login` and no such helper is
+    /// installed: the caller gets an ECR token in process ([`super::ecr`]).
+    pub ecr_login: bool,
 }
+
+/// The helper ocilambda serves itself when its binary is missing.
+pub const ECR_LOGIN: &str = "ecr-login";
 
 /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
 pub fn config_path() -> Option<PathBuf> {
@@ -226,6 +232,17 @@ impl Helpers {
         }
     }
 
+    /// Whether `docker-credential-<name>` exists (on PATH, as docker looks it up).
+    fn installed(&self, name: &str) -> bool {
+        let program = self.program(name);
+        if self.dir.is_some() {
+            return program.is_file();
+        }
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(&program).is_file())
+        })
+    }
+
     async fn run(&self, name: &str, action: &str, input: &[u8]) -> Result<HelperOutput> {
         run_helper(&self.program(name), action, input, self.timeout).await
     }
@@ -276,12 +293,24 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
         return Ok(Found {
             credential: None,
             source: "none (anonymous; neither DOCKER_CONFIG nor HOME is set)".into(),
+            ecr_login: false,
         });
     };
     let config = read_config(path)?;
     let key = server_key(registry);
     if let Some((_, helper)) = entry(config.get("credHelpers"), registry) {
         let name = helper.as_str().unwrap_or_default();
+        if name == ECR_LOGIN && !helpers.installed(name) {
+            return Ok(Found {
+                credential: None,
+                source: format!(
+                    "{} (credHelpers `{ECR_LOGIN}` in {}, served in process)",
+                    super::ecr::TOKEN_SOURCE,
+                    path.display()
+                ),
+                ecr_login: true,
+            });
+        }
         let credential = helper_get(helpers, name, &key).await?;
         return Ok(Found {
             source: format!(
@@ -294,6 +323,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
                 }
             ),
             credential,
+            ecr_login: false,
         });
     }
     let mut store_had_none = None;
@@ -309,6 +339,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
                     "credential store `docker-credential-{store}` (credsStore in {})",
                     path.display()
                 ),
+                ecr_login: false,
             });
         }
         store_had_none = Some(store.to_string());
@@ -324,6 +355,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
             return Ok(Found {
                 credential: Some(credential),
                 source: format!("`auths.\"{found_key}\"` in {}", path.display()),
+                ecr_login: false,
             });
         }
     }
@@ -339,6 +371,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
     Ok(Found {
         credential: None,
         source,
+        ecr_login: false,
     })
 }
 
@@ -676,6 +709,42 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(err.to_string().contains("did not answer"), "{err}");
+    }
+
+    #[test]
+    fn an_ecr_login_entry_without_its_helper_is_served_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path();
+        let path = bin.join("config.json");
+        let config = serde_json::json!({"credHelpers": {"reg.example": "ecr-login"}});
+        std::fs::write(&path, config.to_string()).unwrap();
+        let helpers = Helpers {
+            dir: Some(bin.to_path_buf()),
+            timeout: Duration::from_secs(10),
+        };
+        let rt = rt();
+        let found = rt
+            .block_on(lookup_in(Some(&path), "reg.example", &helpers))
+            .unwrap();
+        assert!(found.ecr_login && found.credential.is_none());
+        assert!(found.source.contains("in process"), "{}", found.source);
+        // An installed helper is run, as docker would.
+        write_helper(
+            bin,
+            "ecr-login",
+            r#"echo '{"Username":"AWS","Secret":"from-the-helper"}'"#,
+        );
+        let found = rt
+            .block_on(lookup_in(Some(&path), "reg.example", &helpers))
+            .unwrap();
+        assert!(!found.ecr_login);
+        assert_eq!(
+            found.credential,
+            Some(Credential::UsernamePassword {
+                username: "AWS".into(),
+                password: "from-the-helper".into()
+            })
+        );
     }
 
     #[test]

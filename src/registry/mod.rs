@@ -13,6 +13,7 @@
 mod auth;
 mod body;
 pub mod credentials;
+pub mod ecr;
 mod error;
 pub mod name;
 pub use name::parse_reference;
@@ -189,6 +190,11 @@ pub struct Client {
     registry_wide: Mutex<HashMap<String, HeaderValue>>,
     /// Credential lookups per registry: a helper runs at most once per command.
     creds: tokio::sync::Mutex<HashMap<String, credentials::Found>>,
+    /// ECR tokens from the AWS credential chain.
+    ecr: ecr::Ecr,
+    /// Registries whose ECR token came from the token cache: a 401 to it earns one
+    /// fresh token (it may have been revoked since it was cached).
+    ecr_cached: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Docker's rule: loopback registries may fall back to plain HTTP without being listed.
@@ -291,8 +297,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// An Amazon ECR private registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`).
 pub fn is_ecr(registry: &str) -> bool {
-    registry.contains(".dkr.ecr.")
-        && (registry.ends_with(".amazonaws.com") || registry.ends_with(".amazonaws.com.cn"))
+    ecr::region_of(registry).is_some()
 }
 
 /// The scope that covers everything a push to `repo` does.
@@ -331,7 +336,26 @@ impl Client {
             scoped: Mutex::new(HashMap::new()),
             registry_wide: Mutex::new(HashMap::new()),
             creds: tokio::sync::Mutex::new(HashMap::new()),
+            ecr: ecr::Ecr::new(crate::aws::AwsOptions::default(), None, None),
+            ecr_cached: Mutex::new(Default::default()),
         })
+    }
+
+    /// Get ECR tokens with these AWS options (or this configuration, already loaded),
+    /// keeping them in `token_cache` (a directory) between commands.
+    pub fn with_aws(
+        mut self,
+        options: crate::aws::AwsOptions,
+        loaded: Option<crate::aws::Aws>,
+        token_cache: Option<PathBuf>,
+    ) -> Client {
+        self.ecr = ecr::Ecr::new(options, loaded, token_cache);
+        self
+    }
+
+    /// The ECR access of this client (to create a repository a push found missing).
+    pub fn ecr(&self) -> &ecr::Ecr {
+        &self.ecr
     }
 
     /// Use `credential` for `registry` instead of looking it up (to check a login).
@@ -341,6 +365,7 @@ impl Client {
             credentials::Found {
                 credential: Some(credential),
                 source: source.to_string(),
+                ecr_login: false,
             },
         );
     }
@@ -350,11 +375,41 @@ impl Client {
         if let Some(found) = creds.get(registry) {
             return Ok(found.clone());
         }
-        let found = credentials::lookup(registry)
+        let mut found = credentials::lookup(registry)
             .await
             .with_context(|| format!("looking up credentials for {registry}"))?;
+        // As docker-credential-ecr-login would: an ECR registry Docker's config has no
+        // credential for, or one whose ecr-login helper is not installed.
+        if found.credential.is_none() && (found.ecr_login || is_ecr(registry)) {
+            let token = self.ecr.token(registry, false).await?;
+            if token.from_cache {
+                self.ecr_cached.lock().unwrap().insert(registry.to_string());
+            }
+            if !found.ecr_login {
+                found.source = format!("{} (Docker's config: {})", ecr::TOKEN_SOURCE, found.source);
+            }
+            found.credential = Some(token.credential);
+        }
         creds.insert(registry.to_string(), found.clone());
         Ok(found)
+    }
+
+    /// Replace a cached ECR token that `registry` refused with a fresh one; false when
+    /// the credential in use is not such a token (or was refreshed already).
+    async fn refresh_ecr(&self, registry: &str) -> Result<bool> {
+        if !self.ecr_cached.lock().unwrap().remove(registry) {
+            return Ok(false);
+        }
+        let token = self.ecr.token(registry, true).await?;
+        if let Some(found) = self.creds.lock().await.get_mut(registry) {
+            found.credential = Some(token.credential);
+        }
+        self.registry_wide.lock().unwrap().remove(registry);
+        self.scoped
+            .lock()
+            .unwrap()
+            .retain(|(r, _), _| r != registry);
+        Ok(true)
     }
 
     fn may_use_http(&self, registry: &str) -> bool {
@@ -500,6 +555,15 @@ impl Client {
                     }
                     None => return Ok(response),
                 }
+                attempt -= 1;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && authenticated_once
+                && own_host
+                && self.refresh_ecr(registry).await?
+            {
+                authenticated_once = false;
                 attempt -= 1;
                 continue;
             }

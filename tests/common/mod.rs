@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -912,4 +913,152 @@ pub fn layer_tar(entries: &[TarEntry], parents: bool) -> Vec<u8> {
         }
     }
     b.into_inner().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// AWS: moto's server
+// ---------------------------------------------------------------------------
+
+/// Fake AWS keys for moto (which checks no signature). Tests assert that neither ever
+/// appears in ocilambda's output.
+pub const AWS_TEST_KEY_ID: &str = "AKIAOCILAMBDATEST0001";
+pub const AWS_TEST_SECRET: &str = "ocilambda-test-secret-key-0123456789abcdef";
+pub const AWS_TEST_REGION: &str = "us-east-1";
+
+/// `moto_server` (moto's stand-alone server: Lambda, ECR, S3, IAM, STS) on a free
+/// loopback port, killed on drop. Installed by scripts/ensure-tools.sh.
+pub struct Moto {
+    /// "127.0.0.1:PORT"
+    pub addr: String,
+    child: Mutex<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let dir = tempfile::Builder::new()
+            .prefix("ocilambda-moto-")
+            .tempdir()
+            .unwrap();
+        let log_path = dir.path().join("moto.log");
+        for _attempt in 0..5 {
+            let port = {
+                let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+                l.local_addr().unwrap().port()
+            };
+            let addr = format!("127.0.0.1:{port}");
+            let log = fs::File::create(&log_path).unwrap();
+            let mut cmd = Command::new("moto_server");
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            let mut child = spawn_tied_to_process(cmd).unwrap_or_else(|e| {
+                panic!("cannot run moto_server (scripts/ensure-tools.sh installs it): {e}")
+            });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = fs::read_to_string(&log_path).unwrap_or_default();
+                    if log.contains("in use") {
+                        break;
+                    }
+                    panic!("moto_server exited with {status}:\n{log}");
+                }
+                if http_get_status(&addr, "/moto-api/").is_some() {
+                    return Moto {
+                        addr,
+                        child: Mutex::new(Some(child)),
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!(
+                        "moto_server did not answer on {addr}:\n{}",
+                        fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("could not start moto_server on a free port");
+    }
+
+    /// "http://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment of a CI job whose AWS access is moto: fake keys, a region, the
+    /// endpoint, and a HOME without ~/.aws.
+    pub fn env(&self, home: &Path) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", AWS_TEST_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", AWS_TEST_SECRET.into()),
+            ("AWS_REGION", AWS_TEST_REGION.into()),
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("HOME", home.display().to_string()),
+        ]
+    }
+
+    /// An AWS query-protocol call (IAM, STS) by plain HTTP: moto checks no signature,
+    /// and the Authorization header's scope tells it the service. The response body.
+    pub fn query(&self, service: &str, params: &[(&str, &str)]) -> String {
+        let body: String = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nAuthorization: AWS4-HMAC-SHA256 Credential={AWS_TEST_KEY_ID}/20260101/{AWS_TEST_REGION}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len(),
+            addr = self.addr
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{service} {params:?}: {out}"
+        );
+        out
+    }
+
+    /// An IAM role Lambda may assume (moto's CreateFunction checks that it exists).
+    pub fn create_role(&self, name: &str) -> String {
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        self.query(
+            "iam",
+            &[
+                ("Action", "CreateRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", name),
+                ("AssumeRolePolicyDocument", policy),
+            ],
+        );
+        format!("arn:aws:iam::123456789012:role/{name}")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
