@@ -642,8 +642,7 @@ fn workflow_parts(text: &str, step: &str) -> (Vec<(String, String)>, String) {
 
 #[test]
 fn the_example_github_workflow_deploys_with_build_and_deploy_alone() {
-    let text =
-        std::fs::read_to_string(repo_root().join("examples/ci/deploy.yml")).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("examples/ci/deploy.yml")).unwrap();
     // The path it shows is OIDC credentials and ocilambda alone.
     assert!(text.contains("id-token: write"));
     assert!(text.contains("aws-actions/configure-aws-credentials"));

@@ -129,6 +129,47 @@ enum Endpoint<'a> {
 
 type BodyFn<'a> = dyn Fn() -> BoxFuture<'a, Result<reqwest::Body>> + Send + Sync + 'a;
 
+/// Whether `url` (perhaps from a Location header) points at `registry`'s own API host.
+fn is_own_host(url: &reqwest::Url, registry: &str) -> bool {
+    url.host_str().is_some_and(|h| {
+        let with_port = match url.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        };
+        with_port == api_host(registry) || h == api_host(registry)
+    })
+}
+
+/// What [`Client::try_mount`] achieved.
+enum Mount {
+    /// The blob is in the repository now.
+    Mounted,
+    /// The registry opened an upload session instead (URL, the scope it was opened with).
+    Session(Url, String),
+    /// No mount tried, or refused.
+    No,
+}
+
+/// How one PUT of [`Client::put_blob`] ended.
+enum Put {
+    Done {
+        downloaded: u64,
+    },
+    Failed {
+        failure: String,
+        wait: Option<Duration>,
+        downloaded: u64,
+    },
+}
+
+/// How [`Client::send`] goes on after a request could not be sent.
+enum AfterError {
+    /// Send again over plain HTTP; not counted as an attempt.
+    FallBackToHttp,
+    /// Send again, after a backoff.
+    Retry,
+}
+
 struct Request<'a> {
     method: Method,
     registry: &'a str,
@@ -452,24 +493,11 @@ impl Client {
             }
             // Credentials go only to the registry itself, never to a host a Location
             // header points elsewhere (e.g. a storage backend).
-            let own_host = url.host_str().is_some_and(|h| {
-                let with_port = match url.port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h.to_string(),
-                };
-                with_port == api_host(registry) || h == api_host(registry)
-            });
-            let sent_scoped = if own_host {
-                let scoped = self.scoped.lock().unwrap().get(&scope_key).cloned();
-                let header = scoped
-                    .clone()
-                    .or_else(|| self.registry_wide.lock().unwrap().get(registry).cloned());
-                if let Some(h) = header {
-                    builder = builder.header(AUTHORIZATION, h);
-                }
-                scoped.is_some()
-            } else {
-                false
+            let own_host = is_own_host(&url, registry);
+            let sent_scoped = own_host && {
+                let (b, scoped) = self.with_credentials(builder, registry, &scope_key);
+                builder = b;
+                scoped
             };
             if let Some(body) = req.body {
                 builder = builder.body(body().await?);
@@ -480,39 +508,13 @@ impl Client {
             };
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => {
-                    let decided = self.schemes.lock().unwrap().contains_key(registry);
-                    if scheme == Scheme::Https && !decided && self.may_use_http(registry) {
-                        // Docker's fallback for loopback and --insecure-registry hosts.
-                        self.schemes
-                            .lock()
-                            .unwrap()
-                            .insert(registry.to_string(), Scheme::Http);
-                        self.https_errors
-                            .lock()
-                            .unwrap()
-                            .insert(registry.to_string(), crate::error::one_line(&e));
+                Err(e) => match self.after_send_error(e, scheme, &req, attempt).await? {
+                    AfterError::FallBackToHttp => {
                         attempt -= 1;
                         continue;
                     }
-                    if !req.retry {
-                        return Err(e);
-                    }
-                    if attempt < ATTEMPTS {
-                        backoff(attempt, None).await;
-                        continue;
-                    }
-                    let connect = e
-                        .downcast_ref::<reqwest::Error>()
-                        .is_some_and(|e| e.is_connect());
-                    return Err(anyhow::Error::new(RegistryError::Unreachable {
-                        registry: registry.to_string(),
-                        detail: crate::error::one_line(&e),
-                        attempts: ATTEMPTS,
-                        connect,
-                        plain_http_allowed: self.may_use_http(registry),
-                    }));
-                }
+                    AfterError::Retry => continue,
+                },
             };
             self.schemes
                 .lock()
@@ -525,35 +527,12 @@ impl Client {
             let expired = status == StatusCode::BAD_REQUEST && sent_scoped && req.body.is_none();
             if (status == StatusCode::UNAUTHORIZED || expired) && !authenticated_once && own_host {
                 authenticated_once = true;
-                let challenge = response
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
                 self.scoped.lock().unwrap().remove(&scope_key);
-                let Some(challenge) = challenge else {
+                if !self
+                    .answer_challenge(&response, registry, req.scope, &scope_key)
+                    .await?
+                {
                     return Ok(response);
-                };
-                let found = self.credential_for(registry).await?;
-                let answer = auth::authorize(
-                    &self.http,
-                    registry,
-                    req.scope,
-                    &challenge,
-                    found.credential.as_ref(),
-                )
-                .await?;
-                match answer {
-                    Some(auth::Answer::Registry(h)) => {
-                        self.registry_wide
-                            .lock()
-                            .unwrap()
-                            .insert(registry.to_string(), h);
-                    }
-                    Some(auth::Answer::Scope(h)) => {
-                        self.scoped.lock().unwrap().insert(scope_key.clone(), h);
-                    }
-                    None => return Ok(response),
                 }
                 attempt -= 1;
                 continue;
@@ -573,6 +552,109 @@ impl Client {
             }
             return Ok(response);
         }
+    }
+
+    /// `builder` with the credential this client holds for `scope_key` (else for the whole
+    /// registry); whether it was a scoped (token) credential.
+    fn with_credentials(
+        &self,
+        builder: reqwest::RequestBuilder,
+        registry: &str,
+        scope_key: &(String, String),
+    ) -> (reqwest::RequestBuilder, bool) {
+        let scoped = self.scoped.lock().unwrap().get(scope_key).cloned();
+        let header = scoped
+            .clone()
+            .or_else(|| self.registry_wide.lock().unwrap().get(registry).cloned());
+        match header {
+            Some(h) => (builder.header(AUTHORIZATION, h), scoped.is_some()),
+            None => (builder, false),
+        }
+    }
+
+    /// What to do after `req` could not be sent over `scheme` (attempt `attempt`): fall
+    /// back to plain HTTP (Docker's rule for loopback and --insecure-registry hosts, once,
+    /// before any answer decided the scheme), retry with backoff, or fail with a typed
+    /// [`RegistryError::Unreachable`].
+    async fn after_send_error(
+        &self,
+        e: anyhow::Error,
+        scheme: Scheme,
+        req: &Request<'_>,
+        attempt: u32,
+    ) -> Result<AfterError> {
+        let registry = req.registry;
+        let decided = self.schemes.lock().unwrap().contains_key(registry);
+        if scheme == Scheme::Https && !decided && self.may_use_http(registry) {
+            self.schemes
+                .lock()
+                .unwrap()
+                .insert(registry.to_string(), Scheme::Http);
+            self.https_errors
+                .lock()
+                .unwrap()
+                .insert(registry.to_string(), crate::error::one_line(&e));
+            return Ok(AfterError::FallBackToHttp);
+        }
+        if !req.retry {
+            return Err(e);
+        }
+        if attempt < ATTEMPTS {
+            backoff(attempt, None).await;
+            return Ok(AfterError::Retry);
+        }
+        let connect = e
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|e| e.is_connect());
+        Err(anyhow::Error::new(RegistryError::Unreachable {
+            registry: registry.to_string(),
+            detail: crate::error::one_line(&e),
+            attempts: ATTEMPTS,
+            connect,
+            plain_http_allowed: self.may_use_http(registry),
+        }))
+    }
+
+    /// Answer the registry's challenge in `response` (Basic or Bearer) with the
+    /// credential found for `registry`, storing what it gives for the next attempts;
+    /// false when there is nothing to answer with (the response stands).
+    async fn answer_challenge(
+        &self,
+        response: &reqwest::Response,
+        registry: &str,
+        scope: &str,
+        scope_key: &(String, String),
+    ) -> Result<bool> {
+        let Some(challenge) = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return Ok(false);
+        };
+        let found = self.credential_for(registry).await?;
+        let answer = auth::authorize(
+            &self.http,
+            registry,
+            scope,
+            &challenge,
+            found.credential.as_ref(),
+        )
+        .await?;
+        match answer {
+            Some(auth::Answer::Registry(h)) => {
+                self.registry_wide
+                    .lock()
+                    .unwrap()
+                    .insert(registry.to_string(), h);
+            }
+            Some(auth::Answer::Scope(h)) => {
+                self.scoped.lock().unwrap().insert(scope_key.clone(), h);
+            }
+            None => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Turn an unexpected answer into a typed error (see [`RegistryError`]), with `what`
@@ -1005,6 +1087,106 @@ impl Client {
         }
     }
 
+    /// Mount `blob` into `repo` from the repository it names, when it names another one.
+    /// A mount refused outright (no pull access to the source, say) is only a missed
+    /// shortcut: the caller uploads normally.
+    async fn try_mount(
+        &self,
+        registry: &str,
+        repo: &str,
+        blob: &BlobPush<'_>,
+        scope: &str,
+    ) -> Mount {
+        let Some(from) = blob.mount_from.filter(|f| *f != repo) else {
+            return Mount::No;
+        };
+        // One token for both repositories: pull from the source, push to the target.
+        let mount_scope = format!("{scope} repository:{from}:pull");
+        let starting = format!("mounting it from {registry}/{from}");
+        match self
+            .start_upload(
+                registry,
+                repo,
+                blob.digest,
+                Some(from),
+                &mount_scope,
+                &starting,
+            )
+            .await
+        {
+            Ok(None) => Mount::Mounted,
+            // 202: the registry could not mount; upload into the session it opened.
+            Ok(Some(url)) => Mount::Session(url, mount_scope),
+            Err(_) => Mount::No,
+        }
+    }
+
+    /// One monolithic PUT of `blob` into the upload session `url`: done, or a failure
+    /// worth retrying (with the registry's Retry-After); a damaged source, an unreadable
+    /// source or a refusal is an error.
+    async fn put_blob(
+        &self,
+        registry: &str,
+        repo: &str,
+        blob: &BlobPush<'_>,
+        url: Url,
+        put_scope: &str,
+    ) -> Result<Put> {
+        let mut url = url;
+        url.query_pairs_mut().append_pair("digest", blob.digest);
+        let watch = body::Watch::new();
+        let source_failed = std::sync::atomic::AtomicBool::new(false);
+        let make_body = || -> BoxFuture<'_, Result<reqwest::Body>> {
+            let watch = watch.clone();
+            let source_failed = &source_failed;
+            Box::pin(async move {
+                let body = self.open_body(blob, watch).await;
+                if body.is_err() {
+                    source_failed.store(true, Ordering::Relaxed);
+                }
+                body
+            })
+        };
+        let sent = self
+            .send(Request {
+                method: Method::PUT,
+                registry,
+                endpoint: Endpoint::Url(&url),
+                headers: vec![
+                    (CONTENT_TYPE, "application/octet-stream".into()),
+                    (CONTENT_LENGTH, blob.size.to_string()),
+                ],
+                body: Some(&make_body),
+                scope: put_scope,
+                retry: false,
+                upload: Some(watch.clone()),
+            })
+            .await;
+        if let Some(why) = watch.corrupt.lock().unwrap().take() {
+            return Err(RegistryError::DamagedBlob(why).into());
+        }
+        let downloaded = watch.downloaded.load(Ordering::Relaxed);
+        let (failure, wait) = match sent {
+            Ok(r) if r.status().is_success() => return Ok(Put::Done { downloaded }),
+            Ok(r) if is_transient(r.status()) => {
+                let wait = retry_after(r.headers());
+                let status = r.status().as_u16();
+                let detail = error_summary(&body::error_text(r).await);
+                (format!("registry answered {status} ({detail})"), wait)
+            }
+            Ok(r) => {
+                return Err(self.fail("uploading".to_string(), registry, repo, r).await);
+            }
+            Err(e) if source_failed.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => (crate::error::one_line(&e), None),
+        };
+        Ok(Put::Failed {
+            failure,
+            wait,
+            downloaded,
+        })
+    }
+
     /// Put a blob into `repo`: skip it if present, else mount it from `mount_from`, else
     /// upload it monolithically (POST, then one PUT with the body: ECR's chunked PATCH
     /// is unreliable). A PUT that fails or whose answer is lost is followed by a HEAD
@@ -1022,30 +1204,11 @@ impl Client {
         {
             return Ok(Pushed::Existed);
         }
-        let mut session: Option<(Url, String)> = None;
-        if let Some(from) = blob.mount_from.filter(|f| *f != repo) {
-            // One token for both repositories: pull from the source, push to the target.
-            let mount_scope = format!("{scope} repository:{from}:pull");
-            let starting = format!("mounting it from {registry}/{from}");
-            match self
-                .start_upload(
-                    registry,
-                    repo,
-                    blob.digest,
-                    Some(from),
-                    &mount_scope,
-                    &starting,
-                )
-                .await
-            {
-                Ok(None) => return Ok(Pushed::Mounted),
-                // 202: the registry could not mount; upload into the session it opened.
-                Ok(Some(url)) => session = Some((url, mount_scope)),
-                // A mount refused outright (no pull access to the source, say) is only a
-                // missed shortcut: upload normally.
-                Err(_) => {}
-            }
-        }
+        let mut session = match self.try_mount(registry, repo, &blob, &scope).await {
+            Mount::Mounted => return Ok(Pushed::Mounted),
+            Mount::Session(url, scope) => Some((url, scope)),
+            Mount::No => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1060,54 +1223,16 @@ impl Client {
                     (url, scope.clone())
                 }
             };
-            let mut url = url;
-            url.query_pairs_mut().append_pair("digest", blob.digest);
-            let watch = body::Watch::new();
-            let source_failed = std::sync::atomic::AtomicBool::new(false);
-            let make_body = || -> BoxFuture<'_, Result<reqwest::Body>> {
-                let watch = watch.clone();
-                let blob = &blob;
-                let source_failed = &source_failed;
-                Box::pin(async move {
-                    let body = self.open_body(blob, watch).await;
-                    if body.is_err() {
-                        source_failed.store(true, Ordering::Relaxed);
-                    }
-                    body
-                })
-            };
-            let sent = self
-                .send(Request {
-                    method: Method::PUT,
-                    registry,
-                    endpoint: Endpoint::Url(&url),
-                    headers: vec![
-                        (CONTENT_TYPE, "application/octet-stream".into()),
-                        (CONTENT_LENGTH, blob.size.to_string()),
-                    ],
-                    body: Some(&make_body),
-                    scope: &put_scope,
-                    retry: false,
-                    upload: Some(watch.clone()),
-                })
-                .await;
-            if let Some(why) = watch.corrupt.lock().unwrap().take() {
-                return Err(RegistryError::DamagedBlob(why).into());
-            }
-            let downloaded = watch.downloaded.load(Ordering::Relaxed);
-            let (failure, wait) = match sent {
-                Ok(r) if r.status().is_success() => return Ok(Pushed::Uploaded { downloaded }),
-                Ok(r) if is_transient(r.status()) => {
-                    let wait = retry_after(r.headers());
-                    let status = r.status().as_u16();
-                    let detail = error_summary(&body::error_text(r).await);
-                    (format!("registry answered {status} ({detail})"), wait)
-                }
-                Ok(r) => {
-                    return Err(self.fail("uploading".to_string(), registry, repo, r).await);
-                }
-                Err(e) if source_failed.load(Ordering::Relaxed) => return Err(e),
-                Err(e) => (crate::error::one_line(&e), None),
+            let (failure, wait, downloaded) = match self
+                .put_blob(registry, repo, &blob, url, &put_scope)
+                .await?
+            {
+                Put::Done { downloaded } => return Ok(Pushed::Uploaded { downloaded }),
+                Put::Failed {
+                    failure,
+                    wait,
+                    downloaded,
+                } => (failure, wait, downloaded),
             };
             // The answer may have been lost after the registry committed the blob.
             if self
