@@ -402,26 +402,23 @@ fn merged_settings(req: &DeployRequest) -> Result<Settings> {
         .overlaid_with(req.cli.clone()))
 }
 
-pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<DeploySummary> {
-    let started = Instant::now();
-    let settings = merged_settings(&req)?;
-    let function = settings.function.clone().ok_or(DeployError::NoFunction)?;
-    let aws = Aws::load(&req.aws).await;
-    let region = aws.require_region()?.to_string();
-    let deployer = Deployer {
-        lambda: aws_sdk_lambda::Client::new(aws.config()),
-        s3: aws_sdk_s3::Client::new(aws.config()),
-        function: function.clone(),
-        reporter: reporter.clone(),
-    };
-    let current = deployer.current(&region).await?;
+/// The build settings for `current`: its architecture unless the settings name one (a
+/// different one is refused before anything is built), and a refusal of settings given
+/// explicitly for the other package type (from pyproject.toml they may serve another
+/// function of the project).
+fn checked_settings(
+    req: &DeployRequest,
+    settings: &Settings,
+    function: &str,
+    current: &Current,
+) -> Result<Settings> {
     // Build for the function's architecture unless told otherwise; told otherwise is a
     // mistake caught before anything is built.
     let mut cli = req.cli.clone();
     match settings.arch {
         Some(arch) if arch != current.arch => {
             return Err(DeployError::ArchMismatch {
-                function: function.clone(),
+                function: function.to_string(),
                 function_arch: current.arch.lambda_name().to_string(),
                 build_arch: arch.lambda_name().to_string(),
             }
@@ -445,12 +442,29 @@ pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<D
     };
     if let Some((setting, _)) = misplaced.into_iter().find(|(_, given)| *given) {
         return Err(DeployError::WrongPackageType {
-            function: function.clone(),
+            function: function.to_string(),
             package_type: current.package_type.as_str().to_string(),
             setting,
         }
         .into());
     }
+    Ok(cli)
+}
+
+pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<DeploySummary> {
+    let started = Instant::now();
+    let settings = merged_settings(&req)?;
+    let function = settings.function.clone().ok_or(DeployError::NoFunction)?;
+    let aws = Aws::load(&req.aws).await;
+    let region = aws.require_region()?.to_string();
+    let deployer = Deployer {
+        lambda: aws_sdk_lambda::Client::new(aws.config()),
+        s3: aws_sdk_s3::Client::new(aws.config()),
+        function: function.clone(),
+        reporter: reporter.clone(),
+    };
+    let current = deployer.current(&region).await?;
+    let cli = checked_settings(&req, &settings, &function, &current)?;
     let mut summary = DeploySummary {
         function_arn: current.arn.clone(),
         package_type: current.package_type.as_str().to_string(),
@@ -575,14 +589,15 @@ async fn deploy_image(
     Ok(updated.code_sha256().map(str::to_string))
 }
 
-/// Zip, compare, (publish the layer, point the function at it), update the code.
-async fn deploy_zip(
+/// The settings a zip for `current` is built with: the function's Python (a project
+/// that names another is refused) and, unless the project names its own, the function's
+/// handler (a warning when the two differ: Lambda calls the function's). Also the runtime.
+fn zip_settings(
     req: &DeployRequest,
     settings: &Settings,
     deployer: &Deployer,
     current: &Current,
-    summary: &mut DeploySummary,
-) -> Result<Option<String>> {
+) -> Result<(Settings, String)> {
     let runtime = current.runtime.clone().unwrap_or_default();
     let Some(function_python) = runtime_python(&runtime) else {
         return Err(DeployError::NotPython {
@@ -616,6 +631,38 @@ async fn deploy_zip(
         }
         _ => {}
     }
+    Ok((cli, runtime))
+}
+
+/// Put layer version `arn` into the function's layers (keeping its others) when it is not
+/// there yet, and wait for that update: the code update after it would be refused while
+/// it is in progress. Whether anything changed.
+async fn use_layer(deployer: &Deployer, current: &Current, arn: &str) -> Result<bool> {
+    if current.layers.iter().any(|l| l == arn) {
+        return Ok(false);
+    }
+    let layers = layers_with(&current.layers, arn);
+    deployer
+        .lambda
+        .update_function_configuration()
+        .function_name(&deployer.function)
+        .set_layers(Some(layers))
+        .send()
+        .await
+        .map_err(|e| crate::aws::classify("lambda:UpdateFunctionConfiguration", &e))?;
+    deployer.wait("the layers").await?;
+    Ok(true)
+}
+
+/// Zip, compare, (publish the layer, point the function at it), update the code.
+async fn deploy_zip(
+    req: &DeployRequest,
+    settings: &Settings,
+    deployer: &Deployer,
+    current: &Current,
+    summary: &mut DeploySummary,
+) -> Result<Option<String>> {
+    let (cli, runtime) = zip_settings(req, settings, deployer, current)?;
     let layer = settings.layer.clone();
     let zipped = package::zip(
         ZipRequest {
@@ -653,20 +700,7 @@ async fn deploy_zip(
         )
         .await?;
         summary.layer_version_arn = Some(arn.clone());
-        if !current.layers.contains(&arn) {
-            let layers = layers_with(&current.layers, &arn);
-            deployer
-                .lambda
-                .update_function_configuration()
-                .function_name(&deployer.function)
-                .set_layers(Some(layers))
-                .send()
-                .await
-                .map_err(|e| crate::aws::classify("lambda:UpdateFunctionConfiguration", &e))?;
-            summary.changed = true;
-            // The code update below would be refused while this one is in progress.
-            deployer.wait("the layers").await?;
-        }
+        summary.changed |= use_layer(deployer, current, &arn).await?;
     }
     summary.code_sha256 = Some(code.code_sha256.clone());
     if current.code_sha256.as_deref() == Some(code.code_sha256.as_str()) {

@@ -157,6 +157,37 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         pushed = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs).await;
     }
     let outcome = pushed.with_context(|| format!("pushing {} to {name}", layout.display()))?;
+    let (uploaded, downloaded) = report(&outcome, &dest, &name, &image.digest, started, &*reporter);
+    for artifact in sink::push_referrers(&client, &image, &dest).await? {
+        reporter.event(Event::Step(format!(
+            "Attached {artifact} to {}",
+            output::short_digest(&image.digest)
+        )));
+    }
+    Ok(PushSummary {
+        reference: format!("{name}@{}", image.digest),
+        registry: dest.registry,
+        repository: dest.repository,
+        digest: image.digest,
+        tags: dest.tags,
+        up_to_date: outcome.up_to_date,
+        blobs: outcome.blobs,
+        uploaded_bytes: uploaded,
+        downloaded_bytes: downloaded,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Say what the push did (up to date, or what it sent and tagged); the bytes uploaded and
+/// the bytes fetched from the base's registry on the way.
+fn report(
+    outcome: &sink::Outcome,
+    dest: &Destination,
+    name: &str,
+    digest: &str,
+    started: Instant,
+    reporter: &dyn Reporter,
+) -> (u64, u64) {
     let mut uploaded = 0;
     let mut downloaded = 0;
     let mut sent = 0;
@@ -177,7 +208,7 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         reporter.event(Event::Step(format!(
             "{} is up to date ({}) in {}",
             tag_list(&dest.tags),
-            output::short_digest(&image.digest),
+            output::short_digest(digest),
             output::duration(started.elapsed())
         )));
     } else {
@@ -193,27 +224,10 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         reporter.event(Event::Step(format!(
             "Tagged {} ({})",
             tag_list(&outcome.tagged),
-            output::short_digest(&image.digest)
+            output::short_digest(digest)
         )));
     }
-    for artifact in sink::push_referrers(&client, &image, &dest).await? {
-        reporter.event(Event::Step(format!(
-            "Attached {artifact} to {}",
-            output::short_digest(&image.digest)
-        )));
-    }
-    Ok(PushSummary {
-        reference: format!("{name}@{}", image.digest),
-        registry: dest.registry,
-        repository: dest.repository,
-        digest: image.digest,
-        tags: dest.tags,
-        up_to_date: outcome.up_to_date,
-        blobs: outcome.blobs,
-        uploaded_bytes: uploaded,
-        downloaded_bytes: downloaded,
-        millis: started.elapsed().as_millis() as u64,
-    })
+    (uploaded, downloaded)
 }
 
 /// Where ECR tokens are kept between commands (each file 0600, see

@@ -288,6 +288,37 @@ pub async fn lookup(registry: &str) -> Result<Found> {
     lookup_in(config_path().as_deref(), registry, &Helpers::system()).await
 }
 
+/// The credential `credHelpers` names for the registry in the config at `path`:
+/// `ecr-login` without its helper binary is served in process (an ECR token from the AWS
+/// credential chain), any other helper is run.
+async fn from_cred_helper(path: &Path, name: &str, key: &str, helpers: &Helpers) -> Result<Found> {
+    if name == ECR_LOGIN && !helpers.installed(name) {
+        return Ok(Found {
+            credential: None,
+            source: format!(
+                "{} (credHelpers `{ECR_LOGIN}` in {}, served in process)",
+                super::ecr::TOKEN_SOURCE,
+                path.display()
+            ),
+            ecr_login: true,
+        });
+    }
+    let credential = helper_get(helpers, name, key).await?;
+    Ok(Found {
+        source: format!(
+            "credential helper `docker-credential-{name}` (credHelpers in {}){}",
+            path.display(),
+            if credential.is_none() {
+                ", which has none"
+            } else {
+                ""
+            }
+        ),
+        credential,
+        ecr_login: false,
+    })
+}
+
 async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Result<Found> {
     let Some(path) = path else {
         return Ok(Found {
@@ -300,31 +331,7 @@ async fn lookup_in(path: Option<&Path>, registry: &str, helpers: &Helpers) -> Re
     let key = server_key(registry);
     if let Some((_, helper)) = entry(config.get("credHelpers"), registry) {
         let name = helper.as_str().unwrap_or_default();
-        if name == ECR_LOGIN && !helpers.installed(name) {
-            return Ok(Found {
-                credential: None,
-                source: format!(
-                    "{} (credHelpers `{ECR_LOGIN}` in {}, served in process)",
-                    super::ecr::TOKEN_SOURCE,
-                    path.display()
-                ),
-                ecr_login: true,
-            });
-        }
-        let credential = helper_get(helpers, name, &key).await?;
-        return Ok(Found {
-            source: format!(
-                "credential helper `docker-credential-{name}` (credHelpers in {}){}",
-                path.display(),
-                if credential.is_none() {
-                    ", which has none"
-                } else {
-                    ""
-                }
-            ),
-            credential,
-            ecr_login: false,
-        });
+        return from_cred_helper(path, name, &key, helpers).await;
     }
     let mut store_had_none = None;
     if let Some(store) = config
