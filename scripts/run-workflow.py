@@ -51,9 +51,13 @@ def main():
     base = {k: str(v) for k, v in (workflow.get("env") or {}).items()}
     base.update({k: str(v) for k, v in (job.get("env") or {}).items()})
     # The files GitHub gives every step; a step that appends to them must not fail here.
-    files = tempfile.mkdtemp(prefix="run-workflow-")
-    for var in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
-        base.setdefault(var, os.path.join(files, var.lower()))
+    with tempfile.TemporaryDirectory(prefix="run-workflow-") as files:
+        for var in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY"):
+            base.setdefault(var, os.path.join(files, var.lower()))
+        run_steps(job, base, workdir, per_step)
+
+
+def run_steps(job, base, workdir, per_step):
     ran = 0
     for step in job["steps"]:
         label = step.get("name") or step.get("id") or step.get("uses") or step.get("run")

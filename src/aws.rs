@@ -90,8 +90,11 @@ impl Aws {
     /// Resolve the credentials once: the same configuration with them fixed (so the
     /// calls that follow do not resolve them again: with web identity, each resolution is
     /// an STS call), and a short, non-reversible name of the identity (a hash of its
-    /// access key ID) to keep cached tokens of different identities apart.
-    pub async fn resolved(&self) -> Result<(Aws, String), AwsError> {
+    /// access key ID) to keep cached tokens of different identities apart — `None` for
+    /// temporary credentials (a session token: web identity, SSO, roles), whose key ID is
+    /// new each session, so a token cached under it would never be read again and would
+    /// only sit on disk (or in a CI cache of the cache directory).
+    pub async fn resolved(&self) -> Result<(Aws, Option<String>), AwsError> {
         let provider =
             self.config
                 .credentials_provider()
@@ -103,7 +106,10 @@ impl Aws {
             .await
             .map_err(|e| credentials_error(&e))?;
         use sha2::Digest;
-        let hash = sha2::Sha256::digest(credentials.access_key_id().as_bytes());
+        let identity = credentials.session_token().is_none().then(|| {
+            let hash = sha2::Sha256::digest(credentials.access_key_id().as_bytes());
+            hex::encode(&hash[..8])
+        });
         let fixed = Aws {
             config: self
                 .config
@@ -113,7 +119,7 @@ impl Aws {
                 )
                 .build(),
         };
-        Ok((fixed, hex::encode(&hash[..8])))
+        Ok((fixed, identity))
     }
 }
 
@@ -280,6 +286,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_keys(session_token: Option<&str>) -> Aws {
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIAEXAMPLEKEY00001",
+            "secret",
+            session_token.map(str::to_string),
+            None,
+            "test",
+        );
+        Aws {
+            config: SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+                )
+                .build(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_long_term_keys_name_an_identity_to_cache_tokens_under() {
+        let (_, identity) = with_keys(None).resolved().await.unwrap();
+        let identity = identity.expect("long-term keys have an identity");
+        assert_eq!(identity.len(), 16);
+        assert!(
+            !identity.contains("AKIA"),
+            "the key ID itself is never used"
+        );
+        // A session token (web identity, SSO, a role): nothing to cache under.
+        let (_, identity) = with_keys(Some("session")).resolved().await.unwrap();
+        assert_eq!(identity, None);
+    }
 
     #[test]
     fn no_credentials_names_every_source_of_the_chain_and_no_value() {

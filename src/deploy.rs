@@ -345,7 +345,63 @@ impl Deployer {
         }
     }
 
-    async fn publish(&self, code_sha256: Option<&str>, alias: Option<&str>) -> Result<String> {
+    /// Publish a version of the code just deployed (`code_sha256`, which Lambda checks
+    /// did not change under us), or, when nothing changed (`reuse`: the function's current
+    /// CodeSha256), the newest published version holding that code if there is one: Lambda
+    /// itself publishes no new version for unchanged code. Then point `alias` at it.
+    async fn publish(
+        &self,
+        code_sha256: Option<&str>,
+        reuse: Option<&str>,
+        alias: Option<&str>,
+    ) -> Result<String> {
+        let existing = match reuse {
+            Some(sha) => self.published_with(sha).await?,
+            None => None,
+        };
+        let version = match existing {
+            Some(version) => version,
+            None => self.publish_version(code_sha256).await?,
+        };
+        if let Some(alias) = alias {
+            self.point_alias(alias, &version).await?;
+        }
+        Ok(version)
+    }
+
+    /// The newest published version (not $LATEST) whose code is `code_sha256`.
+    async fn published_with(&self, code_sha256: &str) -> Result<Option<String>> {
+        let mut newest: Option<(u64, String)> = None;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .lambda
+                .list_versions_by_function()
+                .function_name(&self.function)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| crate::aws::classify("lambda:ListVersionsByFunction", &e))?;
+            for v in page.versions() {
+                let (Some(version), Some(sha)) = (v.version(), v.code_sha256()) else {
+                    continue;
+                };
+                if let Ok(n) = version.parse::<u64>()
+                    && sha == code_sha256
+                    && newest.as_ref().is_none_or(|(m, _)| n > *m)
+                {
+                    newest = Some((n, version.to_string()));
+                }
+            }
+            match page.next_marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        Ok(newest.map(|(_, v)| v))
+    }
+
+    async fn publish_version(&self, code_sha256: Option<&str>) -> Result<String> {
         let mut request = self.lambda.publish_version().function_name(&self.function);
         // Lambda refuses to publish if the code changed under us since the update.
         if let Some(sha) = code_sha256 {
@@ -363,35 +419,48 @@ impl Deployer {
             "Published version {version} of {}",
             self.function
         )));
-        if let Some(alias) = alias {
-            let updated = self
-                .lambda
-                .update_alias()
-                .function_name(&self.function)
-                .name(alias)
-                .function_version(&version)
-                .send()
-                .await;
-            match updated {
-                Ok(_) => {}
-                Err(e) if crate::aws::code(&e) == Some("ResourceNotFoundException") => {
-                    self.lambda
-                        .create_alias()
-                        .function_name(&self.function)
-                        .name(alias)
-                        .function_version(&version)
-                        .send()
-                        .await
-                        .map_err(|e| crate::aws::classify("lambda:CreateAlias", &e))?;
-                }
-                Err(e) => return Err(crate::aws::classify("lambda:UpdateAlias", &e).into()),
-            }
-            self.reporter.event(Event::Step(format!(
-                "Pointed alias {alias} of {} at version {version}",
-                self.function
-            )));
-        }
         Ok(version)
+    }
+
+    /// Point `alias` at `version`, creating the alias when the function has none by
+    /// that name; nothing is called when it points there already.
+    async fn point_alias(&self, alias: &str, version: &str) -> Result<()> {
+        let current = self
+            .lambda
+            .get_alias()
+            .function_name(&self.function)
+            .name(alias)
+            .send()
+            .await;
+        match current {
+            Ok(a) if a.function_version() == Some(version) => return Ok(()),
+            Ok(_) => {
+                self.lambda
+                    .update_alias()
+                    .function_name(&self.function)
+                    .name(alias)
+                    .function_version(version)
+                    .send()
+                    .await
+                    .map_err(|e| crate::aws::classify("lambda:UpdateAlias", &e))?;
+            }
+            Err(e) if crate::aws::code(&e) == Some("ResourceNotFoundException") => {
+                self.lambda
+                    .create_alias()
+                    .function_name(&self.function)
+                    .name(alias)
+                    .function_version(version)
+                    .send()
+                    .await
+                    .map_err(|e| crate::aws::classify("lambda:CreateAlias", &e))?;
+            }
+            Err(e) => return Err(crate::aws::classify("lambda:GetAlias", &e).into()),
+        }
+        self.reporter.event(Event::Step(format!(
+            "Pointed alias {alias} of {} at version {version}",
+            self.function
+        )));
+        Ok(())
     }
 }
 
@@ -500,10 +569,20 @@ pub async fn deploy(req: DeployRequest, reporter: Arc<dyn Reporter>) -> Result<D
                 .or(summary.code_sha256.clone())
                 .unwrap_or_default()
         )));
-    } else if req.publish || req.alias.is_some() {
+    }
+    // Also when nothing changed: a run whose update landed but whose publish failed is
+    // repaired by running it again, and `--alias prod` promotes code already deployed.
+    // Lambda publishes no new version for unchanged code; it answers with the latest.
+    if req.publish || req.alias.is_some() {
         summary.version = Some(
             deployer
-                .publish(code_sha256.as_deref(), req.alias.as_deref())
+                .publish(
+                    code_sha256.as_deref(),
+                    (!summary.changed)
+                        .then_some(current.code_sha256.as_deref())
+                        .flatten(),
+                    req.alias.as_deref(),
+                )
                 .await?,
         );
     }
@@ -683,6 +762,14 @@ async fn deploy_zip(
     let limit = req
         .direct_upload_limit
         .unwrap_or(package::DIRECT_UPLOAD_LIMIT);
+    let code_changed = current.code_sha256.as_deref() != Some(code.code_sha256.as_str());
+    // The code's way to Lambda (its bytes read, or put in S3, or refused for want of a
+    // bucket) is settled before the function's layers change: nothing half done.
+    let upload = if code_changed {
+        Some(upload(deployer, code, settings.s3_bucket.as_deref(), limit).await?)
+    } else {
+        None
+    };
     if let Some(name) = &layer {
         let layer_zip = zipped
             .zips
@@ -703,14 +790,14 @@ async fn deploy_zip(
         summary.changed |= use_layer(deployer, current, &arn).await?;
     }
     summary.code_sha256 = Some(code.code_sha256.clone());
-    if current.code_sha256.as_deref() == Some(code.code_sha256.as_str()) {
+    let Some(upload) = upload else {
         return Ok(None);
-    }
+    };
     let request = deployer
         .lambda
         .update_function_code()
         .function_name(&deployer.function);
-    let request = match upload(deployer, code, settings.s3_bucket.as_deref(), limit).await? {
+    let request = match upload {
         Upload::Direct(blob) => request.zip_file(blob),
         Upload::S3 { bucket, key } => request.s3_bucket(bucket).s3_key(key),
     };

@@ -145,9 +145,12 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
     let name = format!("{}/{}", dest.registry, dest.repository);
     let blobs = Blobs(&*reporter);
     let mut pushed = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs).await;
+    // Only ECR repositories are created: elsewhere (ghcr.io, a private registry) an ECR
+    // repository of the caller's AWS account would be made for nothing.
     if create
         && let Err(e) = &pushed
         && let Some(RegistryError::RepositoryUnknown { .. }) = crate::registry::find_error(e)
+        && client.is_ecr_registry(&dest.registry).await?
     {
         client
             .ecr()

@@ -209,6 +209,11 @@ impl Store {
             layers: diff_ids.len(),
             ..Prepared::default()
         };
+        // The image's cached layers are in use from here on: marked recent, so that
+        // another invoke's eviction takes other layers first.
+        for diff_id in diff_ids {
+            touch(&self.layer_dir(diff_id)?.join("meta.json"));
+        }
         // Lambda's limit is on the image: the cached layers count too.
         let mut used: u64 = diff_ids
             .iter()
@@ -237,6 +242,13 @@ impl Store {
                 }
                 prepared.composed = true;
                 let lease = lease(&dest)?;
+                // Another invoke's eviction may have taken the root between its
+                // composition and the lease: a clear error rather than a missing root.
+                if !dest.is_dir() {
+                    anyhow::bail!(
+                        "the unpacked image left the invoke cache while it was being prepared (another invoke evicted it); run again"
+                    );
+                }
                 Root {
                     dir: dest,
                     _lease: lease,

@@ -3,9 +3,11 @@
 //! for ECR registries that Docker's config gives no credential for and for registries
 //! whose `credHelpers` entry is `ecr-login` when that helper is not installed.
 //!
-//! Tokens are kept in memory for the command and in the cache directory (a file per
-//! registry and identity, mode 0600) until five minutes before they expire, so a CI job
-//! asks ECR once per 12 hours, not once per push. This module also creates repositories
+//! Tokens are kept in memory for the command and, for long-term credentials, in the
+//! cache directory (a file per registry and identity, mode 0600) until five minutes before
+//! they expire, so a machine with a profile's keys asks ECR once per 12 hours, not once per
+//! push. Temporary credentials (a session token) get no file: the next session is another
+//! identity, so the file would never be read, only left on disk or in a CI cache. This module also creates repositories
 //! (CreateRepository) on request. A token is never logged, printed or put in an error.
 
 use super::credentials::Credential;
@@ -136,7 +138,9 @@ impl Ecr {
             .resolved()
             .await
             .with_context(|| format!("getting an ECR token for {registry}"))?;
-        let file = self.cache_file(registry, &identity);
+        let file = identity
+            .as_deref()
+            .and_then(|identity| self.cache_file(registry, identity));
         if !refresh
             && let Some(file) = &file
             && let Some(cached) = read_cached(file, registry)

@@ -399,6 +399,12 @@ impl Client {
         &self.ecr
     }
 
+    /// Whether `registry` is ECR: an ECR host name, or a host Docker's config sends to the
+    /// `ecr-login` helper (a private endpoint or mirror the user declares to be ECR).
+    pub async fn is_ecr_registry(&self, registry: &str) -> Result<bool> {
+        Ok(is_ecr(registry) || self.credential_for(registry).await?.ecr_login)
+    }
+
     /// Use `credential` for `registry` instead of looking it up (to check a login).
     pub async fn use_credential(&self, registry: &str, credential: Credential, source: &str) {
         self.creds.lock().await.insert(
@@ -537,7 +543,9 @@ impl Client {
                 attempt -= 1;
                 continue;
             }
-            if status == StatusCode::UNAUTHORIZED
+            // ECR answers an expired token with 403 ("Your authorization token has
+            // expired"), not only 401; refresh_ecr acts on cached ECR tokens alone.
+            if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
                 && authenticated_once
                 && own_host
                 && self.refresh_ecr(registry).await?
