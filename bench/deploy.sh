@@ -34,7 +34,7 @@ trap cleanup EXIT
 
 start_local_registry "$work/registry" 2>/dev/null
 base="$REGISTRY/lambda/python:3.11"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto_pid=$!
 for _ in $(seq 100); do

@@ -36,7 +36,7 @@ new_target() { # sets TARGET=127.0.0.1:PORT, an empty registry
 	local port storage
 	target_n=$((target_n + 1))
 	storage="$work/target-$target_n"
-	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	port=$(free_port)
 	TARGET="127.0.0.1:$port"
 	REGISTRY_HTTP_ADDR="$TARGET" REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$storage" \
 		docker-registry serve testdata/registry/config.yml >"$storage.log" 2>&1 &

@@ -2,9 +2,14 @@
 # loopback port with testdata/registry/config.yml, storage in $1, and push the
 # stand-in Lambda bases (testdata/base/make-base.sh). Sets REGISTRY=127.0.0.1:PORT
 # and REGISTRY_PID; the caller's EXIT trap should `kill $REGISTRY_PID`.
+# A TCP port free on 127.0.0.1 (for the registry here, moto in scripts/test-dist and bench).
+free_port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 start_local_registry() {
 	local storage="$1" port
-	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	port=$(free_port)
 	REGISTRY="127.0.0.1:$port"
 	REGISTRY_HTTP_ADDR="$REGISTRY" REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$storage" \
 		docker-registry serve testdata/registry/config.yml >"$storage.log" 2>&1 &
