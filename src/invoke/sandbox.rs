@@ -639,16 +639,24 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Remove empty cgroups that killed runs left behind (rmdir fails on busy ones).
+/// Remove empty cgroups that killed runs left behind. Only those of processes that are
+/// gone: a live invoke's cgroup is empty between its creation and the sandbox joining
+/// it, and rmdir would take it from under that invoke (rmdir fails only on busy ones).
 fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("ocilambda-invoke-")
-        {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ocilambda-invoke-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
             let _ = std::fs::remove_dir(e.path());
         }
     }
@@ -800,6 +808,26 @@ mod tests {
         );
         let e = setup_error("bwrap: Can't find source path /x: No such file or directory");
         assert!(crate::error::find_hint(&e).is_none());
+    }
+
+    #[test]
+    fn sweep_leaves_the_cgroups_of_live_processes() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let ours = parent
+            .path()
+            .join(format!("ocilambda-invoke-{}-0", std::process::id()));
+        let dead = parent.path().join(format!("ocilambda-invoke-{gone}-0"));
+        let other = parent.path().join("someone-else");
+        for d in [&ours, &dead, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        sweep(parent.path());
+        assert!(ours.exists(), "a live invoke's empty cgroup was removed");
+        assert!(!dead.exists(), "a dead invoke's cgroup was left");
+        assert!(other.exists());
     }
 
     #[test]
