@@ -1,29 +1,35 @@
-//! The base image as a source of layers: resolve a reference (tag, digest or `@sha256`
-//! pin) to one platform's manifest and config, through the cache. Only the manifest and
-//! config are fetched; base layer blobs stay remote until something needs their bytes
-//! (`--complete`, or a push to a registry that lacks them), as ko's lazy layers do.
+//! The base a build starts from: resolve a reference (tag, digest or `@sha256` pin) to
+//! one platform's [`Image`], through the cache (tags within their TTL, offline). Only the
+//! manifest and config are fetched; base layer blobs stay remote until something needs
+//! their bytes (`--complete`, the base's Python, or a push to a registry that lacks
+//! them), as ko's lazy layers do, and then come through the image's one blob locator.
 
 use crate::cache::Cache;
+use crate::image::{self, Image, LocalBlob, Location, Origin, Remote};
+use crate::oci::Descriptor;
 use crate::registry::{Client, Reference};
-use crate::source;
 use crate::target::{Arch, PyVersion};
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
-pub use crate::oci::Descriptor;
-
+/// A base resolved for one platform. Its image's manifest digest is what the build
+/// records as `org.opencontainers.image.base.digest`.
 #[derive(Debug, Clone)]
-pub struct BaseImage {
+pub struct Resolved {
+    /// The reference as resolved (the image's origin).
     pub reference: Reference,
-    /// What the tag pointed to (an index or a manifest): the value to pin.
+    pub image: Image,
+    /// What the name pointed to (an index or a manifest): the value to pin.
     pub top_digest: String,
-    /// The platform manifest's digest (`org.opencontainers.image.base.digest`).
-    pub manifest_digest: String,
-    pub config: Vec<u8>,
-    /// Base layers with OCI media types.
-    pub layers: Vec<Descriptor>,
-    pub pinned: bool,
+    /// Resolved without a request.
     pub from_cache: bool,
+}
+
+impl Resolved {
+    /// The reference names a digest, so rebuilds resolve it to the same base.
+    pub fn pinned(&self) -> bool {
+        self.reference.digest().is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +122,7 @@ async fn small_blob(
         });
     }
     let bytes = if kind == "config" {
-        source::fetch_small_blob(client, cache, reference, digest)
+        image::fetch_small_blob(client, cache, reference, digest)
             .await
             .with_context(|| format!("fetching the config of base {}", reference.whole()))?
     } else {
@@ -174,24 +180,24 @@ async fn top_digest(
     }
 }
 
-/// The `arch` manifest of what `top` is (itself, or an entry of an index): its digest and
-/// bytes, and whether they came from the cache.
+/// The `arch` manifest of what `top` is (itself, or an entry of an index): its bytes, and
+/// whether they came from the cache.
 async fn platform_manifest(
     client: &Client,
     cache: &Cache,
     reference: &Reference,
-    (top_digest, top): (&str, Vec<u8>),
+    top: Vec<u8>,
     arch: Arch,
     fetch: Fetch,
-) -> Result<(String, Vec<u8>, bool)> {
+) -> Result<(Vec<u8>, bool)> {
     let name = reference.whole();
     let top_value: serde_json::Value = serde_json::from_slice(&top)
         .with_context(|| format!("base {name}: manifest is not JSON"))?;
     if !crate::oci::media::json_is_index(&top_value) {
-        return Ok((top_digest.to_string(), top, true));
+        return Ok((top, true));
     }
     let want = format!("linux/{}", arch.oci_name());
-    let digest = source::select_platform(&top_value, arch.oci_name(), |have| {
+    let digest = image::select_platform(&top_value, arch.oci_name(), |have| {
         BaseError::PlatformMissing {
             name: name.clone(),
             want: want.clone(),
@@ -202,7 +208,7 @@ async fn platform_manifest(
     let (bytes, hit) = manifest_by_digest(client, cache, reference, &digest, fetch)
         .await
         .with_context(|| format!("reading base {name} ({want})"))?;
-    Ok((digest, bytes, hit))
+    Ok((bytes, hit))
 }
 
 /// The base config: from the cache, else fetched (verified); and whether it was cached.
@@ -223,7 +229,7 @@ pub async fn resolve(
     text: &str,
     arch: Arch,
     fetch: Fetch,
-) -> Result<BaseImage> {
+) -> Result<Resolved> {
     let reference = parse_reference(text)?;
     let name = reference.whole();
     let (top_digest, mut from_cache) = top_digest(client, cache, &reference, fetch).await?;
@@ -231,10 +237,10 @@ pub async fn resolve(
         .await
         .with_context(|| format!("reading base {name}"))?;
     from_cache &= hit;
-    let (manifest_digest, manifest, hit) =
-        platform_manifest(client, cache, &reference, (&top_digest, top), arch, fetch).await?;
+    let (manifest_bytes, hit) =
+        platform_manifest(client, cache, &reference, top, arch, fetch).await?;
     from_cache &= hit;
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)?;
     let media_type = manifest["mediaType"]
         .as_str()
         .unwrap_or(crate::oci::media::OCI_MANIFEST);
@@ -251,8 +257,13 @@ pub async fn resolve(
     )?;
     let (config, hit) = config(client, cache, &reference, &config_desc.digest, fetch).await?;
     from_cache &= hit;
-    let config_value: serde_json::Value = serde_json::from_slice(&config)?;
-    let image_arch = config_value["architecture"].as_str().unwrap_or("");
+    let image = Image::from_bytes(
+        name.clone(),
+        Origin::Registry(reference.clone()),
+        manifest_bytes,
+        config,
+    )?;
+    let image_arch = image.config["architecture"].as_str().unwrap_or("");
     if image_arch != arch.oci_name() {
         bail!(BaseError::WrongArch {
             name,
@@ -260,20 +271,12 @@ pub async fn resolve(
             target: arch,
         });
     }
-    let layers = manifest
-        .get("layers")
-        .and_then(|l| l.as_array())
-        .context("base manifest has no layers")?
-        .iter()
-        .map(Descriptor::from_json)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(BaseImage {
-        pinned: reference.digest().is_some(),
+    // Checked here, so a base with a malformed layer list fails as the base it is.
+    image.descriptors().context("base manifest has no layers")?;
+    Ok(Resolved {
         reference,
+        image,
         top_digest,
-        manifest_digest,
-        config,
-        layers,
         from_cache,
     })
 }
@@ -318,33 +321,20 @@ pub fn check_tag_python(base: &str, target: PyVersion) -> Result<()> {
 /// down, fetching only the layers it reads. Remembered per base manifest, so this costs
 /// one download per base. `None`: not a Lambda-style base, or offline without the layers.
 pub async fn runtime_python(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
-    base: &BaseImage,
+    base: &Resolved,
     offline: bool,
 ) -> Result<Option<PyVersion>> {
-    let key = format!("base-python:{}", base.manifest_digest);
+    let key = format!("base-python:{}", base.image.manifest_digest);
     if let Some(found) = cache.record_get::<Option<(u32, u32)>>(&key) {
         return Ok(found.map(|(a, b)| PyVersion(a, b)));
     }
-    for layer in base.layers.iter().rev() {
-        if !cache.has_blob(&layer.digest) {
-            if offline {
-                return Ok(None);
-            }
-            let path = cache.blob_path(&layer.digest)?;
-            client
-                .get_blob_to(
-                    base.reference.registry(),
-                    base.reference.repository(),
-                    &layer.digest,
-                    layer.size,
-                    &path,
-                )
-                .await?;
-            cache.mark_verified(&layer.digest);
-        }
-        if let Some(v) = python_in_layer(cache, &layer.digest, &layer.media_type)? {
+    for layer in base.image.descriptors()?.iter().rev() {
+        let Some(blob) = layer_file(base, &layer.digest, remote, cache, offline).await? else {
+            return Ok(None);
+        };
+        if let Some(v) = python_in_layer(&blob.path, &layer.digest, &layer.media_type)? {
             cache.record_put(&key, &Some((v.0, v.1)))?;
             return Ok(Some(v));
         }
@@ -353,11 +343,29 @@ pub async fn runtime_python(
     Ok(None)
 }
 
-fn python_in_layer(cache: &Cache, digest: &str, media_type: &str) -> Result<Option<PyVersion>> {
-    let path = cache.blob_path(digest)?;
+/// A base layer as a local file whose bytes match its digest, through the image's blob
+/// locator (the cache, else the base's registry); `None` offline when the cache lacks it.
+async fn layer_file(
+    base: &Resolved,
+    digest: &str,
+    remote: &Remote,
+    cache: &Cache,
+    offline: bool,
+) -> Result<Option<LocalBlob>> {
+    if offline && !matches!(base.image.locate(digest, cache)?, Location::Cache(_)) {
+        return Ok(None);
+    }
+    base.image.blob(digest, remote, cache).await.map(Some)
+}
+
+fn python_in_layer(
+    path: &std::path::Path,
+    digest: &str,
+    media_type: &str,
+) -> Result<Option<PyVersion>> {
     let mut found = None;
     crate::layer::read_file(
-        &path,
+        path,
         media_type,
         &mut crate::layer::Budget::lambda(),
         |entry| {
@@ -376,35 +384,22 @@ fn python_in_layer(cache: &Cache, digest: &str, media_type: &str) -> Result<Opti
     Ok(found)
 }
 
-/// Make sure every base layer blob is in the cache (for `--complete`), verified.
+/// Make sure every base layer blob is in the cache, verified (for `--complete`); the
+/// bytes downloaded.
 pub async fn fetch_layers(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
-    base: &BaseImage,
+    base: &Resolved,
     offline: bool,
 ) -> Result<u64> {
     let mut fetched = 0;
-    for layer in &base.layers {
-        if cache.has_blob(&layer.digest) {
-            continue;
-        }
-        if offline {
+    for layer in base.image.descriptors()? {
+        let Some(blob) = layer_file(base, &layer.digest, remote, cache, offline).await? else {
             bail!(BaseError::NotCached {
                 what: format!("base layer {}", layer.digest),
             });
-        }
-        let path = cache.blob_path(&layer.digest)?;
-        fetched += client
-            .get_blob_to(
-                base.reference.registry(),
-                base.reference.repository(),
-                &layer.digest,
-                layer.size,
-                &path,
-            )
-            .await?;
-        // get_blob_to hashed the bytes on their way in.
-        cache.mark_verified(&layer.digest);
+        };
+        fetched += blob.fetched.unwrap_or(0);
     }
     Ok(fetched)
 }
@@ -459,7 +454,7 @@ mod tests {
         }
     }
 
-    async fn resolve_index(f: &Fixture, index: serde_json::Value, arch: Arch) -> Result<BaseImage> {
+    async fn resolve_index(f: &Fixture, index: serde_json::Value, arch: Arch) -> Result<Resolved> {
         let digest = f
             .cache
             .write_blob(&serde_json::to_vec(&index).unwrap())
@@ -490,10 +485,13 @@ mod tests {
         let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX,
                            "manifests": [entry(&amd, "amd64"), entry(&arm, "arm64")]});
         let base = resolve_index(&f, index, Arch::Arm64).await.unwrap();
-        assert_eq!(base.manifest_digest, arm);
+        assert_eq!(base.image.manifest_digest, arm);
         assert!(base.from_cache);
         // Docker media types come out as their OCI equivalents.
-        assert_eq!(base.layers[0].media_type, media::OCI_LAYER_GZIP);
+        assert_eq!(
+            base.image.descriptors().unwrap()[0].media_type,
+            media::OCI_LAYER_GZIP
+        );
     }
 
     #[tokio::test]
@@ -507,7 +505,7 @@ mod tests {
         let index = json!({"schemaVersion": 2, "mediaType": media::DOCKER_LIST,
                            "manifests": [attestation, entry(&amd, "amd64")]});
         let base = resolve_index(&f, index, Arch::X86_64).await.unwrap();
-        assert_eq!(base.manifest_digest, amd);
+        assert_eq!(base.image.manifest_digest, amd);
     }
 
     #[tokio::test]

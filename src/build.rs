@@ -5,15 +5,15 @@
 //! timestamps), resolves the base while uv installs, and writes the image with its
 //! provenance ([`crate::provenance`]) and, when asked, an SBOM referrer.
 
-use crate::base::{self, BaseImage, Fetch};
+use crate::assemble::{self, NewLayer};
+use crate::base::{self, Fetch};
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::image::{self, NewLayer};
+use crate::image::{Image, Referrer, Remote};
 use crate::layers::{self, Layer};
 use crate::output;
 use crate::plan::{self, Encoder, Plan, Request};
 use crate::provenance::json_key;
-use crate::registry::Client;
 use crate::report::{Event, Reporter};
 use crate::sink;
 use crate::tree::Tree;
@@ -243,7 +243,7 @@ fn base_refs(plan: &Plan, req: &BuildRequest) -> Result<(String, String)> {
 /// What staging and base resolution produced together.
 struct Staged {
     plan: Plan,
-    base: BaseImage,
+    base: base::Resolved,
     base_millis: u64,
     layers: Vec<LayerSummary>,
     uv_version: String,
@@ -253,7 +253,7 @@ struct Staged {
 async fn stage_on_base(
     plan: Plan,
     req: &BuildRequest,
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     reporter: &Arc<dyn Reporter>,
 ) -> Result<Staged> {
@@ -265,7 +265,7 @@ async fn stage_on_base(
     };
     let arch = plan.target.arch;
     let base_started = Instant::now();
-    let base_future = base::resolve(client, cache, &resolve_ref, arch, fetch);
+    let base_future = base::resolve(remote.client()?, cache, &resolve_ref, arch, fetch);
     let stage_cache = cache.clone();
     let epoch = req.epoch;
     let stage_reporter = reporter.clone();
@@ -285,7 +285,7 @@ async fn stage_on_base(
     let base = base?;
     // A base pinned by digest says nothing of its Python in its name: ask its files.
     if crate::project::version_from_base_tag(&resolve_ref).is_none()
-        && let Some(v) = base::runtime_python(client, cache, &base, req.offline).await?
+        && let Some(v) = base::runtime_python(remote, cache, &base, req.offline).await?
         && v != plan.target.python
     {
         return Err(base::PythonMismatch {
@@ -303,7 +303,7 @@ async fn stage_on_base(
         arch.oci_name(),
         if base.from_cache { ", cached" } else { "" }
     )));
-    if !base.pinned {
+    if !base.pinned() {
         reporter.event(Event::UnpinnedBase {
             registry: base.reference.registry().to_string(),
             repository: base.reference.repository().to_string(),
@@ -323,10 +323,10 @@ async fn stage_on_base(
 fn sbom_referrer(
     s: &Staged,
     cache: &Cache,
-    image: &image::Image,
+    image: &Image,
     epoch: u64,
     reporter: &dyn Reporter,
-) -> Result<crate::image::Referrer> {
+) -> Result<Referrer> {
     let mut dists = Vec::new();
     for l in s.layers.iter().filter(|l| l.kind != "app") {
         dists.extend(crate::sbom::distributions_in_layer(
@@ -344,11 +344,16 @@ fn sbom_referrer(
         "Wrote SBOM ({} distributions)",
         dists.len()
     )));
-    crate::sbom::referrer(&sbom, &image.manifest_digest, image.manifest.len(), epoch)
+    crate::sbom::referrer(
+        &sbom,
+        &image.manifest_digest,
+        image.manifest_bytes.len(),
+        epoch,
+    )
 }
 
 /// The image on its base with provenance: (image, the base's name as recorded).
-fn assemble(s: &Staged, req: &BuildRequest) -> Result<(image::Image, String)> {
+fn assemble(s: &Staged, req: &BuildRequest) -> Result<(Image, String)> {
     let plan = &s.plan;
     // The name as configured (a verify rebuild resolves by digest but records the name).
     let base_name = if req.base_digest.is_some() {
@@ -359,7 +364,7 @@ fn assemble(s: &Staged, req: &BuildRequest) -> Result<(image::Image, String)> {
     let choices = plan.choices();
     let annotations = crate::provenance::annotations(&crate::provenance::Facts {
         base_name: &base_name,
-        base_digest: &s.base.manifest_digest,
+        base_digest: &s.base.image.manifest_digest,
         epoch: req.epoch,
         uv_version: &s.uv_version,
         lock: &plan.project.lock,
@@ -378,7 +383,13 @@ fn assemble(s: &Staged, req: &BuildRequest) -> Result<(image::Image, String)> {
             created_by: created_by(l.kind, plan),
         })
         .collect();
-    let image = image::assemble(&s.base, &new, &plan.handler_text, req.epoch, &annotations)?;
+    let image = assemble::assemble(
+        &s.base.image,
+        &new,
+        &plan.handler_text,
+        req.epoch,
+        &annotations,
+    )?;
     Ok((image, base_name))
 }
 
@@ -405,8 +416,10 @@ pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<Bui
         .unwrap_or_else(|| plan.project.root.join(".ocilambda").join("image"));
     // A base tag that names another Python fails before uv installs anything.
     base::check_tag_python(&base_refs(&plan, &req)?.0, plan.target.python)?;
-    let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?;
-    let staged = stage_on_base(plan, &req, &client, &cache, &reporter).await?;
+    let remote = Remote::new(&req.insecure_registries).with_ca_cert(req.ca_cert.clone());
+    // Made now, so a bad CA certificate fails before uv installs anything.
+    remote.client()?;
+    let staged = stage_on_base(plan, &req, &remote, &cache, &reporter).await?;
 
     let mut with_blobs: Vec<String> = staged
         .layers
@@ -415,7 +428,7 @@ pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<Bui
         .collect();
     if req.complete {
         let base = &staged.base;
-        let fetched = base::fetch_layers(&client, &cache, base, req.offline)
+        let fetched = base::fetch_layers(&remote, &cache, base, req.offline)
             .await
             .with_context(|| format!("fetching the layers of base {}", base.reference.whole()))?;
         if fetched > 0 {
@@ -424,15 +437,15 @@ pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<Bui
                 output::size(fetched)
             )));
         }
-        with_blobs.extend(base.layers.iter().map(|l| l.digest.clone()));
+        with_blobs.extend(base.image.layers().into_iter().map(|(_, digest, _)| digest));
     }
     let (image, base_name) = assemble(&staged, &req)?;
-    if image.manifest.len() > image::MAX_MANIFEST_BYTES {
+    if image.manifest_bytes.len() > assemble::MAX_MANIFEST_BYTES {
         reporter.event(Event::Warning(format!(
             "the image manifest is {} bytes, over the {} AWS recommends for Lambda (the base has {} layers)",
-            image.manifest.len(),
-            image::MAX_MANIFEST_BYTES,
-            staged.base.layers.len()
+            image.manifest_bytes.len(),
+            assemble::MAX_MANIFEST_BYTES,
+            staged.base.image.layers().len()
         )));
     }
     let mut referrers = Vec::new();
@@ -476,7 +489,7 @@ fn summary(
         output,
         base: BaseSummary {
             name: base_name,
-            digest: s.base.manifest_digest,
+            digest: s.base.image.manifest_digest,
             resolved: s.base.top_digest,
         },
         python: s.plan.target.python.to_string(),

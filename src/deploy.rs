@@ -793,6 +793,18 @@ async fn deploy_zip(
     let Some(upload) = upload else {
         return Ok(None);
     };
+    summary.changed = true;
+    send_code(deployer, code, upload, req.no_wait).await
+}
+
+/// UpdateFunctionCode with the zip's upload, then wait for it unless told not to; the
+/// CodeSha256 Lambda reports.
+async fn send_code(
+    deployer: &Deployer,
+    code: &package::ZipOutput,
+    upload: Upload,
+    no_wait: bool,
+) -> Result<Option<String>> {
     let request = deployer
         .lambda
         .update_function_code()
@@ -805,14 +817,13 @@ async fn deploy_zip(
         .send()
         .await
         .map_err(|e| crate::aws::classify("lambda:UpdateFunctionCode", &e))?;
-    summary.changed = true;
     deployer.reporter.event(Event::Step(format!(
         "Sent {} ({}) to {}",
         code.path.display(),
         output::size(code.size),
         deployer.function
     )));
-    if !req.no_wait {
+    if !no_wait {
         deployer.wait("the code").await?;
     }
     Ok(updated

@@ -5,6 +5,7 @@
 use crate::aws::AwsError;
 use crate::base::BaseError;
 use crate::deploy::DeployError;
+use crate::image::SourceError;
 use crate::invoke::InvokeError;
 use crate::invoke::network::NetworkError;
 use crate::layer::LayerError;
@@ -15,7 +16,6 @@ use crate::plan::PlanError;
 use crate::project::{AppSourceError, ProjectError};
 use crate::registry::{BodyKind, RegistryError};
 use crate::sink::zip::OutputError;
-use crate::source::SourceError;
 use crate::target::VersionError;
 use crate::tree::LinkError;
 
@@ -76,7 +76,7 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<crate::handler::NotDefined>() {
             return Some(handler_hint(e));
         }
-        if cause.downcast_ref::<crate::source::MissingBlob>().is_some() {
+        if cause.downcast_ref::<crate::image::MissingBlob>().is_some() {
             return Some(
                 "build again with --complete to put every blob in the layout, or give the image's registry reference".into(),
             );
@@ -911,7 +911,7 @@ mod tests {
             text: s(),
             error: crate::registry::name::NameError::Credentials,
         });
-        hint_of(crate::source::MissingBlob {
+        hint_of(crate::image::MissingBlob {
             digest: s(),
             image: s(),
         });
@@ -962,7 +962,7 @@ mod tests {
         }
         hint_of(crate::oci::platform::UnknownArch(s()));
         hint_of(NetworkError::NoProvider);
-        hint_of(crate::source::MissingBlob {
+        hint_of(crate::image::MissingBlob {
             digest: s(),
             image: s(),
         });

@@ -3,12 +3,15 @@
 //! The pipeline, one module per step: [`config`] (the settings, typed) → [`project`]
 //! (pyproject, uv.lock) → [`plan`] (the staging plan: target, selection, parts staged by
 //! [`stage`], uv export + uv pip install + bytecode) → [`layers`] (reproducible tar+gzip
-//! blobs) → [`image`] (config and manifest on top of a [`base`], with [`provenance`]) →
-//! [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
+//! blobs) → [`assemble`] (config and manifest on top of a [`base`], with [`provenance`])
+//! → [`sink`] (OCI layout on disk, registry). [`registry`] talks to registries; [`build`]
 //! and [`push`] wire the steps together for the CLI, [`package`] encodes the same plan as
 //! Lambda zips, [`login`] keeps credentials, [`invoke`] runs a built image locally.
-//! [`source`] reads an existing image (layout or registry) for [`audit`] and [`invoke`].
+//! [`image`] is the one image model: an image from a layout, a registry or a build in
+//! progress, with the one blob locator; the base, the audits, invoke and the sinks all
+//! hold that type.
 
+pub mod assemble;
 pub mod audit;
 pub mod aws;
 pub mod base;
@@ -39,7 +42,6 @@ pub mod registry;
 pub mod report;
 pub mod sbom;
 pub mod sink;
-pub mod source;
 pub mod stage;
 pub mod target;
 pub mod tree;

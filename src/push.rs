@@ -132,7 +132,7 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
     let dest = destination(&req)?;
     let layout = layout(&req);
     let cache = Cache::open(reporter.clone())?;
-    let image = sink::read_layout(&layout, &cache)?;
+    let image = sink::read_layout(&layout)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?.with_aws(
         req.aws.clone(),
         req.aws_loaded.clone(),
@@ -160,18 +160,25 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
         pushed = sink::push(&client, &cache, &image, &dest, req.jobs, &blobs).await;
     }
     let outcome = pushed.with_context(|| format!("pushing {} to {name}", layout.display()))?;
-    let (uploaded, downloaded) = report(&outcome, &dest, &name, &image.digest, started, &*reporter);
-    for artifact in sink::push_referrers(&client, &image, &dest).await? {
+    let (uploaded, downloaded) = report(
+        &outcome,
+        &dest,
+        &name,
+        &image.manifest_digest,
+        started,
+        &*reporter,
+    );
+    for artifact in sink::push_referrers(&client, &cache, &image, &dest).await? {
         reporter.event(Event::Step(format!(
             "Attached {artifact} to {}",
-            output::short_digest(&image.digest)
+            output::short_digest(&image.manifest_digest)
         )));
     }
     Ok(PushSummary {
-        reference: format!("{name}@{}", image.digest),
+        reference: format!("{name}@{}", image.manifest_digest),
         registry: dest.registry,
         repository: dest.repository,
-        digest: image.digest,
+        digest: image.manifest_digest,
         tags: dest.tags,
         up_to_date: outcome.up_to_date,
         blobs: outcome.blobs,

@@ -162,7 +162,7 @@ pub fn generate(
     // Re-serialise through serde_json so key order is canonical (sorted), whatever the
     // crate's writer does.
     let value: serde_json::Value = serde_json::from_slice(&out)?;
-    Ok(crate::image::canonical_json(&value))
+    Ok(crate::oci::canonical_json(&value))
 }
 
 /// One library component per installed distribution, sorted by normalised name and
@@ -204,7 +204,7 @@ fn metadata(project: (&str, &str), epoch: u64) -> Result<Metadata> {
     ));
     Ok(Metadata {
         timestamp: Some(
-            crate::image::rfc3339(epoch)?
+            crate::oci::rfc3339(epoch)?
                 .try_into()
                 .context("SBOM timestamp")?,
         ),
@@ -272,10 +272,10 @@ pub fn referrer(
             "digest": subject_digest,
             "size": subject_size,
         },
-        "annotations": {"org.opencontainers.image.created": crate::image::rfc3339(epoch)?},
+        "annotations": {"org.opencontainers.image.created": crate::oci::rfc3339(epoch)?},
     });
     Ok(crate::image::Referrer {
-        manifest: crate::image::canonical_json(&manifest),
+        manifest: crate::oci::canonical_json(&manifest),
         artifact_type: MEDIA_TYPE.to_string(),
         blobs: vec![EMPTY.to_vec(), sbom.to_vec()],
     })

@@ -3,9 +3,9 @@
 //! position) are streamed and compared per path.
 
 use crate::cache::Cache;
+use crate::image::{Image, Remote};
 use crate::layer::Kind;
 use crate::layer::view::{self, FileInfo};
-use crate::source::{Image, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! paths.
 
 use crate::cache::Cache;
-use crate::source::{Image, Remote};
+use crate::image::{Image, Remote};
 use anyhow::Result;
 use serde::Serialize;
 

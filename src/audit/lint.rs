@@ -4,9 +4,9 @@
 //! row each in [`CHECKS`] with an id, a severity and a one-line fix.
 
 use crate::cache::Cache;
+use crate::image::{Image, Index, Opened, Remote};
 use crate::layer::view::{FileInfo, LayerRead, View};
 use crate::layer::{Budget, Kind, LayerError, Op, Refusal, Strictness};
-use crate::source::{Image, Index, Opened, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
@@ -349,7 +349,7 @@ pub static CHECKS: &[Check] = &[
 /// AWS's figure for the manifest, given "for optimal performance" (Lambda is not documented
 /// to refuse a larger one).
 fn manifest_size(s: &Subject) -> Vec<String> {
-    let max = crate::image::MAX_MANIFEST_BYTES;
+    let max = crate::assemble::MAX_MANIFEST_BYTES;
     when(
         s.manifest_len > max,
         format!(

@@ -1,11 +1,11 @@
 //! Audits of built images: `inspect`, `diff`, `lint` (and `verify`, which rebuilds and
-//! diffs). They read images through [`crate::source`] (an OCI layout or a registry
+//! diffs). They read images through [`crate::image`] (an OCI layout or a registry
 //! reference) and layer contents through [`crate::layer`], streaming the tars without unpacking
 //! them to disk. They return what they found; the command layer renders it.
 
 use crate::cache::Cache;
+use crate::image::{self, Remote};
 use crate::report::Reporter;
-use crate::source::{self, Remote};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -36,7 +36,7 @@ pub async fn inspect_image(
     reporter: Arc<dyn Reporter>,
 ) -> Result<inspect::Inspection> {
     let (remote, cache) = session(access, reporter)?;
-    let opened = source::open(image, &remote, &cache).await?.image()?;
+    let opened = image::open(image, &remote, &cache).await?.image()?;
     inspect::inspect(&opened, with_files, &remote, &cache).await
 }
 
@@ -56,8 +56,8 @@ pub async fn diff_images(
     reporter: Arc<dyn Reporter>,
 ) -> Result<Comparison> {
     let (remote, cache) = session(access, reporter)?;
-    let ia = source::open(a, &remote, &cache).await?.image()?;
-    let ib = source::open(b, &remote, &cache).await?.image()?;
+    let ia = image::open(a, &remote, &cache).await?.image()?;
+    let ib = image::open(b, &remote, &cache).await?.image()?;
     ia.check_layout_blobs()?;
     ib.check_layout_blobs()?;
     let differences = diff::diff(&ia, &ib, &remote, &cache).await?;
@@ -83,7 +83,7 @@ pub async fn lint_image(
     reporter: Arc<dyn Reporter>,
 ) -> Result<LintReport> {
     let (remote, cache) = session(access, reporter)?;
-    let opened = source::open(image, &remote, &cache).await?;
+    let opened = image::open(image, &remote, &cache).await?;
     let findings = lint::lint(opened, &remote, &cache).await?;
     let ok = !findings.iter().any(|f| f.severity == lint::Severity::Error);
     Ok(LintReport { ok, findings })
@@ -124,18 +124,17 @@ pub async fn lint_before_push(
     access: Access<'_>,
     reporter: Arc<dyn Reporter>,
 ) -> Result<()> {
-    use crate::sink::registry::{Kind, read_layout};
+    use crate::sink::registry::{Kind, blobs, read_layout};
     let (remote, cache) = session(access, reporter)?;
     // The layout as push reads it (with push's errors when there is none), and push's
     // word on which layers are the image's own.
-    let layout_image = read_layout(layout, &cache)?;
-    let own = layout_image
-        .blobs
-        .iter()
+    let pushing = read_layout(layout)?;
+    let own = blobs(&pushing, &cache)?
+        .into_iter()
         .filter(|b| b.kind == Kind::Layer)
-        .map(|b| b.digest.clone())
+        .map(|b| b.digest)
         .collect();
-    let opened = source::Opened::Image(Box::new(layout_image.image));
+    let opened = image::Opened::Image(Box::new(pushing));
     let errors: Vec<lint::Finding> =
         lint::lint_reaching(opened, &remote, &cache, lint::Reach::Only(own))
             .await?

@@ -8,9 +8,9 @@ use crate::build::{self, BuildRequest};
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::error::hint;
+use crate::image::{self, Image, Remote};
 use crate::provenance::{self, Choices};
 use crate::report::Reporter;
-use crate::source::{self, Image, Remote};
 use crate::target::Arch;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -109,7 +109,7 @@ const EXPLAINING: &[(&str, &str)] = &[
 pub async fn verify(req: VerifyRequest, reporter: Arc<dyn Reporter>) -> Result<Verdict> {
     let remote = Remote::new(&req.insecure_registries).with_ca_cert(req.ca_cert.clone());
     let cache = Cache::open(reporter.clone())?;
-    let image = source::open(&req.image, &remote, &cache).await?.image()?;
+    let image = image::open(&req.image, &remote, &cache).await?.image()?;
     image.check_layout_blobs()?;
     let base_name = required(&image, provenance::BASE_NAME)?.to_string();
     let base_digest = required(&image, provenance::BASE_DIGEST)?.to_string();
@@ -147,7 +147,7 @@ pub async fn verify(req: VerifyRequest, reporter: Arc<dyn Reporter>) -> Result<V
             digest: summary.digest,
         });
     }
-    let rebuilt = source::open(&format!("oci:{}", output.display()), &remote, &cache)
+    let rebuilt = image::open(&format!("oci:{}", output.display()), &remote, &cache)
         .await?
         .image()?;
     let explained_by: Vec<String> = EXPLAINING

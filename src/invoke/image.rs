@@ -1,4 +1,4 @@
-//! The image to invoke, read through [`crate::source`]: IMAGE or the project's build
+//! The image to invoke, read through [`crate::image`]: IMAGE or the project's build
 //! output, this machine's platform picked from an index, the architecture checked (no
 //! emulation), and every layer blob as a local file for the rootfs. A layout made without
 //! `--complete` lacks the base's layer blobs; they are fetched into the cache as
@@ -8,7 +8,7 @@ use super::InvokeError;
 use super::rootfs::LayerBlob;
 use crate::cache::Cache;
 use crate::error::hint;
-use crate::source::{self, Image, Opened, Origin, Remote};
+use crate::image::{self, Image, Opened, Origin, Remote};
 use anyhow::{Result, bail};
 use std::path::Path;
 
@@ -40,7 +40,7 @@ pub async fn open(
         Some(text) => text.to_string(),
         None => {
             let default = project_dir.join(".ocilambda").join("image");
-            if !source::is_layout(&default) {
+            if !image::is_layout(&default) {
                 bail!(InvokeError::NoLayout(default));
             }
             default.display().to_string()
@@ -48,10 +48,10 @@ pub async fn open(
     };
     // A bare name is a mistyped directory rather than a Docker Hub image: Lambda does not
     // run images from Docker Hub.
-    if !spec.contains('/') && matches!(source::locate(&spec)?, Origin::Registry(_)) {
-        return Err(source::not_a_layout(&spec));
+    if !spec.contains('/') && matches!(image::origin_of(&spec)?, Origin::Registry(_)) {
+        return Err(image::not_a_layout(&spec));
     }
-    let index = match source::open(&spec, remote, cache).await? {
+    let index = match image::open(&spec, remote, cache).await? {
         Opened::Image(image) => return Ok(*image),
         Opened::Index(index) => index,
     };

@@ -14,9 +14,9 @@ pub mod runtime_api;
 pub mod sandbox;
 
 use crate::cache::Cache;
+use crate::image::Remote;
 use crate::output;
 use crate::report::{Event as Said, Reporter};
-use crate::source::Remote;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use image::RunConfig;
@@ -308,7 +308,7 @@ async fn endpoint(
 /// The image's root file system from the invoke cache: reused whole, or composed from its
 /// layers, unpacking (after fetching) only those the cache lacks.
 async fn root_of(
-    image: &crate::source::Image,
+    image: &crate::image::Image,
     diff_ids: Vec<String>,
     store: rootfs::Store,
     remote: &Remote,

@@ -479,6 +479,33 @@ impl Client {
 
     /// Send a request, handling scheme fallback, authentication and (with `retry`)
     /// transient failures.
+    /// The HTTP request for `req` over `scheme`, with its URL; whether it goes to the
+    /// registry itself, and whether it carries a token scoped to `scope_key`.
+    async fn request(
+        &self,
+        req: &Request<'_>,
+        scheme: Scheme,
+        scope_key: &(String, String),
+    ) -> Result<(reqwest::RequestBuilder, reqwest::Url, bool, bool)> {
+        let url = self.url(scheme, req.registry, &req.endpoint)?;
+        let mut builder = self.http.request(req.method.clone(), url.clone());
+        for (name, value) in &req.headers {
+            builder = builder.header(name, value);
+        }
+        // Credentials go only to the registry itself, never to a host a Location
+        // header points elsewhere (e.g. a storage backend).
+        let own_host = is_own_host(&url, req.registry);
+        let sent_scoped = own_host && {
+            let (b, scoped) = self.with_credentials(builder, req.registry, scope_key);
+            builder = b;
+            scoped
+        };
+        if let Some(body) = req.body {
+            builder = builder.body(body().await?);
+        }
+        Ok((builder, url, own_host, sent_scoped))
+    }
+
     async fn send(&self, req: Request<'_>) -> Result<reqwest::Response> {
         let registry = req.registry;
         let scope_key = (registry.to_string(), req.scope.to_string());
@@ -492,22 +519,8 @@ impl Client {
                 .unwrap()
                 .get(registry)
                 .unwrap_or(&Scheme::Https);
-            let url = self.url(scheme, registry, &req.endpoint)?;
-            let mut builder = self.http.request(req.method.clone(), url.clone());
-            for (name, value) in &req.headers {
-                builder = builder.header(name, value);
-            }
-            // Credentials go only to the registry itself, never to a host a Location
-            // header points elsewhere (e.g. a storage backend).
-            let own_host = is_own_host(&url, registry);
-            let sent_scoped = own_host && {
-                let (b, scoped) = self.with_credentials(builder, registry, &scope_key);
-                builder = b;
-                scoped
-            };
-            if let Some(body) = req.body {
-                builder = builder.body(body().await?);
-            }
+            let (builder, url, own_host, sent_scoped) =
+                self.request(&req, scheme, &scope_key).await?;
             let sent = match &req.upload {
                 Some(watch) => idle_guarded(watch, builder.send()).await,
                 None => within(&format!("{} {url}", req.method), builder.send()).await,

@@ -102,17 +102,17 @@ fn is_empty_dir(dir: &Path) -> bool {
 
 /// The `index.json` entries for the image and its referrers.
 fn own_entries(image: &Image, referrers: &[Referrer]) -> Result<Vec<Value>> {
-    let config: Value = serde_json::from_slice(&image.config)?;
+    let config = &image.config;
     let mut manifests = vec![serde_json::json!({
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "mediaType": crate::oci::media::OCI_MANIFEST,
         "digest": image.manifest_digest,
-        "size": image.manifest.len(),
+        "size": image.manifest_bytes.len(),
         "platform": {"os": config["os"], "architecture": config["architecture"]},
         "annotations": {"org.opencontainers.image.ref.name": REF_NAME},
     })];
     for r in referrers {
         manifests.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "mediaType": crate::oci::media::OCI_MANIFEST,
             "digest": crate::digest::of_bytes(&r.manifest),
             "size": r.manifest.len(),
             "artifactType": r.artifact_type,
@@ -129,8 +129,8 @@ fn put_blobs(
     with_blobs: &[String],
     referrers: &[Referrer],
 ) -> Result<()> {
-    put_bytes(blobs, &image.manifest)?;
-    put_bytes(blobs, &image.config)?;
+    put_bytes(blobs, &image.manifest_bytes)?;
+    put_bytes(blobs, &image.config_bytes)?;
     for digest in with_blobs {
         place_blob(cache, digest, blobs)?;
     }
@@ -143,9 +143,9 @@ fn put_blobs(
 }
 
 fn index_json(manifests: Vec<Value>) -> Vec<u8> {
-    crate::image::canonical_json(&serde_json::json!({
+    crate::oci::canonical_json(&serde_json::json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": crate::oci::media::OCI_INDEX,
         "manifests": manifests,
     }))
 }
@@ -228,7 +228,7 @@ fn merge(
     let mut tmp = tempfile::Builder::new()
         .prefix(".index.json.tmp-")
         .tempfile_in(dest)?;
-    std::io::Write::write_all(&mut tmp, &crate::image::canonical_json(&index))?;
+    std::io::Write::write_all(&mut tmp, &crate::oci::canonical_json(&index))?;
     crate::fs::persist_readable(tmp, &dest.join("index.json"))?;
     remove_unreferenced(dest, &index, &replaced);
     Ok(())
@@ -322,6 +322,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::image::Origin;
     use crate::oci::layout::read_manifest_digest;
     use serde_json::json;
 
@@ -338,13 +339,7 @@ pub(crate) mod tests {
             m["annotations"] = json!({OWN_IMAGE_MARK: "0.0.0"});
         }
         let manifest = crate::oci::canonical_json(&m);
-        let image = Image {
-            manifest_digest: crate::digest::of_bytes(&manifest),
-            manifest,
-            config,
-            config_digest,
-            layers: Vec::new(),
-        };
+        let image = Image::from_bytes("test".into(), Origin::Build, manifest, config).unwrap();
         (image, layer)
     }
 

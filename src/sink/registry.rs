@@ -7,10 +7,10 @@
 //! and in which order; the HTTP, retries and credentials are [`crate::registry`]'s.
 
 use crate::cache::Cache;
+use crate::image::{self, Image, Location};
 use crate::oci::Descriptor;
 use crate::registry::name::{self, Name};
 use crate::registry::{BlobPush, BlobSource, Client, Progress, Pushed};
-use crate::source::{self, Location};
 use anyhow::{Context, Result, bail};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -45,44 +45,19 @@ pub struct Blob {
     pub kind: Kind,
 }
 
-/// An image read from an OCI layout (through [`source::open_layout`], the one layout
-/// reader): the manifest's exact bytes and the blobs it names, each with its role.
-#[derive(Debug, Clone)]
-pub struct LayoutImage {
-    pub dir: PathBuf,
-    pub image: source::Image,
-    pub manifest: Vec<u8>,
-    pub digest: String,
-    pub media_type: String,
-    /// The config first, then the layers in manifest order.
-    pub blobs: Vec<Blob>,
-    /// Where the base layers live, from the manifest's annotations.
-    pub base: Option<Name>,
-}
-
-impl LayoutImage {
-    pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self
-            .dir
-            .join("blobs/sha256")
-            .join(crate::digest::hex_part(digest)?))
-    }
-}
-
-/// Read the image `build` wrote to `dir` (the manifest its index tags `latest`).
-pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
+/// The image `build` wrote to `dir` (the manifest its index tags `latest`), read through
+/// [`image::open_layout`], the one layout reader.
+pub fn read_layout(dir: &Path) -> Result<Image> {
     if !dir.join("index.json").is_file() {
-        bail!(source::SourceError::NothingBuilt(dir.to_path_buf()));
+        bail!(image::SourceError::NothingBuilt(dir.to_path_buf()));
     }
-    let image = source::open_layout(dir)?;
-    let base = image
-        .annotation(BASE_NAME)
-        .map(|n| {
-            name::parse(n)
-                .with_context(|| format!("the manifest's {BASE_NAME} `{n}` is not a reference"))
-        })
-        .transpose()?;
-    // The base's own layers, when its manifest is in the cache (it is after a build here).
+    image::open_layout(dir)
+}
+
+/// The blobs a push of `image` sends, each with its role: the config first, then the
+/// layers in manifest order. A layer is the base's when the base manifest (in the cache
+/// after a build here) lists it, or when the image's layout leaves it out.
+pub fn blobs(image: &Image, cache: &Cache) -> Result<Vec<Blob>> {
     let base_layers: HashSet<String> = image
         .annotation(BASE_DIGEST)
         .and_then(|d| cache.read_blob(d))
@@ -100,11 +75,11 @@ pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
         kind: Kind::Config,
     }];
     for layer in image.descriptors()? {
-        let in_layout = dir
-            .join("blobs/sha256")
-            .join(crate::digest::hex_part(&layer.digest)?)
-            .is_file();
-        let kind = if base_layers.contains(&layer.digest) || !in_layout {
+        let held = match image.layout_dir() {
+            Some(dir) => crate::oci::layout::blob_path(dir, &layer.digest)?.is_file(),
+            None => true,
+        };
+        let kind = if base_layers.contains(&layer.digest) || !held {
             Kind::BaseLayer
         } else {
             Kind::Layer
@@ -115,18 +90,18 @@ pub fn read_layout(dir: &Path, cache: &Cache) -> Result<LayoutImage> {
             kind,
         });
     }
-    Ok(LayoutImage {
-        dir: dir.to_path_buf(),
-        manifest: image.manifest_bytes.clone(),
-        digest: image.manifest_digest.clone(),
-        media_type: image.manifest["mediaType"]
-            .as_str()
-            .unwrap_or(crate::oci::media::OCI_MANIFEST)
-            .to_string(),
-        blobs,
-        base,
-        image,
-    })
+    Ok(blobs)
+}
+
+/// Where the image's base layers live, from its manifest's annotations.
+fn base_name(image: &Image) -> Result<Option<Name>> {
+    image
+        .annotation(BASE_NAME)
+        .map(|n| {
+            name::parse(n)
+                .with_context(|| format!("the manifest's {BASE_NAME} `{n}` is not a reference"))
+        })
+        .transpose()
 }
 
 /// Where to push: one repository, one or more tags.
@@ -189,7 +164,7 @@ fn seen_key(registry: &str, digest: &str) -> String {
 pub async fn push(
     client: &Client,
     cache: &Cache,
-    image: &LayoutImage,
+    image: &Image,
     dest: &Destination,
     jobs: usize,
     observer: &dyn Observer,
@@ -207,7 +182,7 @@ pub async fn push(
         .tags
         .iter()
         .zip(&current)
-        .filter(|(_, d)| d.as_deref() != Some(image.digest.as_str()))
+        .filter(|(_, d)| d.as_deref() != Some(image.manifest_digest.as_str()))
         .map(|(t, _)| t.clone())
         .collect();
     if stale.is_empty() {
@@ -219,18 +194,22 @@ pub async fn push(
     }
     // A registry accepts a manifest only once it holds every blob it names, so a
     // manifest already there (under another tag, or by digest) vouches for them.
-    let have_manifest = current.iter().flatten().any(|d| *d == image.digest)
+    let have_manifest = current
+        .iter()
+        .flatten()
+        .any(|d| *d == image.manifest_digest)
         || client
-            .manifest_digest(registry, repo, &image.digest)
+            .manifest_digest(registry, repo, &image.manifest_digest)
             .await?
             .is_some();
     let mut reports = Vec::new();
     if !have_manifest {
-        let mut order: Vec<&Blob> = image.blobs.iter().collect();
+        let mut order = blobs(image, cache)?;
+        let base = base_name(image)?;
         // Largest first, so the longest transfer is not the one that starts last.
         order.sort_by_key(|b| std::cmp::Reverse(b.size));
-        reports = futures_util::stream::iter(order)
-            .map(|blob| push_one(client, cache, image, dest, blob, observer))
+        reports = futures_util::stream::iter(&order)
+            .map(|blob| push_one(client, cache, (image, base.as_ref()), dest, blob, observer))
             .buffer_unordered(jobs.max(1))
             .try_collect()
             .await
@@ -242,9 +221,9 @@ pub async fn push(
                 registry,
                 repo,
                 tag,
-                &image.manifest,
-                &image.media_type,
-                &image.digest,
+                &image.manifest_bytes,
+                image.media_type(),
+                &image.manifest_digest,
             )
             .await?;
     }
@@ -280,13 +259,14 @@ impl std::error::Error for LayoutChanged {}
 
 /// After a failure: did the layout change under the push? (Checked only then, so a normal
 /// push reads `index.json` once.)
-fn changed_during_push(image: &LayoutImage) -> Option<anyhow::Error> {
-    let now = crate::oci::layout::read_manifest_digest(&image.dir)
-        .unwrap_or_else(|_| "no image".to_string());
-    (now != image.digest).then(|| {
+fn changed_during_push(image: &Image) -> Option<anyhow::Error> {
+    let dir = image.layout_dir()?;
+    let now =
+        crate::oci::layout::read_manifest_digest(dir).unwrap_or_else(|_| "no image".to_string());
+    (now != image.manifest_digest).then(|| {
         LayoutChanged {
-            dir: image.dir.clone(),
-            pushing: image.digest.clone(),
+            dir: dir.to_path_buf(),
+            pushing: image.manifest_digest.clone(),
             now,
         }
         .into()
@@ -296,7 +276,7 @@ fn changed_during_push(image: &LayoutImage) -> Option<anyhow::Error> {
 async fn push_one(
     client: &Client,
     cache: &Cache,
-    image: &LayoutImage,
+    (image, base): (&Image, Option<&Name>),
     dest: &Destination,
     blob: &Blob,
     observer: &dyn Observer,
@@ -305,7 +285,7 @@ async fn push_one(
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
     // The one blob chain (layout, cache, base registry); bytes from a file are hashed
     // again as they stream (body::from_file), remote ones on their way through.
-    let source = match image.image.locate(&blob.digest, cache)? {
+    let source = match image.locate(&blob.digest, cache)? {
         Location::Layout(path) | Location::Cache(path) => BlobSource::File(path),
         Location::Remote { from, keep_at } => BlobSource::Remote {
             registry: from.registry().to_string(),
@@ -314,7 +294,7 @@ async fn push_one(
         },
     };
     let seen_in: Option<String> = cache.record_get(&seen_key(registry, &blob.digest));
-    let mount_from = match &image.base {
+    let mount_from = match base {
         Some(base) if blob.kind == Kind::BaseLayer && base.registry == registry => {
             Some(base.repository.clone())
         }
@@ -373,8 +353,11 @@ struct LocalReferrer {
 
 /// The layout's referrers whose `subject` is the image, each manifest checked against its
 /// digest.
-fn layout_referrers(image: &LayoutImage) -> Result<Vec<LocalReferrer>> {
-    let index = crate::oci::layout::read_index(&image.dir)?;
+fn layout_referrers(image: &Image) -> Result<Vec<LocalReferrer>> {
+    let Some(dir) = image.layout_dir() else {
+        return Ok(Vec::new());
+    };
+    let index = crate::oci::layout::read_index(dir)?;
     let mut found = Vec::new();
     for entry in index["manifests"].as_array().into_iter().flatten() {
         let (Some(digest), Some(artifact_type)) =
@@ -382,9 +365,9 @@ fn layout_referrers(image: &LayoutImage) -> Result<Vec<LocalReferrer>> {
         else {
             continue;
         };
-        let bytes = crate::oci::layout::read_blob(&image.dir, digest)?;
+        let bytes = crate::oci::layout::read_blob(dir, digest)?;
         let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
-        if manifest["subject"]["digest"].as_str() != Some(image.digest.as_str()) {
+        if manifest["subject"]["digest"].as_str() != Some(image.manifest_digest.as_str()) {
             continue;
         }
         found.push(LocalReferrer {
@@ -400,7 +383,8 @@ fn layout_referrers(image: &LayoutImage) -> Result<Vec<LocalReferrer>> {
 /// One referrer's blobs, then its manifest by digest.
 async fn push_referrer(
     client: &Client,
-    image: &LayoutImage,
+    cache: &Cache,
+    image: &Image,
     dest: &Destination,
     r: &LocalReferrer,
 ) -> Result<()> {
@@ -411,7 +395,10 @@ async fn push_referrer(
         let d = b["digest"]
             .as_str()
             .context("referrer descriptor without digest")?;
-        let source = BlobSource::File(image.blob_path(d)?);
+        let source = match image.locate(d, cache)? {
+            Location::Layout(path) | Location::Cache(path) => BlobSource::File(path),
+            Location::Remote { .. } => bail!("blob {d} of a referrer is missing"),
+        };
         client
             .push_blob(
                 registry,
@@ -445,7 +432,8 @@ async fn push_referrer(
 /// Returns the artifact types pushed.
 pub async fn push_referrers(
     client: &Client,
-    image: &LayoutImage,
+    cache: &Cache,
+    image: &Image,
     dest: &Destination,
 ) -> Result<Vec<String>> {
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
@@ -460,7 +448,7 @@ pub async fn push_referrers(
         {
             continue;
         }
-        push_referrer(client, image, dest, &r).await?;
+        push_referrer(client, cache, image, dest, &r).await?;
         descriptors.push(serde_json::json!({
             "mediaType": crate::oci::media::OCI_MANIFEST,
             "digest": r.digest,
@@ -469,7 +457,11 @@ pub async fn push_referrers(
         }));
         pushed.push(r.artifact_type);
     }
-    if descriptors.is_empty() || client.referrers_api(registry, repo, &image.digest).await? {
+    if descriptors.is_empty()
+        || client
+            .referrers_api(registry, repo, &image.manifest_digest)
+            .await?
+    {
         return Ok(pushed);
     }
     tag_schema_fallback(client, image, dest, descriptors).await?;
@@ -480,12 +472,15 @@ pub async fn push_referrers(
 /// `sha256-<image hex>` tag already holds.
 async fn tag_schema_fallback(
     client: &Client,
-    image: &LayoutImage,
+    image: &Image,
     dest: &Destination,
     descriptors: Vec<serde_json::Value>,
 ) -> Result<()> {
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
-    let tag = format!("sha256-{}", crate::digest::hex_part(&image.digest)?);
+    let tag = format!(
+        "sha256-{}",
+        crate::digest::hex_part(&image.manifest_digest)?
+    );
     let reference =
         crate::registry::Reference::with_tag(registry.to_string(), repo.to_string(), tag.clone());
     let mut manifests: Vec<serde_json::Value> =
@@ -504,7 +499,7 @@ async fn tag_schema_fallback(
             manifests.push(d);
         }
     }
-    let fallback = crate::image::canonical_json(&serde_json::json!({
+    let fallback = crate::oci::canonical_json(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": crate::oci::media::OCI_INDEX,
         "manifests": manifests,
@@ -533,7 +528,7 @@ mod tests {
         let dest = tmp.path().join("layout");
         let (first, l1) = crate::sink::layout::tests::image(&cache, b"app v1", true);
         crate::sink::layout::write(&dest, &first, &cache, &[l1], &[]).unwrap();
-        let pushing = read_layout(&dest, &cache).unwrap();
+        let pushing = read_layout(&dest).unwrap();
         assert!(
             changed_during_push(&pushing).is_none(),
             "unchanged: the fault stands"
