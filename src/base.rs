@@ -5,9 +5,9 @@
 //! them), as ko's lazy layers do, and then come through the image's one blob locator.
 
 use crate::cache::Cache;
-use crate::image::{self, Image, LocalBlob, Location, Origin, Remote};
+use crate::image::{self, Image, LocalBlob, Location, Origin, Remote, Small};
 use crate::oci::Descriptor;
-use crate::registry::{Client, Reference};
+use crate::registry::Reference;
 use crate::target::{Arch, PyVersion};
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
@@ -103,55 +103,36 @@ impl std::fmt::Display for BaseError {
 
 impl std::error::Error for BaseError {}
 
-/// A manifest or config of the base (`kind`): the cache's verified copy, else fetched
-/// (verified, then cached); and whether it came from the cache.
+/// A manifest or config of the base, through the image model's one small-blob reader
+/// (cache first, verified); offline, a miss is a [`BaseError::NotCached`]. Its bytes and
+/// whether the cache had them.
 async fn small_blob(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     reference: &Reference,
     digest: &str,
     fetch: Fetch,
-    kind: &str,
+    kind: Small,
 ) -> Result<(Vec<u8>, bool)> {
-    if let Some(bytes) = cache.read_blob(digest) {
-        return Ok((bytes, true));
-    }
-    if fetch.offline {
-        bail!(BaseError::NotCached {
-            what: format!("base {kind} {digest} of {}", reference.whole()),
-        });
-    }
-    let bytes = if kind == "config" {
-        image::fetch_small_blob(client, cache, reference, digest)
-            .await
-            .with_context(|| format!("fetching the config of base {}", reference.whole()))?
-    } else {
-        let pinned = Reference::with_digest(
-            reference.registry().to_string(),
-            reference.repository().to_string(),
-            digest.to_string(),
-        );
-        let manifest = client.get_manifest(&pinned).await?;
-        cache.write_blob(&manifest.bytes)?;
-        manifest.bytes
+    let what = match kind {
+        Small::Manifest => "manifest",
+        Small::Config => "config",
     };
-    Ok((bytes, false))
-}
-
-async fn manifest_by_digest(
-    client: &Client,
-    cache: &Cache,
-    reference: &Reference,
-    digest: &str,
-    fetch: Fetch,
-) -> Result<(Vec<u8>, bool)> {
-    small_blob(client, cache, reference, digest, fetch, "manifest").await
+    image::small_blob(remote, cache, reference, digest, kind, !fetch.offline)
+        .await
+        .with_context(|| format!("fetching the {what} of base {}", reference.whole()))?
+        .ok_or_else(|| {
+            BaseError::NotCached {
+                what: format!("base {what} {digest} of {}", reference.whole()),
+            }
+            .into()
+        })
 }
 
 /// What a tag (or digest) names now: from the reference itself, the tag cache within its
 /// TTL, or the registry. Returns the digest and whether no request was made.
 async fn top_digest(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     reference: &Reference,
     fetch: Fetch,
@@ -169,7 +150,8 @@ async fn top_digest(
         Some(entry) => Ok((entry.digest, true)),
         None if fetch.offline => bail!(BaseError::NeverResolved { name }),
         None => {
-            let manifest = client
+            let manifest = remote
+                .client()?
                 .get_manifest(reference)
                 .await
                 .with_context(|| format!("resolving base {name}"))?;
@@ -183,7 +165,7 @@ async fn top_digest(
 /// The `arch` manifest of what `top` is (itself, or an entry of an index): its bytes, and
 /// whether they came from the cache.
 async fn platform_manifest(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     reference: &Reference,
     top: Vec<u8>,
@@ -205,7 +187,7 @@ async fn platform_manifest(
         }
         .into()
     })?;
-    let (bytes, hit) = manifest_by_digest(client, cache, reference, &digest, fetch)
+    let (bytes, hit) = small_blob(remote, cache, reference, &digest, fetch, Small::Manifest)
         .await
         .with_context(|| format!("reading base {name} ({want})"))?;
     Ok((bytes, hit))
@@ -213,18 +195,18 @@ async fn platform_manifest(
 
 /// The base config: from the cache, else fetched (verified); and whether it was cached.
 async fn config(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     reference: &Reference,
     digest: &str,
     fetch: Fetch,
 ) -> Result<(Vec<u8>, bool)> {
-    small_blob(client, cache, reference, digest, fetch, "config").await
+    small_blob(remote, cache, reference, digest, fetch, Small::Config).await
 }
 
 /// Resolve `text` for `arch`.
 pub async fn resolve(
-    client: &Client,
+    remote: &Remote,
     cache: &Cache,
     text: &str,
     arch: Arch,
@@ -232,13 +214,20 @@ pub async fn resolve(
 ) -> Result<Resolved> {
     let reference = parse_reference(text)?;
     let name = reference.whole();
-    let (top_digest, mut from_cache) = top_digest(client, cache, &reference, fetch).await?;
-    let (top, hit) = manifest_by_digest(client, cache, &reference, &top_digest, fetch)
-        .await
-        .with_context(|| format!("reading base {name}"))?;
+    let (top_digest, mut from_cache) = top_digest(remote, cache, &reference, fetch).await?;
+    let (top, hit) = small_blob(
+        remote,
+        cache,
+        &reference,
+        &top_digest,
+        fetch,
+        Small::Manifest,
+    )
+    .await
+    .with_context(|| format!("reading base {name}"))?;
     from_cache &= hit;
     let (manifest_bytes, hit) =
-        platform_manifest(client, cache, &reference, top, arch, fetch).await?;
+        platform_manifest(remote, cache, &reference, top, arch, fetch).await?;
     from_cache &= hit;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes)?;
     let media_type = manifest["mediaType"]
@@ -255,7 +244,7 @@ pub async fn resolve(
             .get("config")
             .context("base manifest has no config")?,
     )?;
-    let (config, hit) = config(client, cache, &reference, &config_desc.digest, fetch).await?;
+    let (config, hit) = config(remote, cache, &reference, &config_desc.digest, fetch).await?;
     from_cache &= hit;
     let image = Image::from_bytes(
         name.clone(),
@@ -414,7 +403,7 @@ mod tests {
     struct Fixture {
         _dir: tempfile::TempDir,
         cache: Cache,
-        client: Client,
+        remote: Remote,
     }
 
     fn fixture() -> Fixture {
@@ -423,7 +412,7 @@ mod tests {
         Fixture {
             _dir: dir,
             cache,
-            client: Client::new(&[], None).unwrap(),
+            remote: Remote::new(&[]),
         }
     }
 
@@ -463,7 +452,7 @@ mod tests {
             .tag_put("reg.test/lambda/python:3.11", &digest)
             .unwrap();
         resolve(
-            &f.client,
+            &f.remote,
             &f.cache,
             "reg.test/lambda/python:3.11",
             arch,
@@ -530,7 +519,7 @@ mod tests {
             .tag_put("reg.test/lambda/python:3.11", &amd)
             .unwrap();
         let err = resolve(
-            &f.client,
+            &f.remote,
             &f.cache,
             "reg.test/lambda/python:3.11",
             Arch::Arm64,
@@ -545,7 +534,7 @@ mod tests {
     async fn offline_without_a_cached_resolution_is_an_error() {
         let f = fixture();
         let err = resolve(
-            &f.client,
+            &f.remote,
             &f.cache,
             "reg.test/lambda/python:3.12",
             Arch::X86_64,

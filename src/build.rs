@@ -43,6 +43,8 @@ pub struct BuildRequest {
     pub cli: Settings,
     /// Settings from the environment (`OCILAMBDA_*`), below the command line.
     pub env: Settings,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     pub output: Option<PathBuf>,
     pub complete: bool,
     pub pull: bool,
@@ -265,7 +267,7 @@ async fn stage_on_base(
     };
     let arch = plan.target.arch;
     let base_started = Instant::now();
-    let base_future = base::resolve(remote.client()?, cache, &resolve_ref, arch, fetch);
+    let base_future = base::resolve(remote, cache, &resolve_ref, arch, fetch);
     let stage_cache = cache.clone();
     let epoch = req.epoch;
     let stage_reporter = reporter.clone();
@@ -396,7 +398,7 @@ fn assemble(s: &Staged, req: &BuildRequest) -> Result<(Image, String)> {
 /// Build the image `req` describes and write it as an OCI layout.
 pub async fn build(req: BuildRequest, reporter: Arc<dyn Reporter>) -> Result<BuildSummary> {
     let started = Instant::now();
-    let cache = Cache::open(reporter.clone())?;
+    let cache = Cache::open(&req.cache_dir, reporter.clone())?;
     let plan = plan::prepare(
         &Request {
             project_dir: &req.project_dir,

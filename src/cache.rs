@@ -38,24 +38,12 @@ pub struct TagEntry {
 }
 
 impl Cache {
-    pub fn open(reporter: Arc<dyn Reporter>) -> Result<Cache> {
-        let root = if let Some(dir) =
-            std::env::var_os("OCILAMBDA_CACHE_DIR").filter(|d| !d.is_empty())
-        {
-            PathBuf::from(dir)
-        } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            PathBuf::from(dir).join("ocilambda")
-        } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-            PathBuf::from(home).join(".cache").join("ocilambda")
-        } else {
-            anyhow::bail!(crate::error::hint(
-                "no cache directory: neither OCILAMBDA_CACHE_DIR, XDG_CACHE_HOME nor HOME is set",
-                "set OCILAMBDA_CACHE_DIR to a writable directory"
-            ));
-        };
+    /// The cache at `root` (the command layer's [`crate::config::Environment::cache_dir`]),
+    /// reporting through `reporter`.
+    pub fn open(root: &Path, reporter: Arc<dyn Reporter>) -> Result<Cache> {
         Ok(Cache {
             reporter,
-            ..Self::at(root)?
+            ..Self::at(root.to_path_buf())?
         })
     }
 

@@ -208,7 +208,20 @@ mod tests {
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
         assert_eq!(out.status.code(), Some(3));
-        assert!(GROUPS.iter().all(|s| s.load(Ordering::SeqCst) == 0));
+    }
+
+    /// Registered while it runs, released once reaped. (Only this child's own slot is
+    /// looked at: other tests start children in parallel.)
+    #[test]
+    fn a_child_is_registered_until_it_is_reaped() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 0"]).stdout(Stdio::piped());
+        let running = spawn(&mut cmd).unwrap();
+        let slot = running.slot.expect("a free slot");
+        let group = running.child.as_ref().unwrap().id() as i32;
+        assert_eq!(GROUPS[slot].load(Ordering::SeqCst), group);
+        running.wait_with_output().unwrap();
+        assert_ne!(GROUPS[slot].load(Ordering::SeqCst), group, "released");
     }
 
     /// The child leads its own group: a signal to the group reaches what it starts.

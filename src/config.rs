@@ -300,13 +300,16 @@ pub fn read_pyproject(dir: &Path) -> Result<Settings> {
 }
 
 /// What the process environment gives the library, captured once by the command layer:
-/// the `OCILAMBDA_*` settings, SOURCE_DATE_EPOCH and an extra CA file (SSL_CERT_FILE).
+/// the `OCILAMBDA_*` settings, SOURCE_DATE_EPOCH, an extra CA file (SSL_CERT_FILE) and
+/// where the cache goes (OCILAMBDA_CACHE_DIR, XDG_CACHE_HOME, HOME).
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
     /// Non-empty `OCILAMBDA_*` variables by name.
     vars: BTreeMap<String, String>,
     source_date_epoch: Option<String>,
     ssl_cert_file: Option<PathBuf>,
+    xdg_cache_home: Option<PathBuf>,
+    home: Option<PathBuf>,
 }
 
 impl Environment {
@@ -327,6 +330,8 @@ impl Environment {
             match k.as_str() {
                 "SOURCE_DATE_EPOCH" => env.source_date_epoch = Some(v),
                 "SSL_CERT_FILE" => env.ssl_cert_file = Some(v.into()),
+                "XDG_CACHE_HOME" => env.xdg_cache_home = Some(v.into()),
+                "HOME" => env.home = Some(v.into()),
                 _ if k.starts_with("OCILAMBDA_") => {
                     env.vars.insert(k, v);
                 }
@@ -378,6 +383,23 @@ impl Environment {
     /// The extra CA file from SSL_CERT_FILE, if set.
     pub fn ca_cert(&self) -> Option<&Path> {
         self.ssl_cert_file.as_deref()
+    }
+
+    /// The cache directory: OCILAMBDA_CACHE_DIR, else `$XDG_CACHE_HOME/ocilambda`, else
+    /// `~/.cache/ocilambda`.
+    pub fn cache_dir(&self) -> Result<PathBuf> {
+        if let Some(dir) = self.vars.get("OCILAMBDA_CACHE_DIR") {
+            Ok(PathBuf::from(dir))
+        } else if let Some(dir) = &self.xdg_cache_home {
+            Ok(dir.join("ocilambda"))
+        } else if let Some(home) = &self.home {
+            Ok(home.join(".cache").join("ocilambda"))
+        } else {
+            Err(crate::error::hint(
+                "no cache directory: neither OCILAMBDA_CACHE_DIR, XDG_CACHE_HOME nor HOME is set",
+                "set OCILAMBDA_CACHE_DIR to a writable directory",
+            ))
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub struct DeployRequest {
     pub cli: Settings,
     /// Settings from the environment (`OCILAMBDA_*`).
     pub env: Settings,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     pub aws: AwsOptions,
     /// Return once Lambda accepted the update, without waiting for it to finish.
     pub no_wait: bool,
@@ -610,6 +612,7 @@ async fn deploy_image(
         insecure_registries: req.insecure_registries.clone(),
         ca_cert: req.ca_cert.clone(),
         env: req.env.clone(),
+        cache_dir: req.cache_dir.clone(),
         create_repository: settings.create_repository,
         immutable_tags: req.immutable_tags,
         aws: req.aws.clone(),
@@ -631,6 +634,7 @@ async fn deploy_image(
             project_dir: req.project_dir.clone(),
             cli: req.cli.clone(),
             env: req.env.clone(),
+            cache_dir: req.cache_dir.clone(),
             output: None,
             complete: false,
             pull: req.pull,
@@ -748,6 +752,7 @@ async fn deploy_zip(
             project_dir: req.project_dir.clone(),
             cli,
             env: req.env.clone(),
+            cache_dir: req.cache_dir.clone(),
             output: None,
             layer: layer.is_some(),
             offline: req.offline,

@@ -5,7 +5,7 @@
 use crate::aws::AwsError;
 use crate::base::BaseError;
 use crate::deploy::DeployError;
-use crate::image::SourceError;
+use crate::image::ImageError;
 use crate::invoke::InvokeError;
 use crate::invoke::network::NetworkError;
 use crate::layer::LayerError;
@@ -172,8 +172,8 @@ fn command_hint(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(e) = cause.downcast_ref::<BaseError>() {
         return Some(base_hint(e).into());
     }
-    if let Some(e) = cause.downcast_ref::<SourceError>() {
-        return Some(source_hint(e).into());
+    if let Some(e) = cause.downcast_ref::<ImageError>() {
+        return Some(image_hint(e).into());
     }
     if let Some(e) = cause.downcast_ref::<crate::audit::LintRefused>() {
         return Some(format!(
@@ -198,13 +198,13 @@ fn base_hint(e: &BaseError) -> &'static str {
     }
 }
 
-fn source_hint(e: &SourceError) -> &'static str {
+fn image_hint(e: &ImageError) -> &'static str {
     match e {
-        SourceError::NoLayout(_) => {
+        ImageError::NoLayout(_) => {
             "pass a layout directory written by `ocilambda build` (default .ocilambda/image), or a registry reference REGISTRY/REPOSITORY[:TAG]"
         }
-        SourceError::NoIndex(_) => "build one with `ocilambda build`, or give a registry reference",
-        SourceError::NothingBuilt(_) => {
+        ImageError::NoIndex(_) => "build one with `ocilambda build`, or give a registry reference",
+        ImageError::NothingBuilt(_) => {
             "run `ocilambda build` first (or pass --layout DIR where it wrote the image)"
         }
     }
@@ -267,12 +267,12 @@ fn login_hint(e: &LoginError) -> &'static str {
 }
 
 fn invoke_hint(e: &InvokeError) -> String {
-    use crate::invoke::image::lambda_arch;
+    use crate::invoke::image::lambda_name;
     match e {
         InvokeError::NoLayout(_) => "run `ocilambda build` first, or pass IMAGE (a layout directory or REGISTRY/REPOSITORY[:TAG])".into(),
         InvokeError::NoPlatform { arch, .. } => format!(
             "build one with `ocilambda build --arch {}`, or invoke on a machine of the image's architecture",
-            lambda_arch(arch)
+            lambda_name(arch)
         ),
         InvokeError::WrongPlatform { arch, host, .. } => format!(
             "build it for this machine with `ocilambda build --arch {host}`, or invoke it on a {arch} machine"
@@ -782,8 +782,8 @@ mod tests {
         ]
     }
 
-    fn every_source() -> Vec<SourceError> {
-        use SourceError::*;
+    fn every_source() -> Vec<ImageError> {
+        use ImageError::*;
         match NoLayout(s()) {
             NoLayout(_) | NoIndex(_) | NothingBuilt(_) => {}
         }

@@ -15,7 +15,7 @@
 //! writing images ([`crate::sink`]).
 
 mod error;
-pub use error::SourceError;
+pub use error::ImageError;
 
 use crate::cache::Cache;
 use crate::error::hint;
@@ -171,7 +171,7 @@ pub fn is_layout(dir: &Path) -> bool {
 
 /// The error for an IMAGE that names a path but no layout.
 pub fn not_a_layout(spec: &str) -> anyhow::Error {
-    SourceError::NoLayout(spec.to_string()).into()
+    ImageError::NoLayout(spec.to_string()).into()
 }
 
 /// Where `spec` points: a layout (`oci:DIR[:TAG]`, or a layout directory), else a registry
@@ -199,20 +199,79 @@ fn parse_json(bytes: &[u8], what: &str, label: &str) -> Result<Value> {
     serde_json::from_slice(bytes).with_context(|| format!("the {what} of {label} is not JSON"))
 }
 
-/// Fetch a blob of `from`'s repository into the cache (verified) and read it: for small
-/// blobs (configs) the cache lacks.
-pub async fn fetch_small_blob(
-    client: &Client,
+/// The two kinds of small blob, fetched through different registry endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Small {
+    Manifest,
+    Config,
+}
+
+/// A manifest or config of `from`'s repository by digest: the cache's verified copy (and
+/// `true`), else fetched, verified and cached (and `false`); `None` when the cache lacks
+/// it and `fetch` is false (offline). The one way every reader and the base resolver get
+/// small blobs.
+pub async fn small_blob(
+    remote: &Remote,
     cache: &Cache,
     from: &Reference,
     digest: &str,
+    kind: Small,
+    fetch: bool,
+) -> Result<Option<(Vec<u8>, bool)>> {
+    if let Some(bytes) = cache.read_blob(digest) {
+        return Ok(Some((bytes, true)));
+    }
+    if !fetch {
+        return Ok(None);
+    }
+    let bytes = fetch_small(remote, cache, from, digest, kind).await?;
+    Ok(Some((bytes, false)))
+}
+
+/// [`small_blob`], fetching what the cache lacks.
+async fn cached_or_fetched(
+    remote: &Remote,
+    cache: &Cache,
+    from: &Reference,
+    digest: &str,
+    kind: Small,
 ) -> Result<Vec<u8>> {
-    let path = cache.blob_path(digest)?;
-    client
-        .get_config_to(from.registry(), from.repository(), digest, &path)
-        .await?;
-    cache.mark_verified(digest);
-    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    match cache.read_blob(digest) {
+        Some(bytes) => Ok(bytes),
+        None => fetch_small(remote, cache, from, digest, kind).await,
+    }
+}
+
+/// Fetch a manifest or config (verified) into the cache and return its bytes.
+async fn fetch_small(
+    remote: &Remote,
+    cache: &Cache,
+    from: &Reference,
+    digest: &str,
+    kind: Small,
+) -> Result<Vec<u8>> {
+    let client = remote.client()?;
+    match kind {
+        Small::Config => {
+            let path = cache.blob_path(digest)?;
+            client
+                .get_config_to(from.registry(), from.repository(), digest, &path)
+                .await?;
+            cache.mark_verified(digest);
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        }
+        Small::Manifest => {
+            let pinned = Reference::with_digest(
+                from.registry().to_string(),
+                from.repository().to_string(),
+                digest.to_string(),
+            );
+            // Verified against the pinned digest by the client.
+            let fetched = client.get_manifest(&pinned).await?;
+            cache.write_blob(&fetched.bytes)?;
+            Ok(fetched.bytes)
+        }
+    }
 }
 
 /// The digest of `index`'s `linux/{arch}` entry (`arch` as OCI names it); when there is
@@ -254,7 +313,7 @@ pub fn select_platform(
 /// its digest and exact bytes, checked against each other.
 fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
     if !dir.join("index.json").is_file() {
-        bail!(SourceError::NoIndex(dir.to_path_buf()));
+        bail!(ImageError::NoIndex(dir.to_path_buf()));
     }
     let digest = crate::oci::layout::read_manifest_digest(dir)?;
     let bytes = crate::oci::layout::read_blob(dir, &digest).context("reading its manifest")?;
@@ -325,14 +384,7 @@ impl Index {
             Origin::Layout(dir) => crate::oci::layout::read_blob(dir, &digest)
                 .with_context(|| format!("reading the linux/{arch} manifest of {}", self.label))?,
             Origin::Registry(r) => {
-                let pinned = Reference::with_digest(
-                    r.registry().to_string(),
-                    r.repository().to_string(),
-                    digest.clone(),
-                );
-                let fetched = remote.client()?.get_manifest(&pinned).await?;
-                cache.write_blob(&fetched.bytes)?;
-                fetched.bytes
+                cached_or_fetched(remote, cache, r, &digest, Small::Manifest).await?
             }
             // An index is read from a layout or a registry; a build makes single images.
             Origin::Build => bail!("{} is an index no layout or registry holds", self.label),
@@ -371,15 +423,20 @@ impl Image {
         remote: &Remote,
         cache: &Cache,
     ) -> Result<Image> {
+        let media_type = manifest["mediaType"]
+            .as_str()
+            .unwrap_or(crate::oci::media::OCI_MANIFEST);
+        if !crate::oci::media::is_image_manifest(media_type) {
+            bail!("{label} is a {media_type}, not a single-platform image manifest");
+        }
         let config_digest = manifest["config"]["digest"]
             .as_str()
             .with_context(|| format!("the manifest of {label} has no config"))?;
         let config_bytes = match &origin {
             Origin::Layout(dir) => crate::oci::layout::read_blob(dir, config_digest),
-            Origin::Registry(r) => match cache.read_blob(config_digest) {
-                Some(bytes) => Ok(bytes),
-                None => fetch_small_blob(remote.client()?, cache, r, config_digest).await,
-            },
+            Origin::Registry(r) => {
+                cached_or_fetched(remote, cache, r, config_digest, Small::Config).await
+            }
             Origin::Build => cache
                 .read_blob(config_digest)
                 .context("the config is not in the cache"),

@@ -205,10 +205,15 @@ struct AuditArgs {
 
 impl AuditArgs {
     /// The registry access the audit commands take.
-    fn access<'a>(&'a self, ca_cert: &'a Option<PathBuf>) -> Access<'a> {
+    fn access<'a>(
+        &'a self,
+        ca_cert: &'a Option<PathBuf>,
+        cache_dir: &'a std::path::Path,
+    ) -> Access<'a> {
         Access {
             insecure: &self.registry.insecure_registry,
             ca_cert: ca_cert.as_deref(),
+            cache_dir,
         }
     }
 }
@@ -645,6 +650,7 @@ async fn invoke(args: InvokeArgs, env: &Environment) -> anyhow::Result<ExitCode>
         ca_cert: args.registry.ca_cert(env),
         insecure_registries: args.registry.insecure_registry,
         network: args.network,
+        cache_dir: env.cache_dir()?,
     };
     if let Some(addr) = args.serve {
         invoke::serve(opts, &addr, reporter, |bound| {
@@ -691,24 +697,27 @@ fn print_summary<T: serde::Serialize>(
 async fn audit(command: Command, env: &Environment) -> anyhow::Result<ExitCode> {
     use ocilambda::audit::{self, verify};
     use ocilambda::commands::audit as render;
+    let cache_dir = env.cache_dir()?;
     let rendered = match command {
         Command::Inspect(a) => {
             let ca = a.audit.registry.ca_cert(env);
             let reporter = Terminal::new(a.audit.quiet.quiet);
-            let i = audit::inspect_image(&a.image, a.files, a.audit.access(&ca), reporter).await?;
+            let i =
+                audit::inspect_image(&a.image, a.files, a.audit.access(&ca, &cache_dir), reporter)
+                    .await?;
             render::inspection(&i, a.audit.json)?
         }
         Command::Diff(a) => {
             let ca = a.audit.registry.ca_cert(env);
             let reporter = Terminal::new(a.audit.quiet.quiet);
-            let access = a.audit.access(&ca);
+            let access = a.audit.access(&ca, &cache_dir);
             let c = audit::diff_images(&a.image_a, &a.image_b, access, reporter).await?;
             render::comparison(&c, a.audit.json)?
         }
         Command::Lint(a) => {
             let ca = a.audit.registry.ca_cert(env);
             let reporter = Terminal::new(a.audit.quiet.quiet);
-            let r = audit::lint_image(&a.image, a.audit.access(&ca), reporter).await?;
+            let r = audit::lint_image(&a.image, a.audit.access(&ca, &cache_dir), reporter).await?;
             render::lint(&r, a.audit.json)?
         }
         Command::Verify(a) => {
@@ -718,6 +727,7 @@ async fn audit(command: Command, env: &Environment) -> anyhow::Result<ExitCode> 
                 project_dir: project_dir(a.project_dir, a.project),
                 cli: a.select.over(a.settings.settings()),
                 env: env.settings()?,
+                cache_dir: env.cache_dir()?,
                 ca_cert: a.audit.registry.ca_cert(env),
                 insecure_registries: a.audit.registry.insecure_registry,
                 offline: a.network.offline,
@@ -739,6 +749,7 @@ async fn build_command(args: BuildArgs, env: &Environment) -> anyhow::Result<Exi
             ..args.select.over(args.settings.settings())
         },
         env: env.settings()?,
+        cache_dir: env.cache_dir()?,
         output: args.output,
         complete: args.complete,
         pull: args.network.pull,
@@ -759,6 +770,7 @@ fn zip_command(args: ZipArgs, env: &Environment) -> anyhow::Result<ExitCode> {
         project_dir: project_dir(args.project_dir, args.project),
         cli: args.select.over(args.function.settings()),
         env: env.settings()?,
+        cache_dir: env.cache_dir()?,
         output: args.output,
         layer: args.layer,
         offline: args.offline,
@@ -784,6 +796,7 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         ca_cert: args.registry.ca_cert(env),
         insecure_registries: args.registry.insecure_registry,
         env: env.settings()?,
+        cache_dir: env.cache_dir()?,
         create_repository: args.create.setting(),
         immutable_tags: args.create.immutable_tags,
         aws: args.aws.options(),
@@ -796,6 +809,7 @@ async fn push_command(args: PushArgs, env: &Environment) -> anyhow::Result<ExitC
         let access = ocilambda::audit::Access {
             insecure: &request.insecure_registries,
             ca_cert: request.ca_cert.as_deref(),
+            cache_dir: &request.cache_dir,
         };
         let layout = push::layout(&request);
         ocilambda::audit::lint_before_push(&layout, access, reporter.clone()).await?;
@@ -822,6 +836,7 @@ async fn deploy_command(args: DeployArgs, env: &Environment) -> anyhow::Result<E
             ..args.select.over(args.settings.settings())
         },
         env: env.settings()?,
+        cache_dir: env.cache_dir()?,
         aws: args.aws.options(),
         no_wait: args.no_wait,
         publish: args.publish,

@@ -46,6 +46,8 @@ pub struct ZipRequest {
     pub layer: bool,
     /// Settings from the environment (`OCILAMBDA_*`), below the command line.
     pub env: Settings,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     pub offline: bool,
 }
 
@@ -348,7 +350,7 @@ fn check_parts(parts: &[plan::Staged<Staged>], app: &Tree, layer: bool) -> Resul
 pub fn zip(req: ZipRequest, reporter: Arc<dyn Reporter>) -> Result<ZipSummary> {
     let started = Instant::now();
     let mut timings = BTreeMap::new();
-    let cache = Cache::open(reporter.clone())?;
+    let cache = Cache::open(&req.cache_dir, reporter.clone())?;
     let plan = plan::prepare(
         &Request {
             project_dir: &req.project_dir,

@@ -32,6 +32,8 @@ pub struct PushRequest {
     pub ca_cert: Option<PathBuf>,
     /// Settings from the environment (`OCILAMBDA_*`), above pyproject.toml.
     pub env: Settings,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     /// Create a missing ECR repository; None: the `create-repository` setting.
     pub create_repository: Option<bool>,
     /// Tags of a repository created here are immutable.
@@ -131,7 +133,7 @@ pub async fn push(req: PushRequest, reporter: Arc<dyn Reporter>) -> Result<PushS
     let started = Instant::now();
     let dest = destination(&req)?;
     let layout = layout(&req);
-    let cache = Cache::open(reporter.clone())?;
+    let cache = Cache::open(&req.cache_dir, reporter.clone())?;
     let image = sink::read_layout(&layout)?;
     let client = Client::new(&req.insecure_registries, req.ca_cert.as_deref())?.with_aws(
         req.aws.clone(),

@@ -804,6 +804,31 @@ fn a_cached_token_is_used_without_asking_ecr_and_a_refused_one_is_renewed_once()
     let mut got = tags(&registry, "cached");
     got.sort();
     assert_eq!(got, ["from-cache", "renewed"]);
+    // Requests in parallel on a revoked token (one HEAD per tag): one renews it, the
+    // others retry with the new token instead of failing.
+    write_token(&file, &registry.addr, "revoked-token");
+    let target = format!("{}/cached:p1", registry.addr);
+    let out = world.run_with(
+        &[
+            "push",
+            &target,
+            "--tag",
+            "p2",
+            "--tag",
+            "p3",
+            "--tag",
+            "p4",
+            "--project",
+            project.to_str().unwrap(),
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_ok(&out);
+    let mut got = tags(&registry, "cached");
+    got.sort();
+    assert_eq!(got, ["from-cache", "p1", "p2", "p3", "p4", "renewed"]);
     // Without ECR, the revoked token cannot be renewed: the push fails, naming why.
     write_token(&file, &registry.addr, "revoked-token");
     let out = push(&world, "never", Some(offline));

@@ -164,7 +164,7 @@ impl Subject {
 pub const SINGLE_PLATFORM: Check = Check {
     id: "single-platform",
     severity: Severity::Error,
-    fix: "push one platform's manifest (ocilambda build/push never write an index; disable provenance attestations in docker buildx)",
+    fix: "push one platform's manifest (ocilambda never writes an index; disable provenance attestations in docker buildx)",
     run: |_| Vec::new(),
 };
 
@@ -245,7 +245,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "handler",
         severity: Severity::Error,
-        fix: "set CMD to MODULE.FUNCTION (the `handler` setting of ocilambda build)",
+        fix: "set CMD to MODULE.FUNCTION (ocilambda's `handler` setting)",
         run: handler_cmd,
     },
     Check {
@@ -263,7 +263,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "bytecode-version",
         severity: Severity::Error,
-        fix: "compile bytecode with an interpreter of the image's version (ocilambda build does)",
+        fix: "compile bytecode with an interpreter of the image's version (as ocilambda does)",
         run: bytecode_version,
     },
     Check {
@@ -281,7 +281,7 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "bytecode-hash",
         severity: Severity::Warning,
-        fix: "compile unchecked-hash .pyc (ocilambda build does)",
+        fix: "compile unchecked-hash .pyc (as ocilambda does)",
         run: bytecode_hash,
     },
     Check {
@@ -299,25 +299,25 @@ pub static CHECKS: &[Check] = &[
     Check {
         id: "hardlink",
         severity: Severity::Error,
-        fix: "write a full copy of the file instead of a hard link (ocilambda build does)",
+        fix: "write a full copy of the file instead of a hard link (as ocilambda does)",
         run: hardlink,
     },
     Check {
         id: "parent-directory",
         severity: Severity::Error,
-        fix: "write an entry for every parent directory into the same layer, before what it holds (ocilambda build does)",
+        fix: "write an entry for every parent directory into the same layer, before what it holds (as ocilambda does)",
         run: parent_directory,
     },
     Check {
         id: "elf-architecture",
         severity: Severity::Error,
-        fix: "install wheels and binaries for the image's architecture (ocilambda build selects them by its `arch` setting)",
+        fix: "install wheels and binaries for the image's architecture (ocilambda selects them by its `arch` setting)",
         run: elf_architecture,
     },
     Check {
         id: "glibc",
         severity: Severity::Error,
-        fix: "install a wheel built for the runtime's glibc (manylinux2014 for Python 3.10-3.11, up to manylinux_2_34 for 3.12+, as ocilambda build selects), or target Python 3.12+",
+        fix: "install a wheel built for the runtime's glibc (manylinux2014 for Python 3.10-3.11, up to manylinux_2_34 for 3.12+, as ocilambda selects), or target Python 3.12+",
         run: glibc,
     },
     Check {
@@ -530,7 +530,7 @@ fn config_media_type(s: &Subject) -> Vec<String> {
 fn architecture(s: &Subject) -> Vec<String> {
     let arch = s.config["architecture"].as_str().unwrap_or("");
     when(
-        !matches!(arch, "amd64" | "arm64") || s.config["os"] != "linux",
+        crate::oci::Arch::from_oci(arch).is_none() || s.config["os"] != "linux",
         format!(
             "platform {}/{arch} is not one Lambda runs",
             s.config["os"].as_str().unwrap_or("?")

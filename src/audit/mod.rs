@@ -17,15 +17,17 @@ pub mod lint;
 pub mod verify;
 
 /// How the audits reach registries: hosts allowed over plain HTTP and an extra CA.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Access<'a> {
     pub insecure: &'a [String],
     pub ca_cert: Option<&'a Path>,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: &'a Path,
 }
 
 fn session(access: Access, reporter: Arc<dyn Reporter>) -> Result<(Remote, Cache)> {
     let remote = Remote::new(access.insecure).with_ca_cert(access.ca_cert.map(Into::into));
-    Ok((remote, Cache::open(reporter)?))
+    Ok((remote, Cache::open(access.cache_dir, reporter)?))
 }
 
 /// What `image` is, layer by layer (with each layer's paths when `with_files`).

@@ -24,6 +24,8 @@ pub struct VerifyRequest {
     pub cli: Settings,
     /// Settings from the environment (`OCILAMBDA_*`), below what the image records.
     pub env: Settings,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     pub insecure_registries: Vec<String>,
     pub ca_cert: Option<PathBuf>,
     /// Rebuild without touching the network (base and packages must be cached).
@@ -108,7 +110,7 @@ const EXPLAINING: &[(&str, &str)] = &[
 
 pub async fn verify(req: VerifyRequest, reporter: Arc<dyn Reporter>) -> Result<Verdict> {
     let remote = Remote::new(&req.insecure_registries).with_ca_cert(req.ca_cert.clone());
-    let cache = Cache::open(reporter.clone())?;
+    let cache = Cache::open(&req.cache_dir, reporter.clone())?;
     let image = image::open(&req.image, &remote, &cache).await?.image()?;
     image.check_layout_blobs()?;
     let base_name = required(&image, provenance::BASE_NAME)?.to_string();
@@ -128,6 +130,7 @@ pub async fn verify(req: VerifyRequest, reporter: Arc<dyn Reporter>) -> Result<V
             project_dir: req.project_dir.clone(),
             cli: recorded.overlaid_with(req.cli.clone()),
             env: req.env.clone(),
+            cache_dir: req.cache_dir.clone(),
             output: Some(output.clone()),
             insecure_registries: req.insecure_registries.clone(),
             ca_cert: req.ca_cert.clone(),

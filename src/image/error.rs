@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// An IMAGE or layout argument that names no image.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceError {
+pub enum ImageError {
     /// IMAGE names a path (or a bare name) where there is no layout.
     NoLayout(String),
     /// A directory without index.json.
@@ -14,18 +14,18 @@ pub enum SourceError {
     NothingBuilt(PathBuf),
 }
 
-impl std::fmt::Display for SourceError {
+impl std::fmt::Display for ImageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SourceError::NoLayout(spec) => write!(f, "no OCI image layout at {spec}"),
-            SourceError::NoIndex(dir) => write!(
+            ImageError::NoLayout(spec) => write!(f, "no OCI image layout at {spec}"),
+            ImageError::NoIndex(dir) => write!(
                 f,
                 "{} is not an OCI image layout (no index.json)",
                 dir.display()
             ),
-            SourceError::NothingBuilt(dir) => write!(f, "no image layout at {}", dir.display()),
+            ImageError::NothingBuilt(dir) => write!(f, "no image layout at {}", dir.display()),
         }
     }
 }
 
-impl std::error::Error for SourceError {}
+impl std::error::Error for ImageError {}

@@ -9,22 +9,20 @@ use super::rootfs::LayerBlob;
 use crate::cache::Cache;
 use crate::error::hint;
 use crate::image::{self, Image, Opened, Origin, Remote};
+use crate::oci::Arch;
 use anyhow::{Result, bail};
 use std::path::Path;
 
-/// The OCI architecture of this machine.
-pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+/// This machine's architecture as OCI names it (its raw name where Lambda has none).
+fn host_oci() -> &'static str {
+    Arch::host().map_or(std::env::consts::ARCH, Arch::oci_name)
 }
 
-pub fn lambda_arch(oci: &str) -> &str {
-    match oci {
-        "amd64" => "x86_64",
-        other => other,
+/// An OCI architecture name in Lambda's words, where Lambda has it.
+pub fn lambda_name(oci: &str) -> &str {
+    match Arch::from_oci(oci) {
+        Some(arch) => arch.lambda_name(),
+        None => oci,
     }
 }
 
@@ -55,7 +53,7 @@ pub async fn open(
         Opened::Image(image) => return Ok(*image),
         Opened::Index(index) => index,
     };
-    let arch = host_arch();
+    let arch = host_oci();
     index
         .platform(arch, remote, cache, |have| {
             InvokeError::NoPlatform {
@@ -72,12 +70,12 @@ pub async fn open(
 pub fn check_arch(image: &Image) -> Result<()> {
     let os = image.config["os"].as_str().unwrap_or("linux");
     let arch = image.config["architecture"].as_str().unwrap_or("?");
-    if os != "linux" || arch != host_arch() {
+    if os != "linux" || arch != host_oci() {
         bail!(InvokeError::WrongPlatform {
             label: image.label.clone(),
             os: os.to_string(),
-            arch: lambda_arch(arch).to_string(),
-            host: lambda_arch(host_arch()).to_string(),
+            arch: lambda_name(arch).to_string(),
+            host: lambda_name(host_oci()).to_string(),
         });
     }
     Ok(())
@@ -196,21 +194,19 @@ mod tests {
 
     #[test]
     fn an_image_of_another_architecture_is_refused() {
-        let other = if host_arch() == "amd64" {
+        let other = if Arch::host() == Some(Arch::X86_64) {
             "arm64"
         } else {
             "amd64"
         };
         let config = serde_json::json!({"os": "linux", "architecture": other});
-        let image = Image {
-            label: "img".into(),
-            origin: Origin::Layout(Default::default()),
-            manifest_bytes: vec![],
-            manifest_digest: String::new(),
-            manifest: serde_json::json!({}),
-            config_bytes: config.to_string().into_bytes(),
-            config,
-        };
+        let image = Image::from_bytes(
+            "img".into(),
+            Origin::Build,
+            b"{}".to_vec(),
+            config.to_string().into_bytes(),
+        )
+        .unwrap();
         let err = check_arch(&image).unwrap_err();
         assert!(err.to_string().contains("but this machine runs"), "{err}");
         assert!(

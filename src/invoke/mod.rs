@@ -133,6 +133,8 @@ pub struct InvokeOptions {
     pub insecure_registries: Vec<String>,
     /// An extra CA certificate (PEM) to trust for registries.
     pub ca_cert: Option<PathBuf>,
+    /// The cache directory (the command layer's `Environment::cache_dir`).
+    pub cache_dir: PathBuf,
     pub network: Network,
     /// Bytes of unpacked layers the cache keeps (`invoke-cache-size`).
     pub cache_size: u64,
@@ -484,7 +486,7 @@ impl Function {
             Network::Host | Network::None => None,
         };
         let user_env = parse_env(&opts.env)?;
-        let cache = Cache::open(reporter.clone())?;
+        let cache = Cache::open(&opts.cache_dir, reporter.clone())?;
         let remote = Remote::new(&opts.insecure_registries).with_ca_cert(opts.ca_cert.clone());
         let image = image::open(opts.image.as_deref(), &opts.project_dir, &remote, &cache).await?;
         image::check_arch(&image)?;

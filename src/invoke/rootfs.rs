@@ -202,9 +202,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The store-wide lock: held shared while layers are unpacked or a root is composed,
+    /// exclusively while evicting. A layer another invoke is unpacking or composing from
+    /// belongs to no leased root yet, so only this keeps eviction from taking it.
+    fn store_lock(&self) -> Result<File> {
+        let path = self.dir.join("store.lock");
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))
+    }
+
     /// Unpack `blobs` (the missing layers) into the cache, then compose the root of
-    /// `diff_ids` from the cached layers, then evict what the bound says must go.
+    /// `diff_ids` from the cached layers, and lease it.
     pub fn prepare(&self, diff_ids: &[String], blobs: &[LayerBlob]) -> Result<(Root, Prepared)> {
+        let store = self.store_lock()?;
+        // Waits for an eviction in progress; none starts until the root is leased.
+        store.lock_shared()?;
         let mut prepared = Prepared {
             layers: diff_ids.len(),
             ..Prepared::default()
@@ -431,6 +447,12 @@ impl Store {
     /// be patched from it ([`Store::patch`]).
     pub fn settle(&self, current: &[String]) {
         self.evict(current);
+        let Ok(store) = self.store_lock() else {
+            return;
+        };
+        if store.lock_shared().is_err() {
+            return;
+        }
         let Some((top, lower)) = current.split_last() else {
             return;
         };
@@ -454,6 +476,14 @@ impl Store {
     /// sandbox holds it, and then the layer stays too. Roots beyond [`KEEP_ROOTS`] go.
     /// The layers of `current` always stay. Best effort: a failure leaves more behind.
     pub fn evict(&self, current: &[String]) {
+        // Never while another invoke prepares (it would lose layers it has not leased
+        // yet); that invoke evicts in its turn.
+        let Ok(store) = self.store_lock() else {
+            return;
+        };
+        if store.try_lock().is_err() {
+            return;
+        }
         let keep: HashSet<String> = current
             .iter()
             .filter_map(|d| crate::digest::hex_part(d).ok().map(str::to_string))
@@ -1658,6 +1688,34 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "evicted trees are deleted: {left:?}");
+    }
+
+    #[test]
+    fn nothing_is_evicted_while_another_invoke_prepares() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(cache.path(), 0).unwrap();
+        let kib = "x".repeat(1024);
+        let first = blob(cache.path(), &[E::File("a", 0o644, &kib)]);
+        let second = blob(cache.path(), &[E::File("b", 0o644, &kib)]);
+        drop(
+            store
+                .prepare(&ids(&[&first]), std::slice::from_ref(&first))
+                .unwrap(),
+        );
+        // Another process between unpacking and leasing its root holds the store shared.
+        let preparing = store.store_lock().unwrap();
+        preparing.lock_shared().unwrap();
+        store.evict(&ids(&[&second]));
+        assert!(
+            store.missing(&ids(&[&first])).unwrap().is_empty(),
+            "evicted under a prepare"
+        );
+        drop(preparing);
+        store.evict(&ids(&[&second]));
+        assert!(
+            !store.missing(&ids(&[&first])).unwrap().is_empty(),
+            "over the bound and unheld: evicted"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn read_index(dest: &Path) -> Result<Value> {
         // A layout cut short before its index was written holds no image yet.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": crate::oci::media::OCI_INDEX,
             "manifests": [],
         })),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -236,6 +236,10 @@ pub struct Client {
     /// Registries whose ECR token came from the token cache: a 401 to it earns one
     /// fresh token (it may have been revoked since it was cached).
     ecr_cached: Mutex<std::collections::HashSet<String>>,
+    /// How many times each registry's ECR token was refreshed. Requests run in parallel
+    /// (tags, blobs): one refreshes, the others, sent with the old token, see the count
+    /// moved on and retry with the new one instead of failing.
+    ecr_refreshes: tokio::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Docker's rule: loopback registries may fall back to plain HTTP without being listed.
@@ -349,9 +353,8 @@ fn push_scope(repo: &str) -> String {
 impl Client {
     pub fn new(insecure: &[String], ca_cert: Option<&Path>) -> Result<Client> {
         install_tls_provider();
-        let ca = ca_cert
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("SSL_CERT_FILE").map(Into::into));
+        // SSL_CERT_FILE arrives here through the command layer's settings, as `ca_cert`.
+        let ca = ca_cert.map(Path::to_path_buf);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("ocilambda/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15));
@@ -379,6 +382,7 @@ impl Client {
             creds: tokio::sync::Mutex::new(HashMap::new()),
             ecr: ecr::Ecr::new(crate::aws::AwsOptions::default(), None, None),
             ecr_cached: Mutex::new(Default::default()),
+            ecr_refreshes: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -443,10 +447,17 @@ impl Client {
 
     /// Replace a cached ECR token that `registry` refused with a fresh one; false when
     /// the credential in use is not such a token (or was refreshed already).
-    async fn refresh_ecr(&self, registry: &str) -> Result<bool> {
+    async fn refresh_ecr(&self, registry: &str, sent_after: u64) -> Result<bool> {
+        // Held across the refresh: a parallel request waits here, then retries with it.
+        let mut refreshes = self.ecr_refreshes.lock().await;
+        let count = refreshes.entry(registry.to_string()).or_default();
+        if *count != sent_after {
+            return Ok(true);
+        }
         if !self.ecr_cached.lock().unwrap().remove(registry) {
             return Ok(false);
         }
+        *count += 1;
         let token = self.ecr.token(registry, true).await?;
         if let Some(found) = self.creds.lock().await.get_mut(registry) {
             found.credential = Some(token.credential);
@@ -477,8 +488,6 @@ impl Client {
         Url::parse(&text).with_context(|| format!("invalid registry URL {text}"))
     }
 
-    /// Send a request, handling scheme fallback, authentication and (with `retry`)
-    /// transient failures.
     /// The HTTP request for `req` over `scheme`, with its URL; whether it goes to the
     /// registry itself, and whether it carries a token scoped to `scope_key`.
     async fn request(
@@ -506,6 +515,14 @@ impl Client {
         Ok((builder, url, own_host, sent_scoped))
     }
 
+    /// How many times `registry`'s ECR token has been refreshed (see `ecr_refreshes`).
+    async fn ecr_refreshes(&self, registry: &str) -> u64 {
+        let refreshes = self.ecr_refreshes.lock().await;
+        refreshes.get(registry).copied().unwrap_or(0)
+    }
+
+    /// Send a request, handling scheme fallback, authentication and (with `retry`)
+    /// transient failures.
     async fn send(&self, req: Request<'_>) -> Result<reqwest::Response> {
         let registry = req.registry;
         let scope_key = (registry.to_string(), req.scope.to_string());
@@ -519,6 +536,7 @@ impl Client {
                 .unwrap()
                 .get(registry)
                 .unwrap_or(&Scheme::Https);
+            let refreshes = self.ecr_refreshes(registry).await;
             let (builder, url, own_host, sent_scoped) =
                 self.request(&req, scheme, &scope_key).await?;
             let sent = match &req.upload {
@@ -561,7 +579,7 @@ impl Client {
             if (status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN)
                 && authenticated_once
                 && own_host
-                && self.refresh_ecr(registry).await?
+                && self.refresh_ecr(registry, refreshes).await?
             {
                 authenticated_once = false;
                 attempt -= 1;

@@ -31,7 +31,7 @@ const OWN_REFERRER_TYPE: &str = crate::oci::media::CYCLONEDX_JSON;
 /// entry is damaged, and the other way round.
 fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
     let to = blobs.join(crate::digest::hex_part(digest)?);
-    if to.exists() {
+    if holds(&to, digest) {
         return Ok(());
     }
     // Only bytes that match their digest go in: a damaged cache entry is never copied.
@@ -52,11 +52,17 @@ fn place_blob(cache: &Cache, digest: &str, blobs: &Path) -> Result<()> {
     copied
 }
 
+/// Whether the layout file `path` already holds the blob: an existing file is kept only
+/// when its bytes match the digest (one a user or a crash damaged is written again).
+fn holds(path: &Path, digest: &str) -> bool {
+    path.is_file() && crate::digest::of_file(path).is_ok_and(|d| d == digest)
+}
+
 /// Write bytes as a layout blob (temporary file, then rename: a reader never sees half).
 fn put_bytes(blobs: &Path, bytes: &[u8]) -> Result<()> {
     let digest = crate::digest::of_bytes(bytes);
     let to = blobs.join(crate::digest::hex_part(&digest)?);
-    if to.exists() {
+    if holds(&to, &digest) {
         return Ok(());
     }
     let mut tmp = tempfile::Builder::new()
@@ -406,6 +412,19 @@ pub(crate) mod tests {
         let layout_blob = dest.join("blobs/sha256").join(hex(&second_layer));
         std::fs::write(cache.blob_path(&second_layer).unwrap(), b"XXXXXX").unwrap();
         assert_eq!(std::fs::read(layout_blob).unwrap(), b"app v2");
+    }
+
+    #[test]
+    fn a_damaged_blob_of_the_layout_is_written_again_not_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        let dest = tmp.path().join("layout");
+        let (image, layer) = image(&cache, b"app v1", true);
+        write(&dest, &image, &cache, std::slice::from_ref(&layer), &[]).unwrap();
+        let in_layout = dest.join("blobs/sha256").join(&layer[7..]);
+        std::fs::write(&in_layout, b"app vX").unwrap();
+        write(&dest, &image, &cache, std::slice::from_ref(&layer), &[]).unwrap();
+        assert_eq!(std::fs::read(&in_layout).unwrap(), b"app v1");
     }
 
     #[test]

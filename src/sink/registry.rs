@@ -49,7 +49,7 @@ pub struct Blob {
 /// [`image::open_layout`], the one layout reader.
 pub fn read_layout(dir: &Path) -> Result<Image> {
     if !dir.join("index.json").is_file() {
-        bail!(image::SourceError::NothingBuilt(dir.to_path_buf()));
+        bail!(image::ImageError::NothingBuilt(dir.to_path_buf()));
     }
     image::open_layout(dir)
 }
@@ -170,6 +170,8 @@ pub async fn push(
     observer: &dyn Observer,
 ) -> Result<Outcome> {
     let (registry, repo) = (dest.registry.as_str(), dest.repository.as_str());
+    // A malformed base name fails before any request, as a bad image should.
+    let base = base_name(image)?;
     // A tag that already names our manifest needs nothing: the common no-op push is one
     // HEAD per tag.
     let current = futures_util::future::try_join_all(
@@ -205,7 +207,6 @@ pub async fn push(
     let mut reports = Vec::new();
     if !have_manifest {
         let mut order = blobs(image, cache)?;
-        let base = base_name(image)?;
         // Largest first, so the longest transfer is not the one that starts last.
         order.sort_by_key(|b| std::cmp::Reverse(b.size));
         reports = futures_util::stream::iter(&order)
