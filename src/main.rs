@@ -4,10 +4,10 @@
 use clap::{Args, Parser, Subcommand};
 use ocilambda::audit::Access;
 use ocilambda::commands::audit::Rendered;
-use ocilambda::commands::terminal::Terminal;
+use ocilambda::commands::terminal::{self, Terminal};
 use ocilambda::config::{self, Environment, Settings};
 use ocilambda::target::{Arch, PyVersion};
-use ocilambda::{build, deploy, error, login, output, package, push};
+use ocilambda::{build, deploy, error, login, package, push};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -900,7 +900,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(h) = e.source().and_then(ocilambda::diagnostics::value_hint) {
-        output::hint(&h);
+        terminal::hint(&h);
     }
     ExitCode::from(2)
 }
@@ -922,7 +922,7 @@ fn main() -> ExitCode {
     // The one read of the process environment; the library takes these values as inputs.
     let env = Environment::from_vars(std::env::vars_os());
     for (var, suggestion) in env.unknown_vars() {
-        output::warning(&format!("unknown variable {var} ignored; {suggestion}"));
+        terminal::warning(&format!("unknown variable {var} ignored; {suggestion}"));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -930,15 +930,15 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            output::error(&format!("starting the async runtime: {e}"));
+            terminal::error(&format!("starting the async runtime: {e}"));
             return ExitCode::from(2);
         }
     };
     match runtime.block_on(run(cli, &env)) {
         Ok(code) => code,
         Err(err) => {
-            output::error(&error::one_line(&err));
-            output::hint(&ocilambda::diagnostics::hint_or_fallback(&err));
+            terminal::error(&error::one_line(&err));
+            terminal::hint(&ocilambda::diagnostics::hint_or_fallback(&err));
             ExitCode::from(2)
         }
     }

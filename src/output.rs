@@ -1,41 +1,8 @@
-//! Terminal output in uv's style: results on stdout, everything else on stderr.
-//!
-//! `error:`/`warning:`/`hint:` prefixes are coloured only when stderr is a terminal and
-//! `NO_COLOR` is unset, so logs in CI stay plain text. The printers are the command
-//! layer's ([`crate::commands`], `main`); library steps report through
-//! [`crate::report::Reporter`] and use only the pure formatters (`size`, `duration`, …).
+//! Pure formatters for what the user reads, in uv's style: sizes, durations, counts,
+//! short digests. Printing is the command layer's ([`crate::commands::terminal`]);
+//! library steps report through [`crate::report::Reporter`].
 
-use std::io::{IsTerminal, Write};
 use std::time::Duration;
-
-fn color() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
-}
-
-fn prefixed(prefix: &str, ansi: &str, message: &str) {
-    let mut err = std::io::stderr().lock();
-    if color() {
-        let _ = writeln!(
-            err,
-            "\x1b[1;{ansi}m{prefix}\x1b[0m\x1b[1m:\x1b[0m {message}"
-        );
-    } else {
-        let _ = writeln!(err, "{prefix}: {message}");
-    }
-}
-
-pub fn error(message: &str) {
-    prefixed("error", "31", message);
-}
-
-/// Printed under `--quiet` too: quiet hides progress, not what the user should know.
-pub fn warning(message: &str) {
-    prefixed("warning", "33", message);
-}
-
-pub fn hint(message: &str) {
-    prefixed("hint", "36", message);
-}
 
 /// `883ms` below a second, `1.42s` above, as uv prints durations.
 pub fn duration(d: Duration) -> String {

@@ -32,6 +32,10 @@ pub enum Event {
     OverDirectUpload { path: PathBuf, size: u64 },
     /// A request of a long-running step (invoke's server) failed; the step goes on.
     RequestFailed(anyhow::Error),
+    /// A line of the invoked function's log stream (what it wrote, and the START, END and
+    /// REPORT lines, in order), as Lambda's log has it. Shown under `--quiet` too: it is
+    /// the function's output, not progress.
+    FunctionLog(Vec<u8>),
 }
 
 /// Receives a step's events, from any thread.

@@ -1,6 +1,9 @@
 //! Progress and warnings on stderr, as uv prints them: a summary line per finished step,
 //! `warning:`/`hint:` prefixes, and with [`Terminal::with_bars`] a progress bar per
 //! transfer on a terminal. `--quiet` hides steps and bars, never warnings.
+//!
+//! `error:`/`warning:`/`hint:` prefixes are coloured only when stderr is a terminal and
+//! `NO_COLOR` is unset, so logs in CI stay plain text.
 
 use crate::output;
 use crate::report::{Event, Progress, Reporter};
@@ -8,6 +11,35 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
+
+fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+fn prefixed(prefix: &str, ansi: &str, message: &str) {
+    let mut err = std::io::stderr().lock();
+    if color() {
+        let _ = writeln!(
+            err,
+            "\x1b[1;{ansi}m{prefix}\x1b[0m\x1b[1m:\x1b[0m {message}"
+        );
+    } else {
+        let _ = writeln!(err, "{prefix}: {message}");
+    }
+}
+
+pub fn error(message: &str) {
+    prefixed("error", "31", message);
+}
+
+/// Printed under `--quiet` too: quiet hides progress, not what the user should know.
+pub fn warning(message: &str) {
+    prefixed("warning", "33", message);
+}
+
+pub fn hint(message: &str) {
+    prefixed("hint", "36", message);
+}
 
 /// The reporter a command owns for its run.
 pub struct Terminal {
@@ -79,7 +111,12 @@ impl Reporter for Terminal {
     fn event(&self, event: Event) {
         match event {
             Event::Step(line) => self.line(&line),
-            Event::Warning(message) => self.above(|| output::warning(&message)),
+            Event::FunctionLog(line) => self.above(|| {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&line);
+                let _ = err.flush();
+            }),
+            Event::Warning(message) => self.above(|| warning(&message)),
             Event::Transferred { key, summary } => {
                 if let Some(bar) = self.active.lock().unwrap().remove(&key) {
                     bar.finish_and_clear();
@@ -95,26 +132,26 @@ impl Reporter for Terminal {
                 repository,
                 digest,
             } if !self.quiet => self.above(|| {
-                output::hint(&format!(
+                hint(&format!(
                     "pin the base for reproducible rebuilds: --base {registry}/{repository}@{digest}"
                 ))
             }),
             Event::UnpinnedBase { .. } => {}
             Event::MemoryNotEnforced { memory_mb, why } => self.above(|| {
-                output::warning(&format!(
+                warning(&format!(
                     "--memory {memory_mb} is not enforced ({why}); it only sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
                 ))
             }),
             Event::OverDirectUpload { path, size } => self.above(|| {
-                output::warning(&format!(
+                warning(&format!(
                     "{} is {}, over the 50 MiB limit for direct uploads: upload it to S3 and deploy it from there (--s3-bucket/--s3-key)",
                     path.display(),
                     output::size(size)
                 ))
             }),
             Event::RequestFailed(err) => self.above(|| {
-                output::error(&crate::error::one_line(&err));
-                output::hint(&crate::diagnostics::hint_or_fallback(&err));
+                error(&crate::error::one_line(&err));
+                hint(&crate::diagnostics::hint_or_fallback(&err));
             }),
         }
     }

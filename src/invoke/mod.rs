@@ -561,7 +561,7 @@ impl Function {
             workdir: self.run.workdir.clone(),
             network: self.network,
         };
-        let mut sandbox = Sandbox::spawn(&self.bwrap, &spec, memory)?;
+        let mut sandbox = Sandbox::spawn(&self.bwrap, &spec, memory, self.reporter.clone())?;
         let listener = match host_listener {
             Some(l) => l,
             None => match sandbox.connect(self.provider.as_ref()).await {

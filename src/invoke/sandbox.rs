@@ -128,7 +128,12 @@ fn inherit(fds: &[i32]) -> std::io::Result<()> {
 }
 
 impl Sandbox {
-    pub fn spawn(bwrap: &Path, spec: &Spec, memory: Option<MemoryCgroup>) -> Result<Sandbox> {
+    pub fn spawn(
+        bwrap: &Path,
+        spec: &Spec,
+        memory: Option<MemoryCgroup>,
+        reporter: Arc<dyn crate::report::Reporter>,
+    ) -> Result<Sandbox> {
         // One pipe for both streams keeps the function's stdout and stderr in the order
         // it wrote them.
         let (reader, writer) = std::io::pipe().context("creating a pipe")?;
@@ -184,7 +189,7 @@ impl Sandbox {
         let said = bwrap_said.clone();
         let logs = std::thread::Builder::new()
             .name("function-logs".into())
-            .spawn(move || pump(reader, &said))
+            .spawn(move || pump(reader, &said, &*reporter))
             .context("starting the log thread")?;
         Ok(Sandbox {
             child,
@@ -464,8 +469,12 @@ fn child_pid(mut info: std::io::PipeReader) -> Option<u32> {
     }
 }
 
-/// Forward the function's output to our stderr, line by line, keeping bwrap's own.
-fn pump(reader: std::io::PipeReader, bwrap_said: &Mutex<Vec<String>>) {
+/// Pass the function's log stream to the reporter, line by line, keeping bwrap's own.
+fn pump(
+    reader: std::io::PipeReader,
+    bwrap_said: &Mutex<Vec<String>>,
+    reporter: &dyn crate::report::Reporter,
+) {
     let mut reader = std::io::BufReader::new(reader);
     let mut line = Vec::new();
     loop {
@@ -481,9 +490,7 @@ fn pump(reader: std::io::PipeReader, bwrap_said: &Mutex<Vec<String>>) {
             }
             continue;
         }
-        let mut err = std::io::stderr().lock();
-        let _ = err.write_all(&line);
-        let _ = err.flush();
+        reporter.event(crate::report::Event::FunctionLog(std::mem::take(&mut line)));
     }
 }
 
