@@ -55,7 +55,7 @@ fn recorded_arch(image: &Image) -> Result<Arch> {
     let name = image.config["architecture"].as_str().ok_or_else(|| {
         hint(
             format!("{} records no architecture in its config", image.label),
-            "verify rebuilds for the recorded architecture; this image was not built by ocilambda",
+            "a rebuild needs the architecture the image records; this image was not built by ocilambda",
         )
     })?;
     name.parse::<Arch>()
@@ -89,7 +89,7 @@ fn required<'a>(image: &'a Image, key: &str) -> Result<&'a str> {
     image.annotation(key).ok_or_else(|| {
         hint(
             format!("{} records no `{key}`: it was not built by ocilambda, or by a version without provenance", image.label),
-            "verify rebuilds from what the image records; rebuild and push it with a current ocilambda",
+            "a rebuild replays what the image records; build and push it again with a current ocilambda",
         )
     })
 }
