@@ -320,21 +320,27 @@ fn layout_manifest(dir: &Path) -> Result<(String, Vec<u8>)> {
     Ok((digest, bytes))
 }
 
+/// The config digest of `manifest`, which must be a single-platform image manifest (an
+/// index or another artifact is no image to read).
+fn image_config_digest<'a>(manifest: &'a Value, label: &str) -> Result<&'a str> {
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(crate::oci::media::OCI_MANIFEST);
+    if !crate::oci::media::is_image_manifest(media_type) {
+        bail!("{label} holds a {media_type}, not a single-platform image manifest");
+    }
+    manifest["config"]["digest"]
+        .as_str()
+        .with_context(|| format!("the manifest of {label} has no config"))
+}
+
 /// The single-platform image a layout tags, read without any network: the one layout
 /// reader behind `open` and the push sink.
 pub fn open_layout(dir: &Path) -> Result<Image> {
     let (_, bytes) = layout_manifest(dir)?;
     let label = dir.display().to_string();
     let manifest = parse_json(&bytes, "manifest", &label)?;
-    let media_type = manifest["mediaType"]
-        .as_str()
-        .unwrap_or(crate::oci::media::OCI_MANIFEST);
-    if !crate::oci::media::is_image_manifest(media_type) {
-        bail!("the layout at {label} holds a {media_type}, not a single-platform image manifest");
-    }
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .with_context(|| format!("the manifest of {label} has no config"))?;
+    let config_digest = image_config_digest(&manifest, &label)?;
     let config_bytes = crate::oci::layout::read_blob(dir, config_digest)
         .with_context(|| format!("reading the config of {label}"))?;
     Image::from_bytes(
@@ -423,15 +429,7 @@ impl Image {
         remote: &Remote,
         cache: &Cache,
     ) -> Result<Image> {
-        let media_type = manifest["mediaType"]
-            .as_str()
-            .unwrap_or(crate::oci::media::OCI_MANIFEST);
-        if !crate::oci::media::is_image_manifest(media_type) {
-            bail!("{label} is a {media_type}, not a single-platform image manifest");
-        }
-        let config_digest = manifest["config"]["digest"]
-            .as_str()
-            .with_context(|| format!("the manifest of {label} has no config"))?;
+        let config_digest = image_config_digest(&manifest, &label)?;
         let config_bytes = match &origin {
             Origin::Layout(dir) => crate::oci::layout::read_blob(dir, config_digest),
             Origin::Registry(r) => {
